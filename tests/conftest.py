@@ -1,0 +1,88 @@
+"""Shared fixtures: the loader modes every behavioural test runs in, and leak checks.
+
+Every test is checked for worker threads, worker processes and shared-memory
+files it leaves behind: the check waits up to a few seconds for them to end
+(workers finish their current batch) and fails the test if any remain.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+MODES = ("thread", "process")
+_LEAK_GRACE_SECONDS = 5.0
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """The loader mode under test; behavioural tests run in both."""
+    return request.param
+
+
+def _infrastructure_pids() -> set[int]:
+    """Helper processes multiprocessing keeps for the whole session (forkserver, resource tracker)."""
+    pids = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid:
+        pids.add(pid)
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    pid = getattr(tracker, "_pid", None)
+    if pid:
+        pids.add(pid)
+    return pids
+
+
+def _child_processes() -> list[psutil.Process]:
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _shm_files() -> list[str]:
+    if not os.path.isdir("/dev/shm"):
+        return []
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"threadloader-{os.getpid()}-")]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> object:
+    """Fail the test if it leaves threads, child processes or shared memory behind."""
+    threads_before = set(threading.enumerate())
+    children_before = {p.pid for p in _child_processes()}
+    yield
+    gc.collect()
+    deadline = time.monotonic() + _LEAK_GRACE_SECONDS
+    waiter = threading.Event()
+    while True:
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        ignored = _infrastructure_pids() | children_before
+        children = [p for p in _child_processes() if p.pid not in ignored]
+        shm = _shm_files()
+        if not threads and not children and not shm:
+            break
+        if time.monotonic() > deadline:
+            details = []
+            if threads:
+                details.append(f"threads: {[t.name for t in threads]}")
+            if children:
+                details.append(f"processes: {[(p.pid, p.name()) for p in children]}")
+            if shm:
+                details.append(f"/dev/shm files: {shm}")
+            pytest.fail("test left workers behind after %.0f s: %s" % (_LEAK_GRACE_SECONDS, "; ".join(details)))
+        gc.collect()
+        waiter.wait(0.05)  # polling other threads' and processes' exit, bounded by the deadline
+

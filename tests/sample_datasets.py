@@ -1,0 +1,169 @@
+"""Datasets the tests load, defined at module level so worker processes can unpickle them.
+
+Each dataset returns plain ints or small numpy arrays derived from the index,
+so a test can check exactly which samples arrived, in which order, once each.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+
+import threadloader
+
+
+def jitter(index: int, seed: int, max_seconds: float) -> None:
+    """Sleep a random, per-(seed, index) amount up to ``max_seconds`` (simulates uneven work)."""
+    if max_seconds > 0:
+        time.sleep(random.Random(index * 1_000_003 + seed).random() * max_seconds)
+
+
+class RangeDataset:
+    """``dataset[i] == i``, with optional random per-sample sleeps."""
+
+    def __init__(self, length: int, max_sleep: float = 0.0, seed: int = 0) -> None:
+        self.length = length
+        self.max_sleep = max_sleep
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        jitter(index, self.seed, self.max_sleep)
+        return index
+
+
+class ArrayDataset:
+    """``dataset[i]`` is a dict with a float32 array filled with ``i`` and the label ``i``."""
+
+    def __init__(self, length: int, size: int = 4) -> None:
+        self.length = length
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"x": np.full(self.size, index, dtype=np.float32), "y": index}
+
+
+class GetItemsDataset(RangeDataset):
+    """Has ``__getitems__``: returns the indices plus 1000, to show it was used."""
+
+    def __getitems__(self, indices: list[int]) -> list[int]:
+        return [i + 1000 for i in indices]
+
+
+class FailingDataset(RangeDataset):
+    """Raises ``KeyError(i)`` for indices in ``bad``."""
+
+    def __init__(self, length: int, bad: tuple[int, ...], max_sleep: float = 0.0) -> None:
+        super().__init__(length, max_sleep)
+        self.bad = frozenset(bad)
+
+    def __getitem__(self, index: int) -> int:
+        if index in self.bad:
+            raise KeyError(f"bad sample {index}")
+        return super().__getitem__(index)
+
+
+class SlowDataset(RangeDataset):
+    """Sleeps ``seconds`` for indices in ``slow`` (or all when ``slow`` is None)."""
+
+    def __init__(self, length: int, seconds: float, slow: tuple[int, ...] | None = None) -> None:
+        super().__init__(length)
+        self.seconds = seconds
+        self.slow = None if slow is None else frozenset(slow)
+
+    def __getitem__(self, index: int) -> int:
+        if self.slow is None or index in self.slow:
+            time.sleep(self.seconds)
+        return index
+
+
+class CountingDataset(RangeDataset):
+    """Counts fetches in a shared counter (``multiprocessing.Value``, works in both modes)."""
+
+    def __init__(self, length: int, counter: Any) -> None:
+        super().__init__(length)
+        self.counter = counter
+
+    def __getitem__(self, index: int) -> int:
+        with self.counter.get_lock():
+            self.counter.value += 1
+        return index
+
+
+class WorkerInfoDataset(RangeDataset):
+    """Returns ``(index, worker id, worker seed, first rng draw, pid)`` seen while fetching."""
+
+    def __getitem__(self, index: int) -> tuple[int, int, int, int]:
+        info = threadloader.get_worker_info()
+        if info is None:
+            return (index, -1, -1, os.getpid())
+        return (index, info.id, info.seed, os.getpid())
+
+
+class ShardedIterable:
+    """Iterable-style: worker k of n yields ``range(k, length, n)``."""
+
+    def __init__(self, length: int, max_sleep: float = 0.0) -> None:
+        self.length = length
+        self.max_sleep = max_sleep
+
+    def __iter__(self) -> Any:
+        info = threadloader.get_worker_info()
+        start, step = (0, 1) if info is None else (info.id, info.num_workers)
+        for index in range(start, self.length, step):
+            jitter(index, 0, self.max_sleep)
+            yield index
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class FailingIterable(ShardedIterable):
+    """Iterable-style that raises ``ValueError`` when it reaches ``bad``."""
+
+    def __init__(self, length: int, bad: int) -> None:
+        super().__init__(length)
+        self.bad = bad
+
+    def __iter__(self) -> Any:
+        for index in super().__iter__():
+            if index == self.bad:
+                raise ValueError(f"bad sample {index}")
+            yield index
+
+
+def record_worker_init(worker_id: int) -> None:
+    """A picklable ``worker_init_fn`` that stores the id in the worker's info dataset."""
+    info = threadloader.get_worker_info()
+    assert info is not None and info.id == worker_id
+
+
+def failing_worker_init(worker_id: int) -> None:
+    """A ``worker_init_fn`` that fails in worker 0."""
+    if worker_id == 0:
+        raise RuntimeError("init failed in worker 0")
+
+
+class CrashingDataset(RangeDataset):
+    """Calls ``os._exit`` (process mode) for index ``crash_at``."""
+
+    def __init__(self, length: int, crash_at: int) -> None:
+        super().__init__(length)
+        self.crash_at = crash_at
+        self.parent_pid = os.getpid()  # pickled: a worker process sees the parent's pid here
+
+    def __getitem__(self, index: int) -> int:
+        if index == self.crash_at and os.getpid() != self.parent_pid:
+            os._exit(3)
+        return index

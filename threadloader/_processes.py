@@ -1,0 +1,337 @@
+"""The process executor: worker processes for builds where the GIL is on.
+
+In:  tickets ``(generation, seq, payload)`` from the scheduler, on one shared
+     task queue (map-style) or one queue per worker (iterable-style).
+Out: results ``(generation, seq, worker_id, status, value)`` from ``poll``,
+     exactly as the thread executor gives them: batches rebuilt from shared
+     memory (``_shm``), errors as the original exception type with the remote
+     traceback text attached as ``__cause__``.
+
+Ownership: the executor owns its processes, task queues, result queue, stop
+event and the shared-memory name prefix. The loader's ``FetchSpec`` (dataset,
+``collate_fn``, ``worker_init_fn``) is pickled once per worker, as process
+arguments. Start method: ``forkserver`` where available, else ``spawn``
+(never plain ``fork`` from a parent that may run threads), unless the user
+passes ``multiprocessing_context``. ``shutdown()`` is idempotent: stop event,
+sentinels, bounded join, then terminate and kill; it unlinks every
+shared-memory file left behind. Workers exit by themselves when the parent
+dies.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+import weakref
+from typing import Any
+
+from . import _shm
+from .errors import RemoteTraceback, WorkerDiedError
+from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime, _local
+
+_JOIN_SECONDS = 5.0
+_WORKER_POLL_SECONDS = 1.0
+
+_live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
+_atexit_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _shutdown_all_at_exit() -> None:
+    for executor in list(_live_executors):
+        executor.shutdown()
+
+
+def _register_atexit_once() -> None:
+    global _atexit_registered
+    with _atexit_lock:
+        if not _atexit_registered:
+            threading._register_atexit(_shutdown_all_at_exit)  # type: ignore[attr-defined]
+            _atexit_registered = True
+
+
+def default_context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` where the platform has it, else ``spawn``."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def resolve_context(context: Any) -> multiprocessing.context.BaseContext:
+    """Turn the user's ``multiprocessing_context`` (None, a name, a context) into a context."""
+    if context is None:
+        return default_context()
+    if isinstance(context, str):
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(
+                f"multiprocessing_context option should specify a valid start method in {methods!r}, "
+                f"but got multiprocessing_context={context!r}"
+            )
+        return multiprocessing.get_context(context)
+    if not isinstance(context, multiprocessing.context.BaseContext):
+        raise TypeError(
+            "multiprocessing_context option should be a valid context object or a string specifying "
+            f"the start method, but got multiprocessing_context={context!r}"
+        )
+    return context
+
+
+def _encode_failure(failure: Failure) -> tuple[Any, ...]:
+    text = "".join(traceback.format_exception(type(failure.exc), failure.exc, failure.exc.__traceback__))
+    try:
+        exc_bytes = pickle.dumps(failure.exc)
+        pickle.loads(exc_bytes)
+    except Exception:
+        exc_bytes = None
+    sample_index = failure.sample_index
+    try:
+        pickle.dumps(sample_index)
+    except Exception:
+        sample_index = repr(sample_index)
+    return (exc_bytes, type(failure.exc).__qualname__, str(failure.exc), text, failure.phase, sample_index)
+
+
+def _decode_failure(encoded: tuple[Any, ...]) -> Failure:
+    exc_bytes, type_name, message, text, phase, sample_index = encoded
+    exc: BaseException
+    if exc_bytes is not None:
+        exc = pickle.loads(exc_bytes)
+    else:
+        exc = RuntimeError(f"{type_name}: {message} (the worker's exception could not be pickled)")
+    exc.__cause__ = RemoteTraceback(text)
+    return Failure(exc, phase, sample_index)
+
+
+def _process_main(
+    spec: FetchSpec,
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    tasks: Any,
+    results: Any,
+    stop: Any,
+    shm_prefix: str | None,
+) -> None:
+    """Entry point of a worker process: take tickets, post encoded results."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    import random
+
+    random.seed(seed)  # private to this process, unlike in a worker thread
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+    parent = multiprocessing.parent_process()
+    runtime = WorkerRuntime(spec, worker_id, num_workers, seed)
+    runtime.start()
+    try:
+        while not stop.is_set():
+            try:
+                task = tasks.get(timeout=_WORKER_POLL_SECONDS)
+            except queue.Empty:
+                if parent is not None and not parent.is_alive():
+                    return
+                continue
+            if task is None:
+                return
+            generation, seq, payload = task
+            status, value = runtime.run(generation, payload)
+            if status == OK:
+                try:
+                    value = _shm.encode(value, shm_prefix) if shm_prefix else (pickle.dumps(value), None, [])
+                except Exception as exc:
+                    status, value = ERROR, Failure(exc, "sending the batch to the parent process")
+            if status == ERROR:
+                value = _encode_failure(value)
+            results.put((generation, seq, worker_id, status, value))
+    finally:
+        _local.info = None
+        if stop.is_set():
+            results.cancel_join_thread()  # the parent stopped reading: do not block exit on a full pipe
+
+
+class ProcessExecutor:
+    """A pool of worker processes for one loader (one epoch, or many if persistent)."""
+
+    mode = "process"
+
+    def __init__(
+        self, spec: FetchSpec, num_workers: int, base_seed: int, per_worker_queues: bool, context: Any = None
+    ) -> None:
+        """Start ``num_workers`` processes.
+
+        Args:
+            spec: batching rules and the dataset (pickled once per worker).
+            num_workers: number of processes.
+            base_seed: worker ``i`` gets seed ``base_seed + i``.
+            per_worker_queues: one task queue per worker (iterable-style).
+            context: ``multiprocessing_context`` as the user gave it.
+
+        Raises:
+            TypeError: naming the argument that cannot be pickled.
+        """
+        _register_atexit_once()
+        ctx = resolve_context(context)
+        self.num_workers = num_workers
+        self._pin = spec.pin_memory
+        worker_spec = FetchSpec(**{**spec.__dict__, "pin_memory": False})  # pinning happens in the parent
+        self._shm_prefix = f"threadloader-{os.getpid()}-{id(self):x}" if _shm.shm_available() else None
+        self._stop = ctx.Event()
+        self._results = ctx.Queue()
+        self._per_worker = per_worker_queues
+        self._tasks = [ctx.Queue() for _ in range(num_workers if per_worker_queues else 1)]
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._processes: list[Any] = []
+        _live_executors.add(self)
+        try:
+            for worker_id in range(num_workers):
+                process = ctx.Process(
+                    target=_process_main,
+                    args=(
+                        worker_spec,
+                        worker_id,
+                        num_workers,
+                        base_seed + worker_id,
+                        self._tasks[worker_id if per_worker_queues else 0],
+                        self._results,
+                        self._stop,
+                        self._shm_prefix,
+                    ),
+                    name=f"threadloader-worker-{worker_id}",
+                    daemon=True,  # daemon: multiprocessing terminates it if the parent exits without shutdown()
+                )
+                try:
+                    process.start()
+                except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                    raise _unpicklable_argument(spec, exc) from exc
+                self._processes.append(process)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
+        """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
+        self._tasks[worker_id if self._per_worker else 0].put(task)
+
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
+        """Return the next result (batch rebuilt from shared memory), or ``None``."""
+        try:
+            generation, seq, worker_id, status, value = self._results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if status == OK:
+            value = _shm.decode(*value)
+            if self._pin:
+                from .worker import _pin
+
+                value = _pin(value)
+        elif status == ERROR:
+            value = _decode_failure(value)
+        return generation, seq, worker_id, status, value
+
+    def check_workers(self) -> None:
+        """Raise ``WorkerDiedError`` naming the worker and pid if a process ended."""
+        if self._closed:
+            return
+        for worker_id, process in enumerate(self._processes):
+            code = process.exitcode
+            if code is not None:
+                if code < 0:
+                    try:
+                        how = f"was killed by signal {signal.Signals(-code).name}"
+                    except ValueError:
+                        how = f"was killed by signal {-code}"
+                else:
+                    how = f"exited unexpectedly with exit code {code}"
+                message = f"threadloader: worker {worker_id} (pid {process.pid}) {how}; the remaining workers were stopped"
+                self.shutdown()
+                raise WorkerDiedError(message)
+
+    def discard_pending(self) -> None:
+        """Drop tickets no worker has taken yet (a persistent pool's old epoch)."""
+        for tasks in self._tasks:
+            _drain(tasks)
+
+    def shutdown(self) -> None:
+        """Stop every worker process and release their queues and shared memory. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        _live_executors.discard(self)
+        self._stop.set()
+        for tasks in self._tasks:
+            _drain(tasks)
+        for process in self._processes:
+            if process.exitcode is None:
+                try:
+                    self._tasks[self._processes.index(process) if self._per_worker else 0].put(None)
+                except (OSError, ValueError):
+                    pass
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for process in self._processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self._processes:
+            if process.exitcode is None:
+                process.terminate()
+                process.join(1.0)
+            if process.exitcode is None:
+                process.kill()
+                process.join(1.0)
+        self._drain_results()
+        for q in [*self._tasks, self._results]:
+            q.close()
+            q.join_thread()
+        for process in self._processes:
+            if process.exitcode is not None:
+                process.close()
+        if self._shm_prefix is not None:
+            _shm.remove_leftovers(self._shm_prefix)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has started."""
+        return self._closed
+
+    def pids(self) -> list[int]:
+        """Worker process ids (for tests and diagnostics)."""
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    def _drain_results(self) -> None:
+        while True:
+            try:
+                _generation, _seq, _worker_id, status, value = self._results.get(timeout=0.05)
+            except (queue.Empty, OSError, ValueError, EOFError):
+                return
+            if status == OK:
+                _shm.discard(value[1])
+
+
+def _drain(q: Any) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            return
+
+
+def _unpicklable_argument(spec: FetchSpec, error: Exception) -> TypeError:
+    """Name the loader argument that cannot be sent to a worker process."""
+    for name, value in (("dataset", spec.dataset), ("collate_fn", spec.collate_fn), ("worker_init_fn", spec.worker_init_fn)):
+        try:
+            pickle.dumps(value)
+        except Exception as exc:  # the first argument that fails is the one to name
+            return TypeError(
+                f"threadloader: process mode sends {name} to each worker process by pickling it, but "
+                f"{name}={value!r} cannot be pickled ({type(exc).__name__}: {exc}). Define it at module "
+                "level (no lambdas or local classes), or use mode='thread', which shares it without pickling."
+            )
+    return TypeError(f"threadloader: cannot start a worker process: {error}")

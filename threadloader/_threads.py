@@ -1,0 +1,174 @@
+"""The thread executor: worker threads that share one dataset object.
+
+In:  tickets ``(generation, seq, payload)`` from the scheduler, either on one
+     shared task queue (map-style: the next free worker takes the next ticket)
+     or on one queue per worker (iterable-style: each worker owns an iterator).
+Out: results ``(generation, seq, worker_id, status, value)`` on one result
+     queue, read by the scheduler with a timeout slice.
+
+Ownership: the executor owns its threads, its task queues, its result queue
+and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
+never the executor or the iterator, so dropping the iterator can trigger
+shutdown. ``shutdown()`` is idempotent: it sets the stop event, posts one
+sentinel per worker, and joins for a bounded time (never while the
+interpreter is finalizing). A process-wide hook registered with
+``threading._register_atexit`` shuts down every live executor before the
+interpreter joins non-daemon threads, so exiting while iterating does not hang.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+import weakref
+from typing import Any
+
+from .errors import WorkerDiedError
+from .worker import FetchSpec, WorkerRuntime
+
+_JOIN_SECONDS = 5.0
+
+_live_executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+_atexit_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _shutdown_all_at_exit() -> None:
+    for executor in list(_live_executors):
+        executor.shutdown()
+
+
+def _register_atexit_once() -> None:
+    global _atexit_registered
+    with _atexit_lock:
+        if not _atexit_registered:
+            # Runs before threading joins non-daemon threads at interpreter exit.
+            threading._register_atexit(_shutdown_all_at_exit)  # type: ignore[attr-defined]
+            _atexit_registered = True
+
+
+def _worker_loop(
+    runtime: WorkerRuntime,
+    tasks: queue.SimpleQueue[Any],
+    results: queue.SimpleQueue[Any],
+    stop: threading.Event,
+) -> None:
+    """Take tickets until a sentinel (``None``) or the stop event; post results."""
+    runtime.start()
+    worker_id = runtime.worker_id
+    try:
+        while True:
+            # Blocking without a timeout is safe here: shutdown() always posts
+            # one sentinel per worker after setting the stop event.
+            task = tasks.get()
+            if task is None or stop.is_set():
+                return
+            generation, seq, payload = task
+            status, value = runtime.run(generation, payload)
+            if stop.is_set():
+                return
+            results.put((generation, seq, worker_id, status, value))
+    finally:
+        runtime.stop()
+
+
+class ThreadExecutor:
+    """A pool of worker threads for one loader (one epoch, or many if persistent)."""
+
+    mode = "thread"
+
+    def __init__(self, spec: FetchSpec, num_workers: int, base_seed: int, per_worker_queues: bool) -> None:
+        """Start ``num_workers`` threads.
+
+        Args:
+            spec: batching rules and the shared dataset.
+            num_workers: number of threads.
+            base_seed: worker ``i`` gets seed ``base_seed + i``.
+            per_worker_queues: one task queue per worker (iterable-style)
+                instead of one shared queue.
+        """
+        _register_atexit_once()
+        self.num_workers = num_workers
+        self._stop = threading.Event()
+        self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        queue_count = num_workers if per_worker_queues else 1
+        self._tasks: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(queue_count)]
+        self._per_worker = per_worker_queues
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        for worker_id in range(num_workers):
+            runtime = WorkerRuntime(spec, worker_id, num_workers, base_seed + worker_id)
+            thread = threading.Thread(
+                target=_worker_loop,
+                args=(runtime, self._tasks[worker_id if per_worker_queues else 0], self._results, self._stop),
+                name=f"threadloader-worker-{worker_id}",
+                daemon=False,  # non-daemon: stopped by shutdown() and the exit hook, never killed mid-batch
+            )
+            self._threads.append(thread)
+        _live_executors.add(self)
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
+        """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
+        self._tasks[worker_id if self._per_worker else 0].put(task)
+
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
+        """Return the next result, or ``None`` after ``timeout`` seconds."""
+        try:
+            return self._results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def check_workers(self) -> None:
+        """Raise ``WorkerDiedError`` if a worker thread ended while the pool is open."""
+        if self._closed:
+            return
+        for worker_id, thread in enumerate(self._threads):
+            if not thread.is_alive():
+                raise WorkerDiedError(f"threadloader: worker thread {worker_id} ({thread.name}) ended unexpectedly")
+
+    def discard_pending(self) -> None:
+        """Drop tickets no worker has taken yet (a persistent pool's old epoch)."""
+        for tasks in self._tasks:
+            _drain(tasks)
+
+    def shutdown(self) -> None:
+        """Stop every worker; idempotent and safe from any thread or finalizer."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        for tasks in self._tasks:
+            _drain(tasks)
+        for worker_id in range(self.num_workers):
+            self._tasks[worker_id if self._per_worker else 0].put(None)
+        _live_executors.discard(self)
+        if not sys.is_finalizing():
+            deadline = time.monotonic() + _JOIN_SECONDS
+            current = threading.current_thread()
+            for thread in self._threads:
+                if thread is not current:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+        _drain(self._results)  # batches in flight are dropped, not kept alive
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has started."""
+        return self._closed
+
+    def alive_threads(self) -> list[threading.Thread]:
+        """Worker threads still running (for tests and diagnostics)."""
+        return [t for t in self._threads if t.is_alive()]
+
+
+def _drain(q: queue.SimpleQueue[Any]) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return

@@ -1,0 +1,58 @@
+"""Exceptions the loader raises, and the note it attaches to a worker's error.
+
+In:  an exception raised by user code in a worker, with where it happened.
+Out: the same exception object, raised in the training loop at the position of
+     the failing batch, carrying one note (``add_note``) that names the batch
+     number, its sample indices and the worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NOTE_PREFIX = "threadloader:"
+_MAX_INDICES_SHOWN = 16
+
+
+class LoaderTimeoutError(TimeoutError, RuntimeError):
+    """No batch arrived within ``timeout`` seconds.
+
+    Subclasses both ``TimeoutError`` and ``RuntimeError`` (what torch's
+    DataLoader raises), so either ``except`` clause catches it.
+    """
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker ended without reporting a result (killed, crashed, exited)."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the text of a traceback formatted in a worker process."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n{self.text}"
+
+
+def describe_indices(indices: Any) -> str:
+    """Render a batch's sample indices for a message, shortened when long."""
+    if isinstance(indices, list) and len(indices) > _MAX_INDICES_SHOWN:
+        head = ", ".join(repr(i) for i in indices[:_MAX_INDICES_SHOWN])
+        return f"[{head}, ... ({len(indices)} in all)]"
+    return repr(indices)
+
+
+def attach_note(exc: BaseException, text: str) -> None:
+    """Attach ``text`` as the loader's note, replacing an earlier loader note.
+
+    An exception object can be raised more than once (a failed
+    ``worker_init_fn`` fails every batch its worker takes); replacing keeps one
+    current note instead of a growing list.
+    """
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(NOTE_PREFIX))]
+    exc.add_note(f"{NOTE_PREFIX} {text}")

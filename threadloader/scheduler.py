@@ -1,0 +1,295 @@
+"""One epoch of batches: tickets, backpressure, the reorder buffer, waiting.
+
+In:  the batch sampler's index lists (map-style) or "next batch" requests
+     (iterable-style, round-robin over workers), and an executor (threads or
+     processes) that turns tickets into results.
+Out: batches, yielded to the training loop in sampler order (``in_order=True``)
+     or as they finish (``in_order=False``); a worker's error is raised at its
+     batch's position with a note naming the batch, its indices and the worker.
+
+Everything here runs in the consumer's thread and is owned by the iterator:
+the ticket counter, the dict of issued-but-not-consumed tickets, and the
+reorder buffer. At most ``bound = prefetch_factor * num_workers`` tickets are
+issued and not yet consumed; the oldest of them is always being worked on or
+done, so the bounded in-order buffer cannot deadlock. The consumer waits on
+the executor's result queue in slices of ``_WAIT_SLICE`` seconds, checking
+worker liveness and the user's ``timeout`` between slices, so Ctrl-C works.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from .errors import LoaderTimeoutError, attach_note, describe_indices
+from .worker import ERROR, EXHAUSTED, OK, Failure, WorkerRuntime
+
+_WAIT_SLICE = 0.1
+
+
+class Executor(Protocol):
+    """What the scheduler needs from a pool of workers (threads or processes)."""
+
+    mode: str
+    num_workers: int
+
+    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None: ...
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None: ...
+    def check_workers(self) -> None: ...
+    def discard_pending(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+def raise_failure(failure: Failure, seq: int, indices: Any, where: str) -> None:
+    """Raise a worker's exception with the loader's note attached.
+
+    Args:
+        failure: the exception and where it happened.
+        seq: batch number within the epoch.
+        indices: the batch's sample indices (``None`` for iterable-style).
+        where: which worker, e.g. ``"worker 1 (thread mode)"``.
+    """
+    text = f"batch {seq} failed in {where}, in {failure.phase}"
+    if failure.sample_index is not None:
+        text += f" at sample index {failure.sample_index!r}"
+    if indices is not None:
+        text += f"; batch sample indices: {describe_indices(indices)}"
+    exc = failure.exc
+    attach_note(exc, text)
+    raise exc.with_traceback(failure.traceback)
+
+
+class EpochIterator:
+    """Iterator over one epoch's batches, fed by an executor."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        owns_executor: bool,
+        generation: int,
+        index_batches: Iterator[Any] | None,
+        in_order: bool,
+        prefetch_factor: int,
+        timeout: float,
+    ) -> None:
+        """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
+
+        Args:
+            executor: the worker pool.
+            owns_executor: shut the pool down when this epoch ends or is
+                dropped (False for a persistent pool owned by the loader).
+            generation: epoch tag; results of other generations are ignored.
+            index_batches: the batch sampler's iterator (map-style), or
+                ``None`` for an iterable-style dataset.
+            in_order: yield in sampler order (True) or as batches finish.
+            prefetch_factor: tickets in flight per worker.
+            timeout: seconds to wait for one batch before raising (0: forever).
+        """
+        self.mode = executor.mode
+        self._executor = executor
+        self._generation = generation
+        self._index_batches = index_batches
+        self._in_order = in_order
+        self._timeout = timeout
+        self._bound = max(1, prefetch_factor * executor.num_workers)
+        self._next_seq = 0
+        self._next_yield = 0
+        self._issued: dict[int, Any] = {}  # seq -> indices (map) or worker id (iterable)
+        self._done: dict[int, tuple[int, int, Any]] = {}  # seq -> (worker_id, status, value)
+        self._arrivals: deque[int] = deque()  # completion order, for in_order=False
+        self._skipped: set[int] = set()  # iterable-style seqs answered "exhausted"
+        self._sampler_done = False
+        self._live_workers: list[int] = list(range(executor.num_workers))
+        self._rr = 0
+        self._closed = False
+        self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
+        self._refill()
+
+    def __iter__(self) -> EpochIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        try:
+            seq = self._ready()
+            started = time.monotonic()
+            while seq is None:
+                if not self._issued:
+                    self.close()
+                    raise StopIteration
+                self._wait_one(started)
+                seq = self._ready()
+        except (KeyboardInterrupt, SystemExit):
+            self.close()
+            raise
+        indices = self._issued.pop(seq)
+        worker_id, status, value = self._done.pop(seq)
+        self._refill()
+        if status == OK:
+            return value
+        raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))
+
+    def close(self) -> None:
+        """Stop this epoch: drop batches in flight; stop an owned pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._issued.clear()
+        self._done.clear()
+        self._arrivals.clear()
+        if self._finalizer is not None:
+            self._finalizer()
+        else:
+            self._executor.discard_pending()
+
+    def __enter__(self) -> EpochIterator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _where(self, worker_id: int) -> str:
+        return f"worker {worker_id} ({self.mode} mode)"
+
+    def _ready(self) -> int | None:
+        """Return the seq to yield next if it is done, else ``None``."""
+        if self._in_order:
+            while self._next_yield in self._skipped:
+                self._skipped.discard(self._next_yield)
+                self._next_yield += 1
+            seq = self._next_yield
+            if seq in self._done:
+                self._next_yield += 1
+                return seq
+            return None
+        if self._arrivals:
+            return self._arrivals.popleft()
+        return None
+
+    def _refill(self) -> None:
+        """Issue tickets until ``bound`` are outstanding or the sampler ends."""
+        executor = self._executor
+        generation = self._generation
+        while not self._sampler_done and len(self._issued) < self._bound:
+            seq = self._next_seq
+            if self._index_batches is not None:
+                try:
+                    indices = next(self._index_batches)
+                except StopIteration:
+                    self._sampler_done = True
+                    return
+                self._issued[seq] = indices
+                executor.submit((generation, seq, indices))
+            else:
+                if not self._live_workers:
+                    self._sampler_done = True
+                    return
+                worker_id = self._live_workers[self._rr % len(self._live_workers)]
+                self._rr += 1
+                self._issued[seq] = worker_id
+                executor.submit((generation, seq, None), worker_id)
+            self._next_seq = seq + 1
+
+    def _wait_one(self, started: float) -> None:
+        """Wait for one result of this epoch, in slices; raise on timeout or death."""
+        executor = self._executor
+        while True:
+            result = executor.poll(_WAIT_SLICE)
+            if result is not None:
+                generation, seq, worker_id, status, value = result
+                if generation == self._generation and seq in self._issued:
+                    self._accept(seq, worker_id, status, value)
+                    return
+                continue
+            executor.check_workers()
+            if self._timeout and time.monotonic() - started > self._timeout:
+                self._raise_timeout(started)
+
+    def _accept(self, seq: int, worker_id: int, status: int, value: Any) -> None:
+        if status == EXHAUSTED:
+            self._issued.pop(seq)
+            if worker_id in self._live_workers:
+                self._live_workers.remove(worker_id)
+            if self._in_order:
+                self._skipped.add(seq)
+            self._refill()
+            return
+        self._done[seq] = (worker_id, status, value)
+        if not self._in_order:
+            self._arrivals.append(seq)
+
+    def _raise_timeout(self, started: float) -> None:
+        waited = time.monotonic() - started
+        if self._in_order:
+            seq = self._next_yield
+            detail = f"batch {seq}"
+            payload = self._issued.get(seq)
+            if self._index_batches is not None and payload is not None:
+                detail += f" (sample indices {describe_indices(payload)})"
+            elif payload is not None:
+                detail += f" (worker {payload})"
+        else:
+            pending = sorted(s for s in self._issued if s not in self._done)
+            detail = f"any of batches {pending[:8]}"
+        raise LoaderTimeoutError(
+            f"threadloader: DataLoader timed out after {waited:.1f} seconds (timeout={self._timeout}) "
+            f"waiting for {detail}"
+        )
+
+
+class SerialIterator:
+    """``num_workers=0``: fetch each batch in the calling thread, like torch."""
+
+    mode = "serial"
+
+    def __init__(self, runtime: WorkerRuntime, index_batches: Iterator[Any] | None, generation: int) -> None:
+        """Args:
+        runtime: fetch rules, without worker info (``get_worker_info()`` is None).
+        index_batches: the batch sampler's iterator, or ``None`` (iterable-style).
+        generation: epoch tag (starts a fresh dataset iterator).
+        """
+        self._runtime = runtime
+        self._index_batches = index_batches
+        self._generation = generation
+        self._seq = 0
+        self._closed = False
+
+    def __iter__(self) -> SerialIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        indices = None
+        if self._index_batches is not None:
+            try:
+                indices = next(self._index_batches)
+            except StopIteration:
+                self.close()
+                raise
+        status, value = self._runtime.run(self._generation, indices)
+        seq = self._seq
+        self._seq += 1
+        if status == OK:
+            return value
+        if status == EXHAUSTED:
+            self.close()
+            raise StopIteration
+        assert status == ERROR
+        raise_failure(value, seq, indices, "the calling thread (num_workers=0)")
+
+    def close(self) -> None:
+        """End the epoch; idempotent."""
+        self._closed = True
+        self._runtime.stop()
+
+    def __enter__(self) -> SerialIterator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,245 @@
+"""What one worker does with one ticket, wherever the worker runs.
+
+In:  a ``FetchSpec`` (dataset, collate function, batching rules) shared by all
+     workers, and tickets ``(generation, seq, payload)`` where ``payload`` is a
+     batch's index list (map-style), a single index (no auto-collation), or
+     ``None`` ("your next batch", iterable-style).
+Out: ``(status, value)``: ``(OK, batch)``, ``(ERROR, Failure)`` or
+     ``(EXHAUSTED, None)`` when an iterable-style worker's iterator ran out.
+
+The same ``WorkerRuntime`` runs in a worker thread, a worker process and, for
+``num_workers=0``, in the calling thread, so fetching semantics are written
+once. ``get_worker_info()`` reads a thread-local, so each worker thread sees
+its own ``WorkerInfo`` while sharing one dataset object with the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Callable
+
+import numpy as np
+
+OK = 0
+ERROR = 1
+EXHAUSTED = 2
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker knows about itself; returned by ``get_worker_info()``.
+
+    Attributes:
+        id: worker number, ``0 <= id < num_workers``.
+        num_workers: number of workers of this loader.
+        seed: this worker's seed: the epoch's base seed plus ``id``, as in torch.
+        dataset: the dataset object this worker fetches from.
+        rng: a ``numpy.random.Generator`` private to this worker, seeded from
+            ``seed``. Use it instead of the process-wide ``random``,
+            ``numpy.random`` or torch default generators, which all worker
+            threads share.
+    """
+
+    id: int
+    num_workers: int
+    seed: int
+    dataset: Any
+    rng: np.random.Generator = field(repr=False, compare=False)
+
+
+def get_worker_info() -> WorkerInfo | None:
+    """Return the current worker's ``WorkerInfo``, or ``None`` outside a worker."""
+    return getattr(_local, "info", None)
+
+
+def derive_seed(*entropy: int) -> int:
+    """Derive a seed in ``[0, 2**63)`` from non-negative integers (e.g. seed, epoch)."""
+    state = np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception raised by user code in a worker, and where it happened.
+
+    Attributes:
+        exc: the exception object.
+        phase: the user code that raised, e.g. ``"dataset.__getitem__"``.
+        sample_index: the index being fetched, when known.
+    """
+
+    exc: BaseException
+    phase: str
+    sample_index: Any = None
+    traceback: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.traceback is None:
+            # Kept so that raising the same exception again does not grow its traceback.
+            object.__setattr__(self, "traceback", self.exc.__traceback__)
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """The batching rules shared by all workers of a loader.
+
+    Attributes:
+        dataset: map-style or iterable-style dataset.
+        iterable: True for an iterable-style dataset.
+        auto_collation: True when samples are grouped into batches.
+        collate_fn: turns a list of samples (or one sample) into a batch.
+        batch_size: samples per batch for iterable-style datasets.
+        drop_last: drop an iterable-style worker's last incomplete batch.
+        worker_init_fn: called as ``worker_init_fn(worker_id)`` once per worker.
+        pin_memory: pin tensors of each batch (torch with an accelerator only).
+    """
+
+    dataset: Any
+    iterable: bool
+    auto_collation: bool
+    collate_fn: Callable[[Any], Any]
+    batch_size: int | None = None
+    drop_last: bool = False
+    worker_init_fn: Callable[[int], None] | None = None
+    pin_memory: bool = False
+
+
+class WorkerRuntime:
+    """One worker's state: its ``WorkerInfo``, init error, and dataset iterator.
+
+    Owned by exactly one worker (thread or process); never shared.
+    """
+
+    def __init__(self, spec: FetchSpec, worker_id: int | None, num_workers: int, seed: int) -> None:
+        """Prepare a worker.
+
+        Args:
+            spec: the loader's batching rules.
+            worker_id: this worker's number, or ``None`` for the calling
+                thread (``num_workers=0``: no ``WorkerInfo``, no init function).
+            num_workers: total number of workers.
+            seed: this worker's seed.
+        """
+        self.spec = spec
+        self.worker_id = worker_id
+        self.info = (
+            None
+            if worker_id is None
+            else WorkerInfo(worker_id, num_workers, seed, spec.dataset, np.random.default_rng(seed))
+        )
+        self._init_failure: Failure | None = None
+        self._iterator: Any = None
+        self._generation: int | None = None
+        self._exhausted = False
+        dataset = spec.dataset
+        getitems = getattr(dataset, "__getitems__", None)
+        self._getitems = getitems if (getitems and spec.auto_collation and not spec.iterable) else None
+
+    def start(self) -> None:
+        """Run in the worker before its first ticket: publish info, call init."""
+        if self.info is None:
+            return
+        _local.info = self.info
+        if self.spec.worker_init_fn is not None:
+            try:
+                self.spec.worker_init_fn(self.info.id)
+            except Exception as exc:  # reported in-band with every ticket this worker takes
+                self._init_failure = Failure(exc, "worker_init_fn")
+
+    def stop(self) -> None:
+        """Run in the worker when it ends: forget the thread-local info and iterator."""
+        self._iterator = None
+        if self.info is not None:
+            _local.info = None
+
+    def run(self, generation: int, payload: Any) -> tuple[int, Any]:
+        """Fetch and collate one batch.
+
+        Args:
+            generation: the epoch the ticket belongs to; an iterable-style
+                worker starts a fresh iterator when it changes.
+            payload: index list, single index, or ``None`` (iterable-style).
+
+        Returns:
+            ``(OK, batch)``, ``(ERROR, Failure)`` or ``(EXHAUSTED, None)``.
+        """
+        if self._init_failure is not None:
+            return ERROR, self._init_failure
+        if self.spec.iterable:
+            return self._run_iterable(generation)
+        return self._run_map(payload)
+
+    def _run_map(self, payload: Any) -> tuple[int, Any]:
+        spec = self.spec
+        dataset = spec.dataset
+        if not spec.auto_collation:
+            try:
+                data = dataset[payload]
+            except Exception as exc:
+                return ERROR, Failure(exc, "dataset.__getitem__", payload)
+        elif self._getitems is not None:
+            try:
+                data = self._getitems(payload)
+            except Exception as exc:
+                return ERROR, Failure(exc, "dataset.__getitems__")
+        else:
+            data = []
+            index = None
+            try:
+                for index in payload:
+                    data.append(dataset[index])
+            except Exception as exc:
+                return ERROR, Failure(exc, "dataset.__getitem__", index)
+        return self._collate(data)
+
+    def _run_iterable(self, generation: int) -> tuple[int, Any]:
+        spec = self.spec
+        if generation != self._generation:
+            self._generation = generation
+            self._exhausted = False
+            try:
+                self._iterator = iter(spec.dataset)
+            except Exception as exc:
+                self._exhausted = True
+                return ERROR, Failure(exc, "dataset.__iter__")
+        if self._exhausted:
+            return EXHAUSTED, None
+        try:
+            if spec.auto_collation:
+                data = list(islice(self._iterator, spec.batch_size))
+                if not data or (spec.drop_last and len(data) < (spec.batch_size or 0)):
+                    self._exhausted = True
+                    return EXHAUSTED, None
+                if len(data) < (spec.batch_size or 0):
+                    self._exhausted = True  # the next ticket reports exhaustion
+            else:
+                data = next(self._iterator)
+        except StopIteration:
+            self._exhausted = True
+            return EXHAUSTED, None
+        except Exception as exc:
+            return ERROR, Failure(exc, "dataset.__iter__ (next)")
+        return self._collate(data)
+
+    def _collate(self, data: Any) -> tuple[int, Any]:
+        try:
+            batch = self.spec.collate_fn(data)
+        except Exception as exc:
+            return ERROR, Failure(exc, "collate_fn")
+        if self.spec.pin_memory:
+            try:
+                batch = _pin(batch)
+            except Exception as exc:
+                return ERROR, Failure(exc, "pin_memory")
+        return OK, batch
+
+
+def _pin(batch: Any) -> Any:
+    """Pin the tensors of a batch (torch's own pinning walk)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    return pin_memory(batch)
