@@ -1,0 +1,20 @@
+"""Benchmark suite for threadloader.
+
+In:  a benchmark environment (interpreter, ``--mode thread|process``) and a
+     set of workloads (``benchmarks.workloads``).
+Out: ``results/<env-name>.json`` per environment (``benchmarks.run``), and one
+     combined Markdown table plus one PNG plot for all environments
+     (``benchmarks.collect``).
+
+Modules, one idea each:
+    workloads/   the datasets (one module per workload) and their registry.
+    loaders.py   the loaders compared: threadloader, torch, torchdata,
+                 a bare thread pool, and a serial loop.
+    metrics.py   process-tree PSS and CPU sampling (a background thread).
+    measure.py   one timed pass of one loader over one workload.
+    system.py    interpreter and machine description (no hostname).
+    report.py    medians, ratios against torch, and the Markdown table.
+    plot.py      the PNG plot.
+    run.py       the runner CLI (one environment).
+    collect.py   the combiner CLI (all environments).
+"""

@@ -1,0 +1,161 @@
+"""One timed pass of one loader over one workload.
+
+In:  a ``LoaderSession`` (not started), its ``Workload``, the running
+     ``PssSampler`` and the simulated training step per batch.
+Out: a ``PassResult``: time to first batch, steady-state throughput and time
+     per batch, the fraction of the steady window the training loop waited
+     for data, CPU seconds per sample (process tree), and peak tree PSS.
+
+The loop takes exactly ``workload.batches`` batches and then closes the
+loader without exhausting it, so worker processes are still alive when the
+final CPU snapshot is taken. The first ``warmup_fraction`` of the batches
+(at least one) are excluded from the steady window: it starts once the
+pipeline runs at its own pace, after worker start-up and the initial
+prefetch burst.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .loaders import LoaderSession
+from .metrics import ProcessTree, PssSampler
+from .workloads.base import Workload
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class PassResult:
+    """What one pass measured (times in seconds unless the name says otherwise).
+
+    Attributes:
+        mode: where batches were made (``serial``, ``thread``, ``process``).
+        ttfb_s: from creating the epoch iterator (workers start) to the first batch.
+        total_s: from creating the iterator to the last batch.
+        window_batches: batches in the steady window.
+        window_s: duration of the steady window.
+        throughput: samples per second in the steady window.
+        per_batch_us: microseconds per batch in the steady window.
+        wait_s: time the training loop spent in ``next()`` in the window.
+        data_wait: ``wait_s / window_s``; ``None`` without a training step.
+        cpu_s_per_sample: process-tree CPU seconds per sample in the window
+            (the PSS sampler's own CPU subtracted).
+        baseline_pss_mib: tree PSS just before the pass.
+        peak_pss_mib: highest tree PSS during the pass.
+        pss_samples: PSS samples taken during the pass.
+    """
+
+    mode: str
+    ttfb_s: float
+    total_s: float
+    window_batches: int
+    window_s: float
+    throughput: float
+    per_batch_us: float
+    wait_s: float
+    data_wait: float | None
+    cpu_s_per_sample: float
+    baseline_pss_mib: float
+    peak_pss_mib: float
+    pss_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the JSON file."""
+        return asdict(self)
+
+
+def batch_length(batch: Any) -> int:
+    """Number of samples in a collated batch (leading dimension of its first leaf)."""
+    if isinstance(batch, Mapping):
+        return batch_length(next(iter(batch.values())))
+    if isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)):
+        return batch_length(batch[0])
+    shape = getattr(batch, "shape", None)
+    if shape is None or len(shape) == 0:
+        return 1
+    return int(shape[0])
+
+
+def run_pass(
+    session: LoaderSession,
+    workload: Workload,
+    sampler: PssSampler,
+    step_s: float,
+    warmup_fraction: float = 0.2,
+) -> PassResult:
+    """Time one pass of ``session`` over ``workload``; always closes the session.
+
+    Args:
+        session: a loader session, not started yet.
+        workload: the workload the session loads.
+        sampler: the running PSS sampler (its peak is reset here).
+        step_s: seconds of simulated training step (a sleep) after each batch.
+        warmup_fraction: leading fraction of batches left out of the steady window.
+
+    Returns:
+        The pass's measurements.
+
+    Raises:
+        RuntimeError: when a batch does not hold ``workload.batch_size`` samples.
+    """
+    tree: ProcessTree = sampler.tree
+    batches = workload.batches
+    warm = min(max(1, int(batches * warmup_fraction)), batches - 1)
+    gc.collect()
+    baseline = sampler.sample_now()
+    sampler.reset_peak(baseline)
+    wait = 0.0
+    ttfb = window_start = 0.0
+    cpu_before: dict[tuple[int, float], float] = {}
+    own_before = 0.0
+    start = time.perf_counter()
+    try:
+        iterator = session.start()
+        for k in range(batches):
+            if k == warm:
+                cpu_before = tree.cpu_snapshot()
+                own_before = sampler.own_cpu
+                wait = 0.0
+                window_start = time.perf_counter()
+            before = time.perf_counter()
+            batch = next(iterator)
+            after = time.perf_counter()
+            wait += after - before
+            if k == 0:
+                ttfb = after - start
+                size = batch_length(batch)
+                if size != workload.batch_size:
+                    raise RuntimeError(f"{session.name}: first batch has {size} samples, expected {workload.batch_size}")
+            del batch
+            if step_s:
+                time.sleep(step_s)
+        end = time.perf_counter()
+        cpu_after = tree.cpu_snapshot()
+        own_after = sampler.own_cpu
+        sampler.sample_now()
+    finally:
+        session.close()
+    window_batches = batches - warm
+    window_s = end - window_start
+    window_samples = window_batches * workload.batch_size
+    cpu = ProcessTree.cpu_delta(cpu_before, cpu_after) - (own_after - own_before)
+    return PassResult(
+        mode=session.mode,
+        ttfb_s=ttfb,
+        total_s=end - start,
+        window_batches=window_batches,
+        window_s=window_s,
+        throughput=window_samples / window_s,
+        per_batch_us=window_s / window_batches * 1e6,
+        wait_s=wait,
+        data_wait=wait / window_s if step_s else None,
+        cpu_s_per_sample=max(cpu, 0.0) / window_samples,
+        baseline_pss_mib=baseline / MIB,
+        peak_pss_mib=sampler.peak / MIB,
+        pss_samples=sampler.samples,
+    )

@@ -1,0 +1,209 @@
+"""Benchmark runner for one environment: every loader over every chosen workload.
+
+In:  command-line options (``--env-name``, ``--mode``, ``--workload``,
+     ``--workers``, ``--batches``, ``--repeat``, ``--quick``, ``--output``, ...).
+Out: ``results/<env-name>.json`` (or ``--output``): interpreter and machine,
+     settings, and per workload and loader every pass plus medians and ratios
+     against torch's DataLoader; a Markdown table on stdout; a tqdm progress
+     bar on stderr.
+
+Each workload is built once; then for each repetition every loader makes
+one pass, the loader order rotated by one per repetition so drift on a noisy
+machine hits all loaders alike. A background thread samples the process
+tree's PSS throughout and is stopped before the JSON is written.
+
+Usage::
+
+    python -m benchmarks.run --env-name bench-py313t-thread --mode thread [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tqdm
+
+from . import report, system
+from .loaders import LOADERS, available_loaders, label
+from .measure import run_pass
+from .metrics import PssSampler
+from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
+
+
+def split_names(values: list[str] | None, default: tuple[str, ...] | list[str], known: dict[str, Any]) -> list[str]:
+    """Flatten repeated/comma-separated names, check them, keep their first-seen order."""
+    if not values:
+        return list(default)
+    names: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in known:
+                raise SystemExit(f"unknown name {name!r}; choose from: {', '.join(known)}")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The runner's command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-name", default="local", help="environment name; names the JSON file (default: local)")
+    parser.add_argument(
+        "--mode", choices=("auto", "thread", "process"), default="auto", help="threadloader's mode (default: auto)"
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        metavar="NAME[,NAME]",
+        help=f"workloads, repeatable or comma list (default: {','.join(DEFAULT_WORKLOADS)}; all: {','.join(WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--loader", action="append", metavar="NAME[,NAME]", help=f"loaders to compare (default: all of {','.join(LOADERS)})"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
+    parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")
+    parser.add_argument("--batches", type=int, default=None, help="batches per pass (default: per workload)")
+    parser.add_argument("--repeat", type=int, default=3, help="passes per loader and workload (default: 3)")
+    parser.add_argument("--step-ms", type=float, default=None, help="simulated training step per batch in ms (default: per workload)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of about a minute")
+    parser.add_argument("--seed", type=int, default=0, help="threadloader's base seed (default: 0)")
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/<env-name>.json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.batches is not None and args.batches < 2:
+        parser.error("--batches must be at least 2")
+    return args
+
+
+def rotated(names: list[str], shift: int) -> list[str]:
+    """``names`` rotated left by ``shift`` (the loader order of one repetition)."""
+    shift %= len(names)
+    return names[shift:] + names[:shift]
+
+
+def start_forkserver() -> bool:
+    """Start multiprocessing's forkserver up front (threadloader's process mode uses it).
+
+    Started once before any measurement, its memory counts alike for every
+    loader rather than only for those measured after threadloader's first pass.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    return True
+
+
+def run_workload(
+    name: str, loaders: list[str], args: argparse.Namespace, sampler: PssSampler, bar: tqdm.tqdm
+) -> dict[str, Any]:
+    """Build one workload and run every loader ``args.repeat`` times over it.
+
+    The workload (and its dataset) is dropped when this returns, before the
+    next workload is built.
+
+    Returns:
+        The workload's JSON document: sizes, and per loader its passes,
+        medians and ratios against torch.
+    """
+    bar.set_description(f"{name}: building")
+    built = time.perf_counter()
+    workload = build_workload(name, quick=args.quick, batches=args.batches)
+    build_s = time.perf_counter() - built
+    step_s = workload.step_s if args.step_ms is None else args.step_ms / 1000
+    entries = {loader: {"loader": loader, "label": label(loader), "mode": "?", "passes": []} for loader in loaders}
+    for repetition in range(args.repeat):
+        for loader in rotated(loaders, repetition):
+            bar.set_description(f"{name}: {loader} #{repetition + 1}")
+            session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)
+            result = run_pass(session, workload, sampler, step_s)
+            entry = entries[loader]
+            entry["mode"] = result.mode
+            entry["label"] = label(loader, result.mode)
+            entry["passes"].append(result.to_dict())
+            bar.update()
+    results = list(entries.values())
+    report.summarise(results)
+    return {
+        "name": name,
+        "description": workload.description,
+        "batch_size": workload.batch_size,
+        "batches": workload.batches,
+        "samples": workload.samples,
+        "step_ms": step_s * 1000,
+        "params": workload.params,
+        "build_s": build_s,
+        "wall_s": time.perf_counter() - built,
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write the JSON; returns the exit status."""
+    args = parse_args(argv)
+    workloads = split_names(args.workload, DEFAULT_WORKLOADS, WORKLOADS)
+    loaders = split_names(args.loader, available_loaders(), {name: None for name in available_loaders()})
+    output = args.output or Path("results") / f"{args.env_name}.json"
+    started = time.perf_counter()
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "env_name": args.env_name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "system": system.describe(),
+        "config": {
+            "mode": args.mode,
+            "workers": args.workers,
+            "prefetch_factor": args.prefetch_factor,
+            "repeat": args.repeat,
+            "batches": args.batches,
+            "step_ms": args.step_ms,
+            "quick": args.quick,
+            "seed": args.seed,
+            "loaders": loaders,
+            "workloads": workloads,
+            "warmup_fraction": 0.2,
+            "forkserver_started_up_front": False,
+        },
+        "workloads": [],
+    }
+    uses_processes = args.mode == "process" or (args.mode == "auto" and system.gil_enabled())
+    if "threadloader" in loaders and uses_processes:
+        doc["config"]["forkserver_started_up_front"] = start_forkserver()
+
+    tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
+    total = len(workloads) * len(loaders) * args.repeat
+    with (
+        PssSampler() as sampler,
+        tqdm.tqdm(total=total, unit="pass", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True) as bar,
+    ):
+        for name in workloads:
+            doc["workloads"].append(run_workload(name, loaders, args, sampler, bar))
+    doc["system"]["gil_enabled_end"] = system.gil_enabled()
+    doc["wall_s"] = time.perf_counter() - started
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(output.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, output)
+    print(report.markdown([doc]))
+    print(f"wrote {output} ({doc['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""What every workload hands to the runner, and per-sample randomness.
+
+In:  a workload module's ``build(quick, batches)``.
+Out: a ``Workload``: a picklable map-style dataset, the batch size, the epoch's
+     sample indices (``batches * batch_size`` of them, so every batch is
+     full), and the simulated training step per batch.
+
+Per-sample randomness comes from ``sample_rng(index, salt)``: the worker's own
+generator (``threadloader.get_worker_info().rng``) inside a threadloader
+worker, otherwise a generator seeded from the index. Global RNGs are never
+reseeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import threadloader
+
+
+@dataclass
+class Workload:
+    """One benchmark workload, ready to run.
+
+    Attributes:
+        name: registry name (``"image"``, ``"overhead"``, ...).
+        description: one line for the report.
+        dataset: map-style dataset with a module-level, picklable class.
+        batch_size: samples per batch.
+        indices: the epoch's sample indices, in order (a multiple of
+            ``batch_size`` long).
+        step_s: seconds of simulated training step per batch (a sleep);
+            0 disables it (the data-wait fraction is then not reported).
+        params: sizes and knobs, recorded in the JSON.
+    """
+
+    name: str
+    description: str
+    dataset: Any
+    batch_size: int
+    indices: Sequence[int]
+    step_s: float = 0.002
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batches(self) -> int:
+        """Number of (full) batches in one pass."""
+        return len(self.indices) // self.batch_size
+
+    @property
+    def samples(self) -> int:
+        """Number of samples in one pass."""
+        return self.batches * self.batch_size
+
+    def index_batches(self) -> list[list[int]]:
+        """The pass's index lists, one per batch, as a batch sampler yields them."""
+        size = self.batch_size
+        return [list(self.indices[start : start + size]) for start in range(0, self.samples, size)]
+
+
+def sample_rng(index: int, salt: int = 0) -> np.random.Generator:
+    """A generator for one sample's random choices.
+
+    Args:
+        index: the sample index.
+        salt: a per-workload constant, so workloads draw different streams.
+
+    Returns:
+        The current threadloader worker's private generator when called in a
+        threadloader worker (thread or process), else a fresh generator
+        seeded from ``(salt, index)``.
+    """
+    info = threadloader.get_worker_info()
+    if info is not None:
+        return info.rng
+    return np.random.default_rng((salt, index))
+
+
+def scaled(full: int, quick: int, is_quick: bool) -> int:
+    """Pick a size: ``quick`` in ``--quick`` mode, else ``full``."""
+    return quick if is_quick else full

@@ -1,0 +1,135 @@
+"""Errors from user code reach the training loop at their batch, with a note; timeouts; dead workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from sample_datasets import CrashingDataset, FailingDataset, FailingIterable, GetItemsDataset, SlowDataset
+
+from threadloader import DataLoader, LoaderTimeoutError, WorkerDiedError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _collect(loader: DataLoader) -> list[object]:
+    """Iterate to the end, recording each batch or the exception raised in its place."""
+    out: list[object] = []
+    it = iter(loader)
+    while True:
+        try:
+            out.append(next(it).tolist())
+        except StopIteration:
+            return out
+        except Exception as exc:  # noqa: BLE001  (the test inspects what was raised)
+            out.append(exc)
+
+
+def _note(exc: BaseException) -> str:
+    return "\n".join(getattr(exc, "__notes__", []))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_getitem_error_raised_at_its_batch_then_iteration_continues(mode: str, num_workers: int) -> None:
+    loader = DataLoader(FailingDataset(20, bad=(9,)), batch_size=4, num_workers=num_workers, mode=mode)
+    out = _collect(loader)
+    assert len(out) == 5
+    assert out[0] == [0, 1, 2, 3] and out[1] == [4, 5, 6, 7] and out[3] == [12, 13, 14, 15]
+    exc = out[2]
+    assert isinstance(exc, KeyError)  # the original type
+    assert exc.args == ("bad sample 9",)
+    note = _note(exc)
+    assert "batch 2" in note
+    assert "sample index 9" in note
+    assert "[8, 9, 10, 11]" in note
+    assert "dataset.__getitem__" in note
+    if num_workers:
+        assert f"({mode} mode)" in note and "worker " in note
+    else:
+        assert "calling thread" in note
+    # the loader starts the next epoch normally
+    assert len(_collect(loader)) == 5
+
+
+def test_original_traceback_kept_in_thread_mode() -> None:
+    loader = DataLoader(FailingDataset(8, bad=(1,)), batch_size=2, num_workers=2, mode="thread")
+    exc = _collect(loader)[0]
+    assert isinstance(exc, KeyError)
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "__getitem__" in frames  # the frame in the dataset that raised
+
+
+def test_remote_traceback_text_in_process_mode() -> None:
+    loader = DataLoader(FailingDataset(8, bad=(1,)), batch_size=2, num_workers=1, mode="process")
+    exc = _collect(loader)[0]
+    assert isinstance(exc, KeyError)
+    assert "sample_datasets.py" in str(exc.__cause__) and "__getitem__" in str(exc.__cause__)
+
+
+def test_collate_error_names_collate_fn(mode: str) -> None:
+    loader = DataLoader(GetItemsDataset(6), batch_size=3, num_workers=1, mode=mode, collate_fn=_bad_collate)
+    out = _collect(loader)
+    assert isinstance(out[0], ZeroDivisionError)
+    assert "collate_fn" in _note(out[0])
+    assert "[0, 1, 2]" in _note(out[0])
+
+
+def _bad_collate(batch: list[int]) -> object:
+    return 1 / 0
+
+
+def test_same_exception_raised_twice_keeps_one_note() -> None:
+    loader = DataLoader(FailingDataset(4, bad=(0,)), batch_size=1, num_workers=0)
+    first = _collect(loader)[0]
+    assert len(first.__notes__) == 1
+
+
+def test_iterable_error_reported_then_worker_exhausted(mode: str) -> None:
+    loader = DataLoader(FailingIterable(12, bad=4), batch_size=2, num_workers=2, mode=mode)
+    out = _collect(loader)
+    errors = [o for o in out if isinstance(o, Exception)]
+    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    assert "worker 0" in _note(errors[0])
+    delivered = sorted(x for o in out if isinstance(o, list) for x in o)
+    assert delivered == [0, 1, 2, 3, 5, 7, 9, 11]  # worker 1's shard in full; worker 0 stops at 4
+
+
+def test_timeout_names_batch_and_indices(mode: str) -> None:
+    # timeout counts from each next() call, as in torch; 2 s leaves room for a worker process to start
+    loader = DataLoader(SlowDataset(6, seconds=6.0, slow=(2,)), batch_size=2, num_workers=1, timeout=2.0, mode=mode)
+    it = iter(loader)
+    try:
+        assert next(it).tolist() == [0, 1]
+        started = time.monotonic()
+        with pytest.raises(LoaderTimeoutError, match=r"batch 1 \(sample indices \[2, 3\]\)") as info:
+            next(it)
+        assert time.monotonic() - started < 4.5
+        assert isinstance(info.value, RuntimeError) and isinstance(info.value, TimeoutError)
+    finally:
+        it.close()
+
+
+def test_worker_killed_is_reported_within_seconds() -> None:
+    loader = DataLoader(SlowDataset(40, seconds=0.2), batch_size=1, num_workers=2, mode="process")
+    it = iter(loader)
+    next(it)
+    victim = it._executor.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(WorkerDiedError, match=rf"pid {victim}.*SIGKILL"):
+        for _ in it:
+            pass
+    assert time.monotonic() - started < 10
+
+
+def test_worker_os_exit_is_reported() -> None:
+    loader = DataLoader(CrashingDataset(20, crash_at=5), batch_size=1, num_workers=2, mode="process")
+    with pytest.raises(WorkerDiedError, match=r"exit code 3"):
+        for _ in loader:
+            pass
