@@ -10,6 +10,7 @@ Modules, one idea each:
     workloads/   the datasets (one module per workload) and their registry.
     loaders.py   the loaders compared: threadloader, torch, torchdata,
                  a bare thread pool, and a serial loop.
+    labels.py    loader keys, display names and report order.
     metrics.py   process-tree PSS and CPU sampling (a background thread).
     measure.py   one timed pass of one loader over one workload.
     system.py    interpreter and machine description (no hostname).

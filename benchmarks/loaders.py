@@ -24,6 +24,7 @@ torch's ``default_collate`` (threadloader's delegates to it).
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,11 +34,11 @@ import torch.utils.data
 
 import threadloader
 
+from .labels import LOADER_ORDER, REFERENCE, label
 from .workloads.base import Workload
 
-#: Loader keys in report order; ``torch`` is the reference of every ratio.
-LOADER_ORDER: tuple[str, ...] = ("threadloader", "torch", "torchdata", "threadpool", "serial")
-REFERENCE = "torch"
+__all__ = ["LOADERS", "LOADER_ORDER", "REFERENCE", "LoaderSession", "available_loaders", "label"]
+
 
 
 def torchdata_available() -> bool:
@@ -82,6 +83,11 @@ class LoaderSession:
         self.seed = seed
         self.mode = "?"
 
+    @property
+    def uses_forkserver(self) -> bool:
+        """True when this loader's workers are forked by multiprocessing's forkserver."""
+        return False
+
     def start(self) -> Iterator[Any]:
         """Create the epoch iterator (workers start here)."""
         raise NotImplementedError
@@ -101,6 +107,13 @@ class ThreadloaderSession(LoaderSession):
         self._serial = serial
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
+
+    @property
+    def uses_forkserver(self) -> bool:
+        """Process mode (threadloader's default start method is forkserver where available)."""
+        if self._serial or "forkserver" not in multiprocessing.get_all_start_methods():
+            return False
+        return self.requested_mode == "process" or (self.requested_mode == "auto" and threadloader.gil_enabled())
 
     def start(self) -> Iterator[Any]:
         workload = self.workload
@@ -270,16 +283,3 @@ LOADERS: dict[str, type[LoaderSession]] = {
 def available_loaders() -> list[str]:
     """Loader keys that can run here (torchdata only when importable), in report order."""
     return [name for name in LOADER_ORDER if name != "torchdata" or torchdata_available()]
-
-
-def label(name: str, mode: str | None = None) -> str:
-    """Human-readable loader name, e.g. ``"threadloader (thread)"``."""
-    labels = {
-        "threadloader": "threadloader",
-        "torch": "torch DataLoader",
-        "torchdata": "torchdata ParallelMapper",
-        "threadpool": "bare thread pool",
-        "serial": "serial loop",
-    }
-    text = labels.get(name, name)
-    return f"{text} ({mode})" if name == "threadloader" and mode else text

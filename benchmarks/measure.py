@@ -69,6 +69,15 @@ class PassResult:
         return asdict(self)
 
 
+def forkserver_pids() -> list[int]:
+    """The pid of multiprocessing's forkserver, when this process has started one."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    return [pid] if pid else []
+
+
 def batch_length(batch: Any) -> int:
     """Number of samples in a collated batch (leading dimension of its first leaf)."""
     if isinstance(batch, Mapping):
@@ -97,6 +106,9 @@ def run_pass(
         step_s: seconds of simulated training step (a sleep) after each batch.
         warmup_fraction: leading fraction of batches left out of the steady window.
 
+    The forkserver process (started up front by the runner) counts only
+    for loaders whose workers it forks; its children always count.
+
     Returns:
         The pass's measurements.
 
@@ -106,6 +118,7 @@ def run_pass(
     tree: ProcessTree = sampler.tree
     batches = workload.batches
     warm = min(max(1, int(batches * warmup_fraction)), batches - 1)
+    tree.exclude = frozenset() if session.uses_forkserver else frozenset(forkserver_pids())
     gc.collect()
     baseline = sampler.sample_now()
     sampler.reset_peak(baseline)

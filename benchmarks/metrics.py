@@ -30,18 +30,26 @@ _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
 class ProcessTree:
-    """This process and its live descendants (worker processes, the forkserver, their children)."""
+    """This process and its live descendants (worker processes, the forkserver, their children).
+
+    Attributes:
+        exclude: pids left out of every sum (their descendants still count);
+            the runner puts multiprocessing's forkserver here for loaders that
+            do not use it.
+    """
 
     def __init__(self) -> None:
         self.root = psutil.Process()
+        self.exclude: frozenset[int] = frozenset()
 
     def members(self) -> list[psutil.Process]:
-        """The root and every live descendant."""
+        """The root and every live descendant, less the excluded pids."""
         try:
             children = self.root.children(recursive=True)
         except _GONE:
             children = []
-        return [self.root, *children]
+        exclude = self.exclude
+        return [self.root, *(child for child in children if child.pid not in exclude)]
 
     def pss_bytes(self) -> int:
         """Sum of PSS over the tree, in bytes (processes that vanish mid-read are skipped)."""

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .loaders import LOADER_ORDER, REFERENCE
+from .labels import LOADER_ORDER, REFERENCE
 
 #: summary key -> (pass-result key, scale to the unit of the summary key).
 METRICS: dict[str, tuple[str, float]] = {
@@ -96,10 +96,12 @@ def env_line(doc: dict[str, Any]) -> str:
     build = "free-threaded build" if system["free_threaded_build"] else "GIL build"
     gil = "GIL on" if system.get("gil_enabled_end", system["gil_enabled"]) else "GIL off"
     quick = ", quick" if config.get("quick") else ""
+    forkserver = config.get("forkserver_pss_mib")
+    forkserver_note = f"; forkserver {forkserver:.0f} MiB PSS" if forkserver else ""
     return (
         f"- **{doc['env_name']}**: CPython {system['python_version']} ({build}, {gil} at run time); "
         f"threadloader mode `{config['mode']}`; {config['workers']} workers, prefetch {config['prefetch_factor']}, "
-        f"{config['repeat']} repetitions{quick}; {system['machine']}; wall {doc.get('wall_s', 0):.0f} s"
+        f"{config['repeat']} repetitions{quick}; {system['machine']}{forkserver_note}; wall {doc.get('wall_s', 0):.0f} s"
     )
 
 
@@ -160,7 +162,8 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
         "in the same environment and workload (ref). samples/s, µs/batch and data wait are "
         "measured after a warm-up of 20% of the batches; µs/batch only for the overhead workload "
         "(batch size 1); data wait is the share of a simulated training step loop "
-        "(a sleep per batch) spent waiting in next(); peak PSS and CPU cover the whole process tree.",
+        "(a sleep per batch) spent waiting in next(); peak PSS and CPU cover the whole process tree "
+        "(multiprocessing's forkserver counts only for threadloader's process mode, whose workers it forks).",
         "",
         HEADER,
         "|" + "|".join("---" for _ in HEADER.strip("|").split("|")) + "|",

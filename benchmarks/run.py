@@ -29,11 +29,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 import tqdm
 
 from . import report, system
-from .loaders import LOADERS, available_loaders, label
-from .measure import run_pass
+from .labels import label
+from .loaders import LOADERS, available_loaders
+from .measure import MIB, forkserver_pids, run_pass
 from .metrics import PssSampler
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
 
@@ -96,18 +98,28 @@ def rotated(names: list[str], shift: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-def start_forkserver() -> bool:
+def start_forkserver(workloads: list[str]) -> list[str]:
     """Start multiprocessing's forkserver up front (threadloader's process mode uses it).
 
-    Started once before any measurement, its memory counts alike for every
-    loader rather than only for those measured after threadloader's first pass.
+    A training script run as ``python train.py`` has its forkserver preload
+    ``__main__`` and so everything the script imported (torch, its dataset
+    modules); run as ``python -m benchmarks.run`` the forkserver would
+    preload nothing and every worker process would import torch again. The
+    preload list below restores the script behaviour. Started once before any
+    measurement, the forkserver's memory counts alike for every loader.
+
+    Returns:
+        The preloaded module names (empty where there is no forkserver).
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return False
+        return []
     from multiprocessing import forkserver
 
+    preload = [__spec__.name if __spec__ else "benchmarks.run"]
+    preload += [f"benchmarks.workloads.{WORKLOADS[name]}" for name in workloads]
+    multiprocessing.set_forkserver_preload(preload)
     forkserver.ensure_running()
-    return True
+    return preload
 
 
 def run_workload(
@@ -178,13 +190,13 @@ def main(argv: list[str] | None = None) -> int:
             "loaders": loaders,
             "workloads": workloads,
             "warmup_fraction": 0.2,
-            "forkserver_started_up_front": False,
+            "forkserver_preload": [],
         },
         "workloads": [],
     }
     uses_processes = args.mode == "process" or (args.mode == "auto" and system.gil_enabled())
     if "threadloader" in loaders and uses_processes:
-        doc["config"]["forkserver_started_up_front"] = start_forkserver()
+        doc["config"]["forkserver_preload"] = start_forkserver(workloads)
 
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
     total = len(workloads) * len(loaders) * args.repeat
@@ -194,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         for name in workloads:
             doc["workloads"].append(run_workload(name, loaders, args, sampler, bar))
+    for pid in forkserver_pids():  # measured at the end: it preloads its modules in the background
+        doc["config"]["forkserver_pss_mib"] = psutil.Process(pid).memory_full_info().pss / MIB
     doc["system"]["gil_enabled_end"] = system.gil_enabled()
     doc["wall_s"] = time.perf_counter() - started
     output.parent.mkdir(parents=True, exist_ok=True)

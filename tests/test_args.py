@@ -162,6 +162,73 @@ def test_iterable_dataset_check_comes_before_sampler_checks() -> None:
     _raises_like_torch(ValueError, msg, TorchIterable(5), sampler=sampler, batch_sampler=[[0]])
 
 
+@pytest.mark.parametrize("batch_size", [0, -2])
+def test_non_positive_batch_size(batch_size: int) -> None:
+    msg = f"batch_size should be a positive integer value, but got batch_size={batch_size}"
+    _raises_like_torch(ValueError, msg, RangeDataset(4), batch_size=batch_size)
+
+
+@pytest.mark.parametrize("batch_size", [True, 2.5])
+def test_non_integer_batch_size(batch_size: Any) -> None:
+    # torch's BatchSampler rejects bools and non-ints with ValueError, not TypeError
+    msg = f"batch_size should be a positive integer value, but got batch_size={batch_size}"
+    _raises_like_torch(ValueError, msg, RangeDataset(4), batch_size=batch_size)
+
+
+def test_non_bool_drop_last() -> None:
+    _raises_like_torch(ValueError, "drop_last should be a boolean value, but got drop_last=1", RangeDataset(4), drop_last=1)
+
+
+def test_invalid_multiprocessing_context_name() -> None:
+    methods = torch.multiprocessing.get_all_start_methods()
+    msg = (
+        f"multiprocessing_context option should specify a valid start method in {methods!r}, "
+        "but got multiprocessing_context='bogus'"
+    )
+    _raises_like_torch(ValueError, msg, RangeDataset(4), num_workers=2, multiprocessing_context="bogus")
+
+
+def test_invalid_multiprocessing_context_type() -> None:
+    msg = (
+        "multiprocessing_context option should be a valid context object or a string specifying "
+        "the start method, but got multiprocessing_context=123"
+    )
+    _raises_like_torch(TypeError, msg, RangeDataset(4), num_workers=2, multiprocessing_context=123)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_workers": -1, "timeout": -1, "prefetch_factor": 2},
+        {"timeout": -1, "prefetch_factor": 2, "persistent_workers": True},
+        {"prefetch_factor": 2, "persistent_workers": True},
+        {"persistent_workers": True, "shuffle": True, "sampler": [0]},
+        {"shuffle": True, "sampler": [0], "batch_sampler": [[0]], "batch_size": None, "drop_last": True},
+        {"sampler": [0], "batch_sampler": [[0]], "batch_size": None, "drop_last": True},
+        {"batch_size": 0, "drop_last": True, "sampler": [1, 2]},
+    ],
+)
+def test_first_error_of_several_is_torchs(kwargs: dict[str, Any]) -> None:
+    """With several bad arguments, the same check fires first as in torch."""
+    with pytest.raises(ValueError) as theirs:
+        tud.DataLoader(RangeDataset(4), **kwargs)
+    _raises_like_torch(ValueError, str(theirs.value), RangeDataset(4), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"shuffle": True, "sampler": [0], "batch_size": None, "drop_last": True},
+        {"sampler": [0], "batch_sampler": [[0]]},
+        {"batch_size": None, "drop_last": True, "shuffle": 1},
+    ],
+)
+def test_first_error_of_several_is_torchs_iterable(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError) as theirs:
+        tud.DataLoader(TorchIterable(4), **kwargs)
+    _raises_like_torch(ValueError, str(theirs.value), TorchIterable(4), **kwargs)
+
+
 # --- threadloader's own arguments --------------------------------------------
 
 

@@ -397,12 +397,6 @@ def test_iterable_two_workers_ours_info_matches_torch(mode: str) -> None:
     assert_same_batches(ours, theirs)
 
 
-def test_torch_info_does_not_shard_under_threadloader_workers() -> None:
-    """torch's get_worker_info() is None in threadloader's workers: every worker yields everything."""
-    ours = load(TorchInfoIterable(3), _iterable_args(None, False), 2, "thread")
-    assert sorted(ours) == [[0, 0], [0, 0], [1, 1], [1, 1], [2, 4], [2, 4]]
-
-
 @pytest.mark.parametrize(("batch_size", "drop_last"), [(3, True), (None, False)])
 def test_iterable_two_workers_out_of_order_same_multiset(batch_size: int | None, drop_last: bool, mode: str) -> None:
     theirs = _torch_two_workers(11, batch_size, drop_last)
