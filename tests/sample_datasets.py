@@ -167,3 +167,43 @@ class CrashingDataset(RangeDataset):
         if index == self.crash_at and os.getpid() != self.parent_pid:
             os._exit(3)
         return index
+
+
+class SegfaultDataset(CrashingDataset):
+    """Segfaults the worker process at ``crash_at``."""
+
+    def __getitem__(self, index: int) -> int:
+        if index == self.crash_at and os.getpid() != self.parent_pid:
+            import ctypes
+
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        return index
+
+
+class UnpicklableError(Exception):
+    """An exception holding a lock: it cannot be pickled back to the parent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+class UnpicklableErrorDataset(RangeDataset):
+    """Raises ``UnpicklableError`` for index 1."""
+
+    def __getitem__(self, index: int) -> int:
+        if index == 1:
+            raise UnpicklableError("cannot travel")
+        return index
+
+
+class PickleCountingDataset(RangeDataset):
+    """Counts, in the parent, how often it is pickled."""
+
+    pickled = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        type(self).pickled += 1
+        return self.__dict__

@@ -7,7 +7,16 @@ import signal
 import time
 
 import pytest
-from sample_datasets import CrashingDataset, FailingDataset, FailingIterable, GetItemsDataset, SlowDataset
+from sample_datasets import (
+    CrashingDataset,
+    FailingDataset,
+    FailingIterable,
+    GetItemsDataset,
+    PickleCountingDataset,
+    SegfaultDataset,
+    SlowDataset,
+    UnpicklableErrorDataset,
+)
 
 from threadloader import DataLoader, LoaderTimeoutError, WorkerDiedError
 
@@ -133,3 +142,26 @@ def test_worker_os_exit_is_reported() -> None:
     with pytest.raises(WorkerDiedError, match=r"exit code 3"):
         for _ in loader:
             pass
+
+
+def test_worker_segfault_is_reported() -> None:
+    loader = DataLoader(SegfaultDataset(20, crash_at=3), batch_size=1, num_workers=2, mode="process")
+    with pytest.raises(WorkerDiedError, match=r"SIGSEGV"):
+        for _ in loader:
+            pass
+
+
+def test_unpicklable_worker_exception_gets_a_clear_wrapper() -> None:
+    loader = DataLoader(UnpicklableErrorDataset(4), batch_size=2, num_workers=1, mode="process")
+    exc = _collect(loader)[0]
+    assert isinstance(exc, RuntimeError)
+    assert "UnpicklableError: cannot travel" in str(exc) and "could not be pickled" in str(exc)
+    assert "sample index 1" in _note(exc)
+    assert "UnpicklableError" in str(exc.__cause__)  # the remote traceback text
+
+
+def test_dataset_pickled_once_per_worker_not_per_batch() -> None:
+    PickleCountingDataset.pickled = 0
+    loader = DataLoader(PickleCountingDataset(40), batch_size=2, num_workers=2, mode="process")
+    assert len(list(loader)) == 20
+    assert PickleCountingDataset.pickled == 2

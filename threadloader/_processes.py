@@ -30,33 +30,14 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from typing import Any
 
-from . import _shm
+from . import _lifecycle, _shm
 from .errors import RemoteTraceback, WorkerDiedError
 from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime, _local
 
 _JOIN_SECONDS = 1.0  # then terminate: a worker mid-sample does not delay shutdown
 _WORKER_POLL_SECONDS = 1.0
-
-_live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
-_atexit_lock = threading.Lock()
-_atexit_registered = False
-
-
-def _shutdown_all_at_exit() -> None:
-    for executor in list(_live_executors):
-        executor.shutdown()
-
-
-def _register_atexit_once() -> None:
-    global _atexit_registered
-    with _atexit_lock:
-        if not _atexit_registered:
-            threading._register_atexit(_shutdown_all_at_exit)  # type: ignore[attr-defined]
-            _atexit_registered = True
-
 
 def default_context() -> multiprocessing.context.BaseContext:
     """``forkserver`` where the platform has it, else ``spawn``."""
@@ -193,7 +174,6 @@ class ProcessExecutor:
         Raises:
             TypeError: naming the argument that cannot be pickled.
         """
-        _register_atexit_once()
         ctx = resolve_context(context)
         _preload_forkserver(ctx)
         self.num_workers = num_workers
@@ -207,7 +187,7 @@ class ProcessExecutor:
         self._closed = False
         self._close_lock = threading.Lock()
         self._processes: list[Any] = []
-        _live_executors.add(self)
+        _lifecycle.register(self)
         try:
             for worker_id in range(num_workers):
                 process = ctx.Process(
@@ -283,14 +263,14 @@ class ProcessExecutor:
             if self._closed:
                 return
             self._closed = True
-        _live_executors.discard(self)
+        _lifecycle.unregister(self)
         self._stop.set()
         for tasks in self._tasks:
             _drain(tasks)
-        for process in self._processes:
+        for worker_id, process in enumerate(self._processes):
             if process.exitcode is None:
                 try:
-                    self._tasks[self._processes.index(process) if self._per_worker else 0].put(None)
+                    self._tasks[worker_id if self._per_worker else 0].put(None)
                 except (OSError, ValueError):
                     pass
         deadline = time.monotonic() + _JOIN_SECONDS

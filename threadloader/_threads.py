@@ -22,32 +22,13 @@ import queue
 import sys
 import threading
 import time
-import weakref
 from typing import Any
 
+from . import _lifecycle
 from .errors import WorkerDiedError
 from .worker import FetchSpec, WorkerRuntime
 
 _JOIN_SECONDS = 5.0
-
-_live_executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
-_atexit_lock = threading.Lock()
-_atexit_registered = False
-
-
-def _shutdown_all_at_exit() -> None:
-    for executor in list(_live_executors):
-        executor.shutdown()
-
-
-def _register_atexit_once() -> None:
-    global _atexit_registered
-    with _atexit_lock:
-        if not _atexit_registered:
-            # Runs before threading joins non-daemon threads at interpreter exit.
-            threading._register_atexit(_shutdown_all_at_exit)  # type: ignore[attr-defined]
-            _atexit_registered = True
-
 
 def _worker_loop(
     runtime: WorkerRuntime,
@@ -89,7 +70,6 @@ class ThreadExecutor:
             per_worker_queues: one task queue per worker (iterable-style)
                 instead of one shared queue.
         """
-        _register_atexit_once()
         self.num_workers = num_workers
         self._stop = threading.Event()
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -108,7 +88,7 @@ class ThreadExecutor:
                 daemon=False,  # non-daemon: stopped by shutdown() and the exit hook, never killed mid-batch
             )
             self._threads.append(thread)
-        _live_executors.add(self)
+        _lifecycle.register(self)
         for thread in self._threads:
             thread.start()
 
@@ -147,7 +127,7 @@ class ThreadExecutor:
             _drain(tasks)
         for worker_id in range(self.num_workers):
             self._tasks[worker_id if self._per_worker else 0].put(None)
-        _live_executors.discard(self)
+        _lifecycle.unregister(self)
         if not sys.is_finalizing():
             deadline = time.monotonic() + _JOIN_SECONDS
             current = threading.current_thread()

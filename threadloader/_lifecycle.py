@@ -1,0 +1,44 @@
+"""Stopping every live worker pool before the interpreter exits.
+
+In:  executors (thread or process pools) registered when they start and
+     unregistered when they shut down.
+Out: at interpreter exit, ``shutdown()`` on each pool still registered, run
+     from ``threading._register_atexit``: before the interpreter joins
+     non-daemon threads, so exiting while iterating does not hang.
+
+Ownership: this module owns one weak set of pools and one lock; it never
+keeps a pool alive.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_lock = threading.Lock()
+_hook_registered = False
+
+
+def _shutdown_all() -> None:
+    with _lock:
+        pools = list(_live)
+    for pool in pools:
+        pool.shutdown()
+
+
+def register(pool: Any) -> None:
+    """Track ``pool`` (anything with ``shutdown()``) until it unregisters."""
+    global _hook_registered
+    with _lock:
+        if not _hook_registered:
+            threading._register_atexit(_shutdown_all)  # type: ignore[attr-defined]
+            _hook_registered = True
+        _live.add(pool)
+
+
+def unregister(pool: Any) -> None:
+    """Stop tracking ``pool`` (it has shut down)."""
+    with _lock:
+        _live.discard(pool)
