@@ -207,3 +207,12 @@ class PickleCountingDataset(RangeDataset):
     def __getstate__(self) -> dict[str, Any]:
         type(self).pickled += 1
         return self.__dict__
+
+
+class SystemExitDataset(RangeDataset):
+    """Raises ``SystemExit`` (not an ``Exception``) at index 2: it ends a worker thread."""
+
+    def __getitem__(self, index: int) -> int:
+        if index == 2:
+            raise SystemExit(5)
+        return index

@@ -15,6 +15,7 @@ from sample_datasets import (
     PickleCountingDataset,
     SegfaultDataset,
     SlowDataset,
+    SystemExitDataset,
     UnpicklableErrorDataset,
 )
 
@@ -165,3 +166,13 @@ def test_dataset_pickled_once_per_worker_not_per_batch() -> None:
     loader = DataLoader(PickleCountingDataset(40), batch_size=2, num_workers=2, mode="process")
     assert len(list(loader)) == 20
     assert PickleCountingDataset.pickled == 2
+
+
+def test_system_exit_in_user_code_is_raised_at_its_batch(mode: str) -> None:
+    loader = DataLoader(SystemExitDataset(10), batch_size=1, num_workers=2, mode=mode)
+    it = iter(loader)
+    assert [int(next(it)), int(next(it))] == [0, 1]
+    with pytest.raises(SystemExit) as info:
+        next(it)
+    assert "sample index 2" in _note(info.value)
+    assert sorted(int(b) for b in it) == list(range(3, 10))  # like any in-band error, the rest still arrive

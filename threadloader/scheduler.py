@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from .errors import LoaderTimeoutError, attach_note, describe_indices
+from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices
 from .worker import ERROR, EXHAUSTED, OK, Failure, WorkerRuntime
 
 _WAIT_SLICE = 0.1
@@ -124,8 +124,8 @@ class EpochIterator:
                     raise StopIteration
                 self._wait_one(started)
                 seq = self._ready()
-        except (KeyboardInterrupt, SystemExit):
-            self.close()
+        except (KeyboardInterrupt, SystemExit, WorkerDiedError):
+            self.close()  # Ctrl-C, exit or a dead worker: stop the remaining workers
             raise
         indices = self._issued.pop(seq)
         worker_id, status, value = self._done.pop(seq)

@@ -147,7 +147,7 @@ class WorkerRuntime:
         if self.spec.worker_init_fn is not None:
             try:
                 self.spec.worker_init_fn(self.info.id)
-            except Exception as exc:  # reported in-band with every ticket this worker takes
+            except BaseException as exc:  # reported in-band with every ticket this worker takes
                 self._init_failure = Failure(exc, "worker_init_fn")
 
     def stop(self) -> None:
@@ -179,12 +179,12 @@ class WorkerRuntime:
         if not spec.auto_collation:
             try:
                 data = dataset[payload]
-            except Exception as exc:
+            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", payload)
         elif self._getitems is not None:
             try:
                 data = self._getitems(payload)
-            except Exception as exc:
+            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitems__")
         else:
             data = []
@@ -192,7 +192,7 @@ class WorkerRuntime:
             try:
                 for index in payload:
                     data.append(dataset[index])
-            except Exception as exc:
+            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", index)
         return self._collate(data)
 
@@ -203,7 +203,7 @@ class WorkerRuntime:
             self._exhausted = False
             try:
                 self._iterator = iter(spec.dataset)
-            except Exception as exc:
+            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 self._exhausted = True
                 return ERROR, Failure(exc, "dataset.__iter__")
         if self._exhausted:
@@ -221,19 +221,19 @@ class WorkerRuntime:
         except StopIteration:
             self._exhausted = True
             return EXHAUSTED, None
-        except Exception as exc:
+        except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
             return ERROR, Failure(exc, "dataset.__iter__ (next)")
         return self._collate(data)
 
     def _collate(self, data: Any) -> tuple[int, Any]:
         try:
             batch = self.spec.collate_fn(data)
-        except Exception as exc:
+        except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
             return ERROR, Failure(exc, "collate_fn")
         if self.spec.pin_memory:
             try:
                 batch = _pin(batch)
-            except Exception as exc:
+            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "pin_memory")
         return OK, batch
 
