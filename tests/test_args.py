@@ -51,7 +51,8 @@ def _raises_like_torch(exc_type: type[Exception], message: str, *args: Any, **kw
 def test_shuffle_with_sampler() -> None:
     ds = RangeDataset(10)
     sampler = tud.SequentialSampler(ds)
-    _raises_like_torch(ValueError, "sampler option is mutually exclusive with shuffle", ds, shuffle=True, sampler=sampler)
+    msg = "sampler option is mutually exclusive with shuffle"
+    _raises_like_torch(ValueError, msg, ds, shuffle=True, sampler=sampler)
 
 
 @pytest.mark.parametrize(
@@ -116,10 +117,7 @@ def test_batch_size_none_with_drop_last() -> None:
 
 
 def test_multiprocessing_context_without_workers() -> None:
-    msg = (
-        "multiprocessing_context can only be used with multi-process loading "
-        "(num_workers > 0), but got num_workers=0"
-    )
+    msg = "multiprocessing_context can only be used with multi-process loading (num_workers > 0), but got num_workers=0"
     _raises_like_torch(ValueError, msg, RangeDataset(4), multiprocessing_context="spawn")
 
 
@@ -176,7 +174,8 @@ def test_non_integer_batch_size(batch_size: Any) -> None:
 
 
 def test_non_bool_drop_last() -> None:
-    _raises_like_torch(ValueError, "drop_last should be a boolean value, but got drop_last=1", RangeDataset(4), drop_last=1)
+    msg = "drop_last should be a boolean value, but got drop_last=1"
+    _raises_like_torch(ValueError, msg, RangeDataset(4), drop_last=1)
 
 
 def test_invalid_multiprocessing_context_name() -> None:

@@ -100,7 +100,7 @@ def assert_same(ours: Any, theirs: Any, path: str = "batch") -> None:
             assert_same(ours[key], theirs[key], f"{path}[{key!r}]")
     elif isinstance(theirs, (list, tuple)):
         assert len(ours) == len(theirs), f"{path}: length {len(ours)} != {len(theirs)}"
-        for i, (a, b) in enumerate(zip(ours, theirs)):
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert_same(a, b, f"{path}[{i}]")
     elif isinstance(theirs, np.ndarray):
         assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), f"{path}: {ours} != {theirs}"
@@ -111,7 +111,7 @@ def assert_same(ours: Any, theirs: Any, path: str = "batch") -> None:
 def assert_same_batches(ours: list[Any], theirs: list[Any]) -> None:
     """Assert two epochs yield the same batches in the same order."""
     assert len(ours) == len(theirs), f"{len(ours)} batches != torch's {len(theirs)}"
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert_same(a, b, f"batch {i}")
 
 
@@ -206,8 +206,10 @@ MAP_CASES: dict[str, tuple[Callable[[], Any], Callable[[], dict[str, Any]]]] = {
     ),
     "subset_random_sampler": (
         lambda: RangeDataset(30),
-        lambda: {"sampler": tud.SubsetRandomSampler([2, 3, 5, 7, 11, 13, 17, 19, 23, 29], generator=seeded(15)),
-                 "batch_size": 3},
+        lambda: {
+            "sampler": tud.SubsetRandomSampler([2, 3, 5, 7, 11, 13, 17, 19, 23, 29], generator=seeded(15)),
+            "batch_size": 3,
+        },
     ),
     "subset_random_sampler_no_batching": (
         lambda: RangeDataset(30),
@@ -347,7 +349,7 @@ def _as_plain(batch: Any, batched: bool) -> Any:
     if not batched:
         return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else batch
     first, second = batch
-    return list(zip(first.tolist(), second.tolist()))
+    return list(zip(first.tolist(), second.tolist(), strict=True))
 
 
 @pytest.mark.parametrize(("batch_size", "drop_last"), ITERABLE_BATCHING)

@@ -14,9 +14,11 @@ from sample_datasets import (
     GetItemsDataset,
     PickleCountingDataset,
     SegfaultDataset,
+    ShardedIterable,
     SlowDataset,
     SystemExitDataset,
     UnpicklableErrorDataset,
+    failing_worker_init,
 )
 
 from threadloader import DataLoader, LoaderTimeoutError, WorkerDiedError
@@ -176,3 +178,14 @@ def test_system_exit_in_user_code_is_raised_at_its_batch(mode: str) -> None:
         next(it)
     assert "sample index 2" in _note(info.value)
     assert sorted(int(b) for b in it) == list(range(3, 10))  # like any in-band error, the rest still arrive
+
+
+def test_iterable_worker_with_failed_init_reports_once_then_ends(mode: str) -> None:
+    loader = DataLoader(ShardedIterable(6), batch_size=1, num_workers=2, mode=mode,
+                        worker_init_fn=failing_worker_init)
+    for _ in range(2):  # every epoch: one error for worker 0, worker 1's shard in full, then the end
+        out = _collect(loader)
+        errors = [o for o in out if isinstance(o, Exception)]
+        assert len(errors) == 1 and "init failed in worker 0" in str(errors[0])
+        assert "worker_init_fn" in _note(errors[0])
+        assert sorted(x for o in out if not isinstance(o, Exception) for x in o) == [1, 3, 5]

@@ -225,8 +225,7 @@ def test_every_worker_sees_its_own_info(mode: str) -> None:
     """``worker_init_fn`` runs once in every worker: ids, seeds, rng and dataset per worker."""
     record = RecordingInit(3)
     dataset = RangeDataset(9)
-    loader = DataLoader(dataset, batch_size=3, num_workers=3, mode=mode, worker_init_fn=record,
-                        collate_fn=collate_list)
+    loader = DataLoader(dataset, batch_size=3, num_workers=3, mode=mode, worker_init_fn=record, collate_fn=collate_list)
     assert list(loader) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     assert list(record.calls) == [1, 1, 1]
     assert list(record.ids_seen) == [0, 1, 2]
@@ -269,8 +268,9 @@ def test_thread_workers_share_the_very_dataset_object() -> None:
 
 def test_worker_init_fn_once_per_worker_per_epoch(mode: str) -> None:
     init = CountingInit()
-    loader = DataLoader(RangeDataset(8), batch_size=2, num_workers=2, mode=mode, worker_init_fn=init,
-                        collate_fn=collate_list)
+    loader = DataLoader(
+        RangeDataset(8), batch_size=2, num_workers=2, mode=mode, worker_init_fn=init, collate_fn=collate_list
+    )
     for epoch in range(1, 4):
         assert list(loader) == [[0, 1], [2, 3], [4, 5], [6, 7]]
         assert init.calls.value == 2 * epoch  # each epoch's pool is joined when the epoch ends
@@ -279,8 +279,15 @@ def test_worker_init_fn_once_per_worker_per_epoch(mode: str) -> None:
 
 def test_worker_init_fn_once_per_worker_with_persistent_workers(mode: str) -> None:
     init = CountingInit()
-    loader = DataLoader(RangeDataset(8), batch_size=2, num_workers=2, mode=mode, worker_init_fn=init,
-                        persistent_workers=True, collate_fn=collate_list)
+    loader = DataLoader(
+        RangeDataset(8),
+        batch_size=2,
+        num_workers=2,
+        mode=mode,
+        worker_init_fn=init,
+        persistent_workers=True,
+        collate_fn=collate_list,
+    )
     try:
         for _ in range(3):
             assert list(loader) == [[0, 1], [2, 3], [4, 5], [6, 7]]
@@ -349,8 +356,16 @@ def test_workers_do_not_reseed_global_rngs(mode: str) -> None:
     random.seed(123)
     np.random.seed(123)
     torch.manual_seed(123)
-    loader = DataLoader(RangeDataset(16), batch_size=2, num_workers=2, mode=mode, shuffle=True, seed=5,
-                        worker_init_fn=CountingInit(), collate_fn=collate_list)
+    loader = DataLoader(
+        RangeDataset(16),
+        batch_size=2,
+        num_workers=2,
+        mode=mode,
+        shuffle=True,
+        seed=5,
+        worker_init_fn=CountingInit(),
+        collate_fn=collate_list,
+    )
     batches = list(loader)
     assert sorted(i for b in batches for i in b) == list(range(16))
     got = (random.random(), float(np.random.random()), float(torch.rand(()).item()))
@@ -374,16 +389,40 @@ def _epochs(loader: DataLoader, count: int) -> list[list[int]]:
 def test_same_generator_seed_same_order() -> None:
     import torch
 
-    first = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True,
-                               generator=torch.Generator().manual_seed(7), collate_fn=collate_list), 3)
-    second = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True,
-                                generator=torch.Generator().manual_seed(7), collate_fn=collate_list), 3)
+    first = _epochs(
+        DataLoader(
+            RangeDataset(40),
+            batch_size=4,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(7),
+            collate_fn=collate_list,
+        ),
+        3,
+    )
+    second = _epochs(
+        DataLoader(
+            RangeDataset(40),
+            batch_size=4,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(7),
+            collate_fn=collate_list,
+        ),
+        3,
+    )
     assert first == second
     for order in first:
         assert sorted(order) == list(range(40))
     assert first[0] != first[1] and first[1] != first[2] and first[0] != first[2]  # reshuffled each epoch
-    other = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True,
-                               generator=torch.Generator().manual_seed(8), collate_fn=collate_list), 1)
+    other = _epochs(
+        DataLoader(
+            RangeDataset(40),
+            batch_size=4,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(8),
+            collate_fn=collate_list,
+        ),
+        1,
+    )
     assert other[0] != first[0]
 
 
@@ -414,19 +453,41 @@ def test_order_independent_of_num_workers_and_mode(mode: str) -> None:
 
     serial = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True, seed=7, collate_fn=collate_list), 3)
     workers = _epochs(
-        DataLoader(RangeDataset(40), batch_size=4, shuffle=True, seed=7, num_workers=2, mode=mode,
-                   persistent_workers=True, collate_fn=collate_list),
+        DataLoader(
+            RangeDataset(40),
+            batch_size=4,
+            shuffle=True,
+            seed=7,
+            num_workers=2,
+            mode=mode,
+            persistent_workers=True,
+            collate_fn=collate_list,
+        ),
         3,
     )
     assert workers == serial
     with_generator = _epochs(
-        DataLoader(RangeDataset(40), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(7),
-                   num_workers=3, mode=mode, persistent_workers=True, in_order=True, collate_fn=collate_list),
+        DataLoader(
+            RangeDataset(40),
+            batch_size=4,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(7),
+            num_workers=3,
+            mode=mode,
+            persistent_workers=True,
+            in_order=True,
+            collate_fn=collate_list,
+        ),
         2,
     )
     serial_generator = _epochs(
-        DataLoader(RangeDataset(40), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(7),
-                   collate_fn=collate_list),
+        DataLoader(
+            RangeDataset(40),
+            batch_size=4,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(7),
+            collate_fn=collate_list,
+        ),
         2,
     )
     assert with_generator == serial_generator

@@ -20,10 +20,12 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
 from math import ceil
 from typing import Any
 
-from . import runtime
+from . import _resume, runtime
 from .collate import default_collate, default_convert
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 from .scheduler import EpochIterator, Executor, SerialIterator
@@ -66,6 +68,30 @@ def _seed_from(generator: Any, seed: int | None) -> int:
         "generator should be a torch.Generator, a numpy.random.Generator or a non-negative int seed, "
         f"but got generator={generator!r}"
     )
+
+
+def _try_capture(index_sampler: Any) -> list[str | None] | ValueError:
+    """The sampler state at an epoch's start, or the reason it cannot be saved (raised by state_dict)."""
+    try:
+        return _resume.capture(index_sampler)
+    except ValueError as exc:
+        return exc
+
+
+def _told_epoch(sampler: Any) -> int | None:
+    """The epoch a sampler holds now (``.epoch``), if it exposes one."""
+    value = getattr(sampler, "epoch", None)
+    return value if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    """Where ``load_state_dict`` asks the next epoch to start."""
+
+    epoch: int
+    done: int
+    also_done: set[int]
+    sampler_state: list[str | None] | None
 
 
 def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
@@ -141,6 +167,10 @@ class DataLoader:
                 "multiprocessing_context can only be used with multi-process loading "
                 f"(num_workers > 0), but got num_workers={num_workers}"
             )
+        if multiprocessing_context is not None:
+            from ._processes import resolve_context
+
+            multiprocessing_context = resolve_context(multiprocessing_context)  # torch checks it up front too
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"collate_fn should be callable, but got collate_fn={collate_fn!r}")
         if worker_init_fn is not None and not callable(worker_init_fn):
@@ -173,10 +203,8 @@ class DataLoader:
         elif batch_size is None:
             if drop_last:
                 raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
-        else:
-            _check_count("batch_size", batch_size)
-            if batch_size <= 0:
-                raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
 
         self._seed = _seed_from(generator, seed)
         self._owns_sampler = False
@@ -212,6 +240,9 @@ class DataLoader:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._epoch = 0
+        self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
+        self._resume: _ResumePoint | None = None
+        self._epoch_start_state: list[str | None] | ValueError | None = None
         self._pool: Executor | None = None
         self._pool_finalizer: weakref.finalize | None = None
         self._current: weakref.ref[Any] | None = None
@@ -244,21 +275,24 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[Any]:
         """Start an epoch and return its iterator (``.mode`` tells how it runs)."""
-        epoch = self._epoch
-        self._epoch += 1
         previous = self._current() if self._current is not None else None
         if previous is not None and self.persistent_workers:
             previous.close()  # one epoch at a time on a shared pool, as torch resets its iterator
-        if self._owns_sampler:
-            self.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        epoch = self._begin_epoch()
+        resume, self._resume = self._resume, None
         mode = runtime.resolve_mode(self.mode, self.num_workers)
         spec = self._fetch_spec()
         index_batches = None
         if not self._iterable:
-            index_sampler = self.batch_sampler if self._auto_collation else self.sampler
+            index_sampler = self._index_sampler()
+            if resume is not None and resume.sampler_state is not None:
+                _resume.restore(index_sampler, resume.sampler_state)
+            self._epoch_start_state = resume.sampler_state if resume is not None else _try_capture(index_sampler)
             index_batches = iter(index_sampler)  # type: ignore[arg-type]
+            if resume is not None and resume.done:
+                next(islice(index_batches, resume.done - 1, None), None)  # skip consumed batches, unfetched
         if mode == "serial":
-            iterator: Any = SerialIterator(WorkerRuntime(spec, None, 0, 0), index_batches, epoch)
+            iterator: Any = SerialIterator(WorkerRuntime(spec, None, 0, 0), index_batches, epoch, resume)
         else:
             if self.persistent_workers:
                 executor = self._persistent_pool(mode, spec, epoch)
@@ -272,9 +306,110 @@ class DataLoader:
                 in_order=self.in_order,
                 prefetch_factor=self.prefetch_factor or 0,
                 timeout=self.timeout,
+                resume=resume,
             )
         self._current = weakref.ref(iterator)
         return iterator
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the number of the next epoch (shuffling, worker seeds, ``sample_rng``, ``set_epoch`` samplers)."""
+        _check_count("epoch", epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch should be non-negative, but got epoch={epoch}")
+        self._epoch = epoch
+        self._epoch_told = _told_epoch(self._epoch_sampler())  # the loader's number wins over the sampler's
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position, to resume exactly with ``load_state_dict``.
+
+        Taken between two batches, it names the epoch and the batches already
+        consumed; taken between epochs, the next epoch. Small and
+        JSON-serialisable; nothing is recorded per batch.
+
+        Raises:
+            ValueError: for iterable-style datasets, and for samplers whose
+                order cannot be replayed (the message names the sampler).
+        """
+        if self._iterable:
+            raise ValueError(
+                "threadloader: state_dict() covers map-style datasets; an iterable-style dataset owns its "
+                "position and must save it itself"
+            )
+        current = self._current() if self._current is not None else None
+        if current is not None and not current.finished:
+            epoch, progress = current.generation, current.progress
+            done, also_done = progress.done, sorted(progress.also_done)
+            sampler_state = self._epoch_start_state
+        elif self._resume is not None:
+            epoch, done, also_done = self._resume.epoch, self._resume.done, sorted(self._resume.also_done)
+            sampler_state = self._resume.sampler_state
+        else:
+            epoch, done, also_done, sampler_state = self._epoch, 0, [], None
+        if sampler_state is None:
+            sampler_state = _resume.capture(self._index_sampler())
+        elif isinstance(sampler_state, ValueError):
+            raise sampler_state
+        return {
+            "format": "threadloader/1",
+            "seed": self._seed,
+            "epoch": epoch,
+            "batches_done": done,
+            "also_done": also_done,
+            "sampler": sampler_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()``: the next ``iter()`` yields that epoch's remaining batches.
+
+        The loader may differ from the one that saved the state in
+        ``num_workers``, ``mode``, ``in_order`` and ``persistent_workers``,
+        not in dataset, sampling or batching.
+        """
+        if not isinstance(state, dict) or state.get("format") != "threadloader/1":
+            raise ValueError(f"load_state_dict expects a dict from DataLoader.state_dict(), but got {state!r:.200}")
+        if self._iterable:
+            raise ValueError("threadloader: load_state_dict() covers map-style datasets only")
+        self.close()
+        seed = state["seed"]
+        if seed != self._seed:
+            self._seed = seed
+            if self._owns_sampler:  # the shuffle order derives from the seed
+                sampler = RandomSampler(self.dataset, seed=seed)
+                object.__setattr__(self, "sampler", sampler)
+                if self.batch_sampler is not None:
+                    object.__setattr__(self, "batch_sampler", BatchSampler(sampler, self.batch_size, self.drop_last))
+        self._epoch = state["epoch"]
+        self._epoch_told = _told_epoch(self._epoch_sampler())
+        self._resume = _ResumePoint(state["epoch"], state["batches_done"], set(state["also_done"]), state["sampler"])
+
+    def _index_sampler(self) -> Any:
+        return self.batch_sampler if self._auto_collation else self.sampler
+
+    def _epoch_sampler(self) -> Any:
+        """The sampler that takes ``set_epoch`` (ours for shuffle=True, a DistributedSampler, ...)."""
+        for obj in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
+            if obj is not None and callable(getattr(obj, "set_epoch", None)):
+                return obj
+        return None
+
+    def _begin_epoch(self) -> int:
+        """Number the starting epoch and tell the sampler.
+
+        A user who calls ``sampler.set_epoch(e)`` before iterating (torch's
+        idiom) is followed: the loader adopts ``e``, and so it does with the
+        sampler's epoch at the first iteration. Otherwise the loader counts
+        epochs itself and calls ``set_epoch`` for them.
+        """
+        epoch = self._epoch
+        sampler = self._epoch_sampler()
+        if sampler is not None:
+            seen = _told_epoch(sampler)
+            if seen is not None and seen != self._epoch_told:
+                epoch = seen  # the user set the epoch on the sampler
+            sampler.set_epoch(epoch)
+            self._epoch_told = epoch
+        self._epoch = epoch + 1
+        return epoch
 
     def close(self) -> None:
         """Stop the current epoch and the persistent pool, if any. Idempotent."""
@@ -302,6 +437,7 @@ class DataLoader:
             drop_last=self.drop_last,
             worker_init_fn=self.worker_init_fn,
             pin_memory=self._pin_memory_usable(),
+            seed=self._seed,
         )
 
     def _pin_memory_usable(self) -> bool:

@@ -62,6 +62,35 @@ def raise_failure(failure: Failure, seq: int, indices: Any, where: str) -> None:
     raise exc.with_traceback(failure.traceback)
 
 
+class Progress:
+    """Which batches of an epoch are consumed: all below ``done``, plus ``also_done``.
+
+    With ``in_order=False`` batches are consumed out of order, so a prefix is
+    not enough; ``also_done`` holds at most the batches in flight.
+    """
+
+    __slots__ = ("also_done", "done")
+
+    def __init__(self, done: int = 0, also_done: set[int] | None = None) -> None:
+        self.done = done
+        self.also_done: set[int] = also_done or set()
+        self._advance()
+
+    def retire(self, seq: int) -> None:
+        """Mark batch ``seq`` consumed (yielded, raised or skipped)."""
+        if seq == self.done:
+            self.done += 1
+            if self.also_done:
+                self._advance()
+        else:
+            self.also_done.add(seq)
+
+    def _advance(self) -> None:
+        while self.done in self.also_done:
+            self.also_done.discard(self.done)
+            self.done += 1
+
+
 class EpochIterator:
     """Iterator over one epoch's batches, fed by an executor."""
 
@@ -75,6 +104,7 @@ class EpochIterator:
         in_order: bool,
         prefetch_factor: int,
         timeout: float,
+        resume: Progress | None = None,
     ) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
 
@@ -88,16 +118,20 @@ class EpochIterator:
             in_order: yield in sampler order (True) or as batches finish.
             prefetch_factor: tickets in flight per worker.
             timeout: seconds to wait for one batch before raising (0: forever).
+            resume: batches of this epoch already consumed before a
+                checkpoint; ``index_batches`` must already be past the first
+                ``resume.done`` of them.
         """
         self.mode = executor.mode
+        self.progress = Progress() if resume is None else Progress(resume.done, set(resume.also_done))
         self._executor = executor
-        self._generation = generation
+        self.generation = generation
         self._index_batches = index_batches
         self._in_order = in_order
         self._timeout = timeout
         self._bound = max(1, prefetch_factor * executor.num_workers)
-        self._next_seq = 0
-        self._next_yield = 0
+        self._next_seq = self.progress.done
+        self._next_yield = self.progress.done
         self._issued: dict[int, Any] = {}  # seq -> indices (map) or worker id (iterable)
         self._done: dict[int, tuple[int, int, Any]] = {}  # seq -> (worker_id, status, value)
         self._arrivals: deque[int] = deque()  # completion order, for in_order=False
@@ -129,10 +163,16 @@ class EpochIterator:
             raise
         indices = self._issued.pop(seq)
         worker_id, status, value = self._done.pop(seq)
+        self.progress.retire(seq)
         self._refill()
         if status == OK:
             return value
         raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))
+
+    @property
+    def finished(self) -> bool:
+        """True once the epoch ended or the iterator was closed."""
+        return self._closed
 
     def close(self) -> None:
         """Stop this epoch: drop batches in flight; stop an owned pool. Idempotent."""
@@ -174,7 +214,7 @@ class EpochIterator:
     def _refill(self) -> None:
         """Issue tickets until ``bound`` are outstanding or the sampler ends."""
         executor = self._executor
-        generation = self._generation
+        generation = self.generation
         while not self._sampler_done and len(self._issued) < self._bound:
             seq = self._next_seq
             if self._index_batches is not None:
@@ -183,6 +223,11 @@ class EpochIterator:
                 except StopIteration:
                     self._sampler_done = True
                     return
+                if seq in self.progress.also_done:  # consumed before the checkpoint (in_order=False)
+                    self._next_seq = seq + 1
+                    if self._in_order:
+                        self._skipped.add(seq)
+                    continue
                 self._issued[seq] = indices
                 executor.submit((generation, seq, indices))
             else:
@@ -202,7 +247,7 @@ class EpochIterator:
             result = executor.poll(_WAIT_SLICE)
             if result is not None:
                 generation, seq, worker_id, status, value = result
-                if generation == self._generation and seq in self._issued:
+                if generation == self.generation and seq in self._issued:
                     self._accept(seq, worker_id, status, value)
                     return
                 continue
@@ -213,6 +258,7 @@ class EpochIterator:
     def _accept(self, seq: int, worker_id: int, status: int, value: Any) -> None:
         if status == EXHAUSTED:
             self._issued.pop(seq)
+            self.progress.retire(seq)
             if worker_id in self._live_workers:
                 self._live_workers.remove(worker_id)
             if self._in_order:
@@ -247,16 +293,24 @@ class SerialIterator:
 
     mode = "serial"
 
-    def __init__(self, runtime: WorkerRuntime, index_batches: Iterator[Any] | None, generation: int) -> None:
+    def __init__(
+        self,
+        runtime: WorkerRuntime,
+        index_batches: Iterator[Any] | None,
+        generation: int,
+        resume: Progress | None = None,
+    ) -> None:
         """Args:
         runtime: fetch rules, without worker info (``get_worker_info()`` is None).
         index_batches: the batch sampler's iterator, or ``None`` (iterable-style).
         generation: epoch tag (starts a fresh dataset iterator).
+        resume: batches consumed before a checkpoint (see ``EpochIterator``).
         """
         self._runtime = runtime
         self._index_batches = index_batches
-        self._generation = generation
-        self._seq = 0
+        self.generation = generation
+        self.progress = Progress() if resume is None else Progress(resume.done, set(resume.also_done))
+        self._seq = self.progress.done
         self._closed = False
 
     def __iter__(self) -> SerialIterator:
@@ -269,12 +323,16 @@ class SerialIterator:
         if self._index_batches is not None:
             try:
                 indices = next(self._index_batches)
+                while self._seq in self.progress.also_done:  # consumed before the checkpoint
+                    self._seq += 1
+                    indices = next(self._index_batches)
             except StopIteration:
                 self.close()
                 raise
-        status, value = self._runtime.run(self._generation, indices)
+        status, value = self._runtime.run(self.generation, indices)
         seq = self._seq
         self._seq += 1
+        self.progress.retire(seq)
         if status == OK:
             return value
         if status == EXHAUSTED:
@@ -282,6 +340,11 @@ class SerialIterator:
             raise StopIteration
         assert status == ERROR
         raise_failure(value, seq, indices, "the calling thread (num_workers=0)")
+
+    @property
+    def finished(self) -> bool:
+        """True once the epoch ended or the iterator was closed."""
+        return self._closed
 
     def close(self) -> None:
         """End the epoch; idempotent."""

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import randomness
+
 OK = 0
 ERROR = 1
 EXHAUSTED = 2
@@ -96,6 +98,7 @@ class FetchSpec:
         drop_last: drop an iterable-style worker's last incomplete batch.
         worker_init_fn: called as ``worker_init_fn(worker_id)`` once per worker.
         pin_memory: pin tensors of each batch (torch with an accelerator only).
+        seed: the loader's base seed, for ``sample_rng()``.
     """
 
     dataset: Any
@@ -106,6 +109,7 @@ class FetchSpec:
     drop_last: bool = False
     worker_init_fn: Callable[[int], None] | None = None
     pin_memory: bool = False
+    seed: int = 0
 
 
 class WorkerRuntime:
@@ -168,15 +172,27 @@ class WorkerRuntime:
             ``(OK, batch)``, ``(ERROR, Failure)`` or ``(EXHAUSTED, None)``.
         """
         if self._init_failure is not None:
+            if not self.spec.iterable:
+                return ERROR, self._init_failure  # every batch this worker takes fails, as in torch
+            if self._generation == generation:
+                return EXHAUSTED, None  # an iterable-style worker reports it once per epoch, then ends
+            self._generation = generation
             return ERROR, self._init_failure
-        if self.spec.iterable:
-            return self._run_iterable(generation)
-        return self._run_map(payload)
+        sample = randomness.current
+        sample.base = (self.spec.seed, generation)  # what sample_rng() derives from while this batch loads
+        try:
+            if self.spec.iterable:
+                return self._run_iterable(generation)
+            return self._run_map(payload, sample)
+        finally:
+            sample.base = None
+            sample.index = None
 
-    def _run_map(self, payload: Any) -> tuple[int, Any]:
+    def _run_map(self, payload: Any, sample: Any) -> tuple[int, Any]:
         spec = self.spec
         dataset = spec.dataset
         if not spec.auto_collation:
+            sample.index = payload
             try:
                 data = dataset[payload]
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
@@ -191,9 +207,11 @@ class WorkerRuntime:
             index = None
             try:
                 for index in payload:
+                    sample.index = index
                     data.append(dataset[index])
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", index)
+            sample.index = None  # collate_fn runs outside any one sample
         return self._collate(data)
 
     def _run_iterable(self, generation: int) -> tuple[int, Any]:
