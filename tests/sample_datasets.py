@@ -216,3 +216,34 @@ class SystemExitDataset(RangeDataset):
         if index == 2:
             raise SystemExit(5)
         return index
+
+
+class AugmentedDataset(RangeDataset):
+    """``dataset[i] = (i, three draws from sample_rng())``: the augmentation must not depend on the worker."""
+
+    def __getitem__(self, index: int) -> tuple[int, int, int, int]:
+        jitter(index, self.seed, self.max_sleep)
+        rng = threadloader.sample_rng()
+        first = int(rng.integers(0, 2**31))
+        again = threadloader.sample_rng()  # the same generator: the stream continues
+        return (index, first, int(again.integers(0, 2**31)), int(rng.integers(0, 2**31)))
+
+
+class GetItemsAugmented(RangeDataset):
+    """``__getitems__`` passes each index to ``sample_rng`` explicitly."""
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, int]]:
+        return [(i, int(threadloader.sample_rng(i).integers(0, 2**31))) for i in indices]
+
+
+class NoIndexGetItems(RangeDataset):
+    """``__getitems__`` that calls ``sample_rng()`` without an index (an error)."""
+
+    def __getitems__(self, indices: list[int]) -> list[int]:
+        threadloader.sample_rng()
+        return indices
+
+
+def list_collate(batch: list[Any]) -> list[Any]:
+    """Keep a batch as the list of samples (values compare exactly, no tensors)."""
+    return list(batch)

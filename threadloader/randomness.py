@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+_new_generator = np.random.default_rng
+
 current = threading.local()
 """Owned by the loading thread: ``base`` = (seed, epoch) or None, ``index``, ``cache``."""
 
@@ -62,7 +64,7 @@ def sample_rng(index: Any = None) -> np.random.Generator:
     cache = getattr(current, "cache", None)
     if cache is not None and cache[0] == base and cache[1] == index:
         return cache[2]
-    rng = np.random.default_rng((base[0], base[1], _index_entropy(index)))
+    rng = _new_generator((base[0], base[1], _index_entropy(index)))
     current.cache = (base, index, rng)
     return rng
 
