@@ -94,3 +94,13 @@ def test_torch_generator_variant_is_deterministic() -> None:
                                                       num_workers=num_workers, mode="thread")])
     assert values[0] == values[1]
     assert len({v for batch in values[0] for v in batch}) == 6
+
+
+def test_each_load_of_a_sample_starts_a_fresh_stream() -> None:
+    """Loading the same index twice (a second loader, or a sampler with replacement) repeats its draws."""
+    dataset = AugmentedDataset(5)
+    first = _samples(DataLoader(dataset, batch_size=5, seed=1, collate_fn=list_collate), 1)
+    second = _samples(DataLoader(dataset, batch_size=5, seed=1, collate_fn=list_collate), 1)
+    assert first == second
+    twice = list(DataLoader(dataset, batch_sampler=[[3, 3]], seed=1, collate_fn=list_collate))[0]
+    assert twice[0] == twice[1]

@@ -61,7 +61,7 @@ def sample_rng(index: Any = None) -> np.random.Generator:
                 "threadloader.sample_rng() does not know which sample is loading here (__getitems__ or an "
                 "iterable-style dataset): pass the sample index, sample_rng(index)"
             )
-    cache = getattr(current, "cache", None)
+    cache = getattr(current, "cache", None)  # reset by the loader before each sample loads
     if cache is not None and cache[0] == base and cache[1] == index:
         return cache[2]
     rng = _new_generator((base[0], base[1], _index_entropy(index)))

@@ -187,12 +187,14 @@ class WorkerRuntime:
         finally:
             sample.base = None
             sample.index = None
+            sample.cache = None
 
     def _run_map(self, payload: Any, sample: Any) -> tuple[int, Any]:
         spec = self.spec
         dataset = spec.dataset
         if not spec.auto_collation:
             sample.index = payload
+            sample.cache = None
             try:
                 data = dataset[payload]
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
@@ -208,6 +210,7 @@ class WorkerRuntime:
             try:
                 for index in payload:
                     sample.index = index
+                    sample.cache = None  # a fresh generator for each load, even of the same index
                     data.append(dataset[index])
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", index)
