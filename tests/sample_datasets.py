@@ -247,3 +247,35 @@ class NoIndexGetItems(RangeDataset):
 def list_collate(batch: list[Any]) -> list[Any]:
     """Keep a batch as the list of samples (values compare exactly, no tensors)."""
     return list(batch)
+
+
+class VocabularyDataset:
+    """Read-mostly Python state (a dict of str keys, a list of texts) plus a numpy array."""
+
+    def __init__(self, length: int = 32) -> None:
+        self.length = length
+        self.vocab = {f"word{i}": i for i in range(200)}
+        self.texts = [" ".join(f"word{(i * 7 + j) % 200}" for j in range(20)) for i in range(length)]
+        self.table = np.arange(4096, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        info = threadloader.get_worker_info()
+        owner = id(info.dataset) if info is not None else id(self)
+        return sum(self.vocab[w] for w in self.texts[index].split()), owner
+
+
+class ReopenReplica:
+    """A ``replicate=`` callable that counts its calls in a shared counter and tags the replica."""
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    def __call__(self, dataset: Any) -> Any:
+        with self.counter.get_lock():
+            self.counter.value += 1
+        replica = threadloader.replicate(dataset)
+        replica.reopened = True
+        return replica

@@ -10,6 +10,7 @@ from .errors import LoaderTimeoutError, WorkerDiedError
 from .loader import DataLoader
 from .runtime import free_threaded_build, gil_enabled
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
+from .replication import replicate
 from .randomness import sample_rng, sample_torch_generator
 from .worker import WorkerInfo, get_worker_info
 
@@ -28,6 +29,7 @@ __all__ = [
     "default_convert",
     "free_threaded_build",
     "get_worker_info",
+    "replicate",
     "sample_rng",
     "sample_torch_generator",
     "gil_enabled",

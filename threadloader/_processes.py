@@ -2,7 +2,7 @@
 
 In:  tickets ``(generation, seq, payload)`` from the scheduler, on one shared
      task queue (map-style) or one queue per worker (iterable-style).
-Out: results ``(generation, seq, worker_id, status, value)`` from ``poll``,
+Out: results ``(generation, seq, worker_id, status, value, fetch_s, collate_s)`` from ``poll``,
      exactly as the thread executor gives them: batches rebuilt from shared
      memory (``_shm``), errors as the original exception type with the remote
      traceback text attached as ``__cause__``.
@@ -147,7 +147,7 @@ def _process_main(
                     status, value = ERROR, Failure(exc, "sending the batch to the parent process")
             if status == ERROR:
                 value = _encode_failure(value)
-            results.put((generation, seq, worker_id, status, value))
+            results.put((generation, seq, worker_id, status, value, runtime.fetch_s, runtime.collate_s))
     finally:
         _local.info = None
         if stop.is_set():
@@ -218,10 +218,10 @@ class ProcessExecutor:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
         self._tasks[worker_id if self._per_worker else 0].put(task)
 
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None:
         """Return the next result (batch rebuilt from shared memory), or ``None``."""
         try:
-            generation, seq, worker_id, status, value = self._results.get(timeout=timeout)
+            generation, seq, worker_id, status, value, fetch_s, collate_s = self._results.get(timeout=timeout)
         except queue.Empty:
             return None
         if status == OK:
@@ -232,7 +232,7 @@ class ProcessExecutor:
                 value = _pin(value)
         elif status == ERROR:
             value = _decode_failure(value)
-        return generation, seq, worker_id, status, value
+        return generation, seq, worker_id, status, value, fetch_s, collate_s
 
     def check_workers(self) -> None:
         """Raise ``WorkerDiedError`` naming the worker and pid if a process ended."""
@@ -305,7 +305,7 @@ class ProcessExecutor:
     def _drain_results(self) -> None:
         while True:
             try:
-                _generation, _seq, _worker_id, status, value = self._results.get(timeout=0.05)
+                _generation, _seq, _worker_id, status, value, _fetch_s, _collate_s = self._results.get(timeout=0.05)
             except (queue.Empty, OSError, ValueError, EOFError):
                 return
             if status == OK:
@@ -322,7 +322,13 @@ def _drain(q: Any) -> None:
 
 def _unpicklable_argument(spec: FetchSpec, error: Exception) -> TypeError:
     """Name the loader argument that cannot be sent to a worker process."""
-    for name, value in (("dataset", spec.dataset), ("collate_fn", spec.collate_fn), ("worker_init_fn", spec.worker_init_fn)):
+    arguments = (
+        ("dataset", spec.dataset),
+        ("collate_fn", spec.collate_fn),
+        ("worker_init_fn", spec.worker_init_fn),
+        ("replicate", spec.replicate),
+    )
+    for name, value in arguments:
         try:
             pickle.dumps(value)
         except Exception as exc:  # the first argument that fails is the one to name

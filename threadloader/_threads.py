@@ -3,7 +3,7 @@
 In:  tickets ``(generation, seq, payload)`` from the scheduler, either on one
      shared task queue (map-style: the next free worker takes the next ticket)
      or on one queue per worker (iterable-style: each worker owns an iterator).
-Out: results ``(generation, seq, worker_id, status, value)`` on one result
+Out: results ``(generation, seq, worker_id, status, value, fetch_s, collate_s)`` on one result
      queue, read by the scheduler with a timeout slice.
 
 Ownership: the executor owns its threads, its task queues, its result queue
@@ -50,7 +50,7 @@ def _worker_loop(
             status, value = runtime.run(generation, payload)
             if stop.is_set():
                 return
-            results.put((generation, seq, worker_id, status, value))
+            results.put((generation, seq, worker_id, status, value, runtime.fetch_s, runtime.collate_s))
     finally:
         runtime.stop()
 
@@ -96,7 +96,7 @@ class ThreadExecutor:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
         self._tasks[worker_id if self._per_worker else 0].put(task)
 
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""
         try:
             return self._results.get(timeout=timeout)

@@ -29,8 +29,11 @@ from . import _resume, runtime
 from .collate import default_collate, default_convert
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 from .scheduler import EpochIterator, Executor, SerialIterator
+from .stats import EpochStats, starvation_advice
+from .replication import ReplicaTemplate
 from .worker import FetchSpec, WorkerRuntime, derive_seed
 
+_MIN_EPOCH_FOR_WARNING_S = 1.0  # shorter epochs are dominated by start-up; no advice from them
 _FROZEN_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
 
 
@@ -113,6 +116,14 @@ class DataLoader:
         in_order: yield in sampler order (default) or as batches finish.
         mode: ``"auto"``, ``"thread"`` or ``"process"``.
         seed: base seed for shuffling and worker seeds (instead of ``generator``).
+        replicate: ``True`` gives each worker thread its own replica of the
+            dataset (``threadloader.replicate``: Python objects copied, array
+            memory shared); a callable builds each worker's replica from the
+            dataset. Process workers already have their own copy; a callable
+            still runs in each.
+        starvation_warning: when an epoch's training loop waits for data
+            more than this share of the epoch, warn once, naming the likely
+            cause (``None``: never).
     """
 
     def __init__(
@@ -137,6 +148,8 @@ class DataLoader:
         in_order: bool = True,
         mode: str = "auto",
         seed: int | None = None,
+        replicate: bool | Callable[[Any], Any] = False,
+        starvation_warning: float | None = 0.5,
     ) -> None:
         self.__initialized = False
         _check_count("num_workers", num_workers)
@@ -171,6 +184,15 @@ class DataLoader:
             from ._processes import resolve_context
 
             multiprocessing_context = resolve_context(multiprocessing_context)  # torch checks it up front too
+        if starvation_warning is not None and not (
+            isinstance(starvation_warning, (int, float)) and 0 <= starvation_warning <= 1
+        ):
+            raise ValueError(
+                f"starvation_warning should be a share of the epoch in [0, 1] or None, but got "
+                f"starvation_warning={starvation_warning!r}"
+            )
+        if not (isinstance(replicate, bool) or callable(replicate)):
+            raise TypeError(f"replicate should be a bool or a callable, but got replicate={replicate!r}")
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"collate_fn should be callable, but got collate_fn={collate_fn!r}")
         if worker_init_fn is not None and not callable(worker_init_fn):
@@ -234,6 +256,9 @@ class DataLoader:
         self.persistent_workers = persistent_workers
         self.in_order = in_order
         self.mode = mode
+        self.replicate = replicate
+        self.starvation_warning = starvation_warning
+        self._starvation_warned = False
         self._iterable = iterable
         self._auto_collation = batch_sampler is not None if not iterable else batch_size is not None
         if collate_fn is None:
@@ -281,7 +306,9 @@ class DataLoader:
         epoch = self._begin_epoch()
         resume, self._resume = self._resume, None
         mode = runtime.resolve_mode(self.mode, self.num_workers)
-        spec = self._fetch_spec()
+        pool = self._pool
+        reusing_pool = pool is not None and pool.mode == mode and not getattr(pool, "closed", False)
+        spec = self._fetch_spec(mode, needs_replica=not (self.persistent_workers and reusing_pool))
         index_batches = None
         if not self._iterable:
             index_sampler = self._index_sampler()
@@ -307,9 +334,25 @@ class DataLoader:
                 prefetch_factor=self.prefetch_factor or 0,
                 timeout=self.timeout,
                 resume=resume,
+                on_epoch_end=self._check_starvation,
             )
         self._current = weakref.ref(iterator)
         return iterator
+
+    def _check_starvation(self, stats: EpochStats, in_order: bool) -> None:
+        """Warn once per loader when an epoch spent too much of its time waiting for data."""
+        threshold = self.starvation_warning
+        if self._starvation_warned or threshold is None:
+            return
+        if stats.wall_s < _MIN_EPOCH_FOR_WARNING_S or stats.batches < 4 or stats.wait_share <= threshold:
+            return
+        self._starvation_warned = True
+        warnings.warn(
+            f"threadloader: {starvation_advice(stats, in_order)}. (iterator.stats has the numbers; "
+            "starvation_warning=None silences this.)",
+            RuntimeWarning,
+            stacklevel=5,  # the training loop's next()
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Set the number of the next epoch (shuffling, worker seeds, ``sample_rng``, ``set_epoch`` samplers)."""
@@ -427,7 +470,14 @@ class DataLoader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _fetch_spec(self) -> FetchSpec:
+    def _fetch_spec(self, mode: str, needs_replica: bool) -> FetchSpec:
+        replicate: Any = None
+        if mode != "serial" and needs_replica and self.replicate is not False:
+            if self.replicate is True:
+                # a process worker has its own copy anyway; threads build theirs from one template
+                replicate = ReplicaTemplate(self.dataset) if mode == "thread" else None
+            else:
+                replicate = self.replicate
         return FetchSpec(
             dataset=self.dataset,
             iterable=self._iterable,
@@ -438,6 +488,7 @@ class DataLoader:
             worker_init_fn=self.worker_init_fn,
             pin_memory=self._pin_memory_usable(),
             seed=self._seed,
+            replicate=replicate,
         )
 
     def _pin_memory_usable(self) -> bool:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices
+from .stats import EpochStats, StatsRecorder
 from .worker import ERROR, EXHAUSTED, OK, Failure, WorkerRuntime
 
 _WAIT_SLICE = 0.1
@@ -37,7 +38,7 @@ class Executor(Protocol):
     num_workers: int
 
     def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None: ...
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None: ...
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None: ...
     def check_workers(self) -> None: ...
     def discard_pending(self) -> None: ...
     def shutdown(self) -> None: ...
@@ -105,6 +106,7 @@ class EpochIterator:
         prefetch_factor: int,
         timeout: float,
         resume: Progress | None = None,
+        on_epoch_end: Callable[[EpochStats, bool], None] | None = None,
     ) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
 
@@ -121,6 +123,8 @@ class EpochIterator:
             resume: batches of this epoch already consumed before a
                 checkpoint; ``index_batches`` must already be past the first
                 ``resume.done`` of them.
+            on_epoch_end: called with the epoch's stats and ``in_order``
+                when the epoch ends (not when it is abandoned).
         """
         self.mode = executor.mode
         self.progress = Progress() if resume is None else Progress(resume.done, set(resume.also_done))
@@ -140,6 +144,8 @@ class EpochIterator:
         self._live_workers: list[int] = list(range(executor.num_workers))
         self._rr = 0
         self._closed = False
+        self._stats = StatsRecorder(self.mode, executor.num_workers)
+        self._on_epoch_end = on_epoch_end
         self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
         self._refill()
 
@@ -149,36 +155,61 @@ class EpochIterator:
     def __next__(self) -> Any:
         if self._closed:
             raise StopIteration
-        try:
-            seq = self._ready()
-            started = time.monotonic()
-            while seq is None:
-                if not self._issued:
-                    self.close()
-                    raise StopIteration
-                self._wait_one(started)
-                seq = self._ready()
-        except (KeyboardInterrupt, SystemExit, WorkerDiedError):
-            self.close()  # Ctrl-C, exit or a dead worker: stop the remaining workers
-            raise
+        seq = self._ready()
+        if seq is None:
+            seq = self._wait_for_batch()
         indices = self._issued.pop(seq)
         worker_id, status, value = self._done.pop(seq)
         self.progress.retire(seq)
         self._refill()
+        stats = self._stats
+        stats.batches += 1
+        if type(indices) is list:
+            stats.samples += len(indices)
         if status == OK:
             return value
         raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))
+
+    def _wait_for_batch(self) -> int:
+        """Block (in slices) until the next batch to yield is done; time it as the loop's wait."""
+        started = time.perf_counter()
+        try:
+            seq = None
+            while seq is None:
+                if not self._issued:
+                    self._stats.wait_s += time.perf_counter() - started
+                    self._end_epoch()
+                    raise StopIteration
+                self._wait_one(started)
+                seq = self._ready()
+            self._stats.wait_s += time.perf_counter() - started
+            return seq
+        except (KeyboardInterrupt, SystemExit, WorkerDiedError):
+            self.close()  # Ctrl-C, exit or a dead worker: stop the remaining workers
+            raise
+
+    @property
+    def stats(self) -> EpochStats:
+        """Where this epoch's time went so far (see ``threadloader.stats``)."""
+        return self._stats.snapshot(len(self._issued))
 
     @property
     def finished(self) -> bool:
         """True once the epoch ended or the iterator was closed."""
         return self._closed
 
+    def _end_epoch(self) -> None:
+        self._stats.end()
+        self.close()
+        if self._on_epoch_end is not None:
+            self._on_epoch_end(self._stats.snapshot(0), self._in_order)
+
     def close(self) -> None:
         """Stop this epoch: drop batches in flight; stop an owned pool. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._stats.end()
         self._issued.clear()
         self._done.clear()
         self._arrivals.clear()
@@ -246,13 +277,14 @@ class EpochIterator:
         while True:
             result = executor.poll(_WAIT_SLICE)
             if result is not None:
-                generation, seq, worker_id, status, value = result
+                generation, seq, worker_id, status, value, fetch_s, collate_s = result
                 if generation == self.generation and seq in self._issued:
+                    self._stats.record_batch(worker_id, fetch_s, collate_s)
                     self._accept(seq, worker_id, status, value)
                     return
                 continue
             executor.check_workers()
-            if self._timeout and time.monotonic() - started > self._timeout:
+            if self._timeout and time.perf_counter() - started > self._timeout:
                 self._raise_timeout(started)
 
     def _accept(self, seq: int, worker_id: int, status: int, value: Any) -> None:
@@ -270,7 +302,7 @@ class EpochIterator:
             self._arrivals.append(seq)
 
     def _raise_timeout(self, started: float) -> None:
-        waited = time.monotonic() - started
+        waited = time.perf_counter() - started
         if self._in_order:
             seq = self._next_yield
             detail = f"batch {seq}"
@@ -312,6 +344,7 @@ class SerialIterator:
         self.progress = Progress() if resume is None else Progress(resume.done, set(resume.also_done))
         self._seq = self.progress.done
         self._closed = False
+        self._stats = StatsRecorder(self.mode, 1)
 
     def __iter__(self) -> SerialIterator:
         return self
@@ -329,10 +362,18 @@ class SerialIterator:
             except StopIteration:
                 self.close()
                 raise
-        status, value = self._runtime.run(self.generation, indices)
+        runtime = self._runtime
+        status, value = runtime.run(self.generation, indices)
         seq = self._seq
         self._seq += 1
         self.progress.retire(seq)
+        stats = self._stats
+        stats.record_batch(0, runtime.fetch_s, runtime.collate_s)
+        stats.wait_s += runtime.fetch_s + runtime.collate_s  # the loop waits for every batch it loads
+        if status != EXHAUSTED:
+            stats.batches += 1
+            if type(indices) is list:
+                stats.samples += len(indices)
         if status == OK:
             return value
         if status == EXHAUSTED:
@@ -342,6 +383,11 @@ class SerialIterator:
         raise_failure(value, seq, indices, "the calling thread (num_workers=0)")
 
     @property
+    def stats(self) -> EpochStats:
+        """Where this epoch's time went so far (the calling thread is "worker 0")."""
+        return self._stats.snapshot(0)
+
+    @property
     def finished(self) -> bool:
         """True once the epoch ended or the iterator was closed."""
         return self._closed
@@ -349,6 +395,7 @@ class SerialIterator:
     def close(self) -> None:
         """End the epoch; idempotent."""
         self._closed = True
+        self._stats.end()
         self._runtime.stop()
 
     def __enter__(self) -> SerialIterator:

@@ -5,7 +5,8 @@ In:  a ``FetchSpec`` (dataset, collate function, batching rules) shared by all
      batch's index list (map-style), a single index (no auto-collation), or
      ``None`` ("your next batch", iterable-style).
 Out: ``(status, value)``: ``(OK, batch)``, ``(ERROR, Failure)`` or
-     ``(EXHAUSTED, None)`` when an iterable-style worker's iterator ran out.
+     ``(EXHAUSTED, None)`` when an iterable-style worker's iterator ran out;
+     the batch's fetch and collate seconds in ``fetch_s`` and ``collate_s``.
 
 The same ``WorkerRuntime`` runs in a worker thread, a worker process and, for
 ``num_workers=0``, in the calling thread, so fetching semantics are written
@@ -16,13 +17,15 @@ its own ``WorkerInfo`` while sharing one dataset object with the others.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
+from time import perf_counter
 from typing import Any, Callable
 
 import numpy as np
 
 from . import randomness
+from .replication import ReplicaTemplate
 
 OK = 0
 ERROR = 1
@@ -99,6 +102,8 @@ class FetchSpec:
         worker_init_fn: called as ``worker_init_fn(worker_id)`` once per worker.
         pin_memory: pin tensors of each batch (torch with an accelerator only).
         seed: the loader's base seed, for ``sample_rng()``.
+        replicate: ``None``, a ``ReplicaTemplate`` or a callable building a
+            worker's dataset replica from the dataset (in the worker).
     """
 
     dataset: Any
@@ -110,6 +115,7 @@ class FetchSpec:
     worker_init_fn: Callable[[int], None] | None = None
     pin_memory: bool = False
     seed: int = 0
+    replicate: Any = None
 
 
 class WorkerRuntime:
@@ -136,19 +142,34 @@ class WorkerRuntime:
             else WorkerInfo(worker_id, num_workers, seed, spec.dataset, np.random.default_rng(seed))
         )
         self._init_failure: Failure | None = None
+        self.fetch_s = 0.0  # timings of the last batch, sent along with its result
+        self.collate_s = 0.0
         self._iterator: Any = None
         self._generation: int | None = None
         self._exhausted = False
-        dataset = spec.dataset
+        self._use_dataset(spec.dataset)
+
+    def _use_dataset(self, dataset: Any) -> None:
+        self.dataset = dataset
         getitems = getattr(dataset, "__getitems__", None)
+        spec = self.spec
         self._getitems = getitems if (getitems and spec.auto_collation and not spec.iterable) else None
 
     def start(self) -> None:
-        """Run in the worker before its first ticket: publish info, call init."""
+        """Run in the worker before its first ticket: build its replica, publish info, call init."""
         if self.info is None:
             return
+        if self.spec.replicate is not None:
+            maker, self.spec = self.spec.replicate, replace(self.spec, replicate=None)  # drop the template
+            try:
+                replica = maker.build() if isinstance(maker, ReplicaTemplate) else maker(self.spec.dataset)
+            except BaseException as exc:  # reported in-band with every ticket this worker takes
+                self._init_failure = Failure(exc, "replicate")
+            else:
+                self._use_dataset(replica)
+                self.info = replace(self.info, dataset=replica)
         _local.info = self.info
-        if self.spec.worker_init_fn is not None:
+        if self._init_failure is None and self.spec.worker_init_fn is not None:
             try:
                 self.spec.worker_init_fn(self.info.id)
             except BaseException as exc:  # reported in-band with every ticket this worker takes
@@ -171,6 +192,14 @@ class WorkerRuntime:
         Returns:
             ``(OK, batch)``, ``(ERROR, Failure)`` or ``(EXHAUSTED, None)``.
         """
+        self.collate_s = 0.0
+        started = perf_counter()
+        try:
+            return self._run(generation, payload)
+        finally:
+            self.fetch_s = perf_counter() - started - self.collate_s
+
+    def _run(self, generation: int, payload: Any) -> tuple[int, Any]:
         if self._init_failure is not None:
             if not self.spec.iterable:
                 return ERROR, self._init_failure  # every batch this worker takes fails, as in torch
@@ -191,7 +220,7 @@ class WorkerRuntime:
 
     def _run_map(self, payload: Any, sample: Any) -> tuple[int, Any]:
         spec = self.spec
-        dataset = spec.dataset
+        dataset = self.dataset
         if not spec.auto_collation:
             sample.index = payload
             sample.cache = None
@@ -223,7 +252,7 @@ class WorkerRuntime:
             self._generation = generation
             self._exhausted = False
             try:
-                self._iterator = iter(spec.dataset)
+                self._iterator = iter(self.dataset)
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 self._exhausted = True
                 return ERROR, Failure(exc, "dataset.__iter__")
@@ -247,15 +276,15 @@ class WorkerRuntime:
         return self._collate(data)
 
     def _collate(self, data: Any) -> tuple[int, Any]:
+        started = perf_counter()
         try:
             batch = self.spec.collate_fn(data)
-        except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-            return ERROR, Failure(exc, "collate_fn")
-        if self.spec.pin_memory:
-            try:
+            if self.spec.pin_memory:
                 batch = _pin(batch)
-            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-                return ERROR, Failure(exc, "pin_memory")
+        except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
+            return ERROR, Failure(exc, "collate_fn" if not self.spec.pin_memory else "collate_fn or pin_memory")
+        finally:
+            self.collate_s = perf_counter() - started
         return OK, batch
 
 

@@ -1,0 +1,92 @@
+"""``replicate``: per-worker copies of Python objects that share array memory."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+from sample_datasets import ReopenReplica, VocabularyDataset, list_collate
+
+import threadloader
+from threadloader import DataLoader, replicate
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_replicate_copies_python_objects_and_shares_array_memory() -> None:
+    torch = pytest.importorskip("torch")
+    original = VocabularyDataset()
+    original.tensor = torch.arange(10.0)
+    copy = replicate(original)
+    assert copy is not original and type(copy) is VocabularyDataset
+    assert copy.vocab == original.vocab and copy.vocab is not original.vocab
+    key = next(iter(original.vocab))
+    assert next(iter(copy.vocab)) == key and next(iter(copy.vocab)) is not key  # private str objects
+    assert copy.texts is not original.texts and copy.texts[0] is not original.texts[0]
+    assert copy.table is not original.table
+    assert copy.table.__array_interface__["data"][0] == original.table.__array_interface__["data"][0]
+    assert copy.tensor is not original.tensor and copy.tensor.data_ptr() == original.tensor.data_ptr()
+    original.table[0] = 42.0
+    assert copy.table[0] == 42.0  # the same memory, not a copy
+
+
+def test_replicate_names_what_cannot_be_copied() -> None:
+    class HoldsLock:
+        def __init__(self) -> None:
+            import threading
+
+            self.lock = threading.Lock()
+
+    with pytest.raises(TypeError, match=r"replicate=True copies the dataset by pickling it.*replicate=callable"):
+        list(DataLoader([HoldsLock()], num_workers=1, mode="thread", replicate=True, batch_size=None))
+
+
+def test_each_thread_worker_gets_its_own_replica() -> None:
+    dataset = VocabularyDataset(16)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, mode="thread", replicate=True, collate_fn=list_collate)
+    samples = [s for batch in loader for s in batch]
+    expected = [dataset[i][0] for i in range(16)]
+    assert [value for value, _ in samples] == expected
+    owners = {owner for _, owner in samples}
+    assert id(dataset) not in owners  # every sample came from a replica
+    assert 1 <= len(owners) <= 2
+
+
+def test_without_replicate_threads_share_the_dataset() -> None:
+    dataset = VocabularyDataset(8)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, mode="thread", collate_fn=list_collate)
+    assert {owner for batch in loader for _, owner in batch} == {id(dataset)}
+
+
+def test_callable_replica_built_once_per_worker(mode: str) -> None:
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    loader = DataLoader(VocabularyDataset(12), batch_size=2, num_workers=3, mode=mode, replicate=ReopenReplica(counter),
+                        worker_init_fn=_check_replica_in_init, persistent_workers=True, collate_fn=list_collate)
+    try:
+        for _ in range(2):
+            assert len(list(loader)) == 6
+    finally:
+        loader.close()  # joins the workers: each has built its replica by now
+    assert counter.value == 3  # once per worker, not per epoch or batch
+
+
+def _check_replica_in_init(worker_id: int) -> None:
+    assert getattr(threadloader.get_worker_info().dataset, "reopened", False)
+
+
+def test_replicate_true_is_accepted_in_process_mode() -> None:
+    loader = DataLoader(VocabularyDataset(6), batch_size=3, num_workers=1, mode="process", replicate=True,
+                        collate_fn=list_collate)
+    assert len(list(loader)) == 2
+
+
+def test_replicate_argument_is_checked() -> None:
+    with pytest.raises(TypeError, match="replicate should be a bool or a callable"):
+        DataLoader(VocabularyDataset(), replicate="yes")  # type: ignore[arg-type]
+
+
+def test_array_only_dataset_replica_costs_no_array_memory() -> None:
+    big = np.ones(4_000_000, dtype=np.float64)  # 32 MB
+    copy = replicate({"data": big})
+    assert np.shares_memory(copy["data"], big)

@@ -1,0 +1,84 @@
+"""``iterator.stats`` adds up, and the starvation warning fires only when the loop starves."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+from sample_datasets import RangeDataset, SlowDataset
+
+from threadloader import DataLoader
+from threadloader.stats import EpochStats, WorkerStats, starvation_advice
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_numbers_add_up(mode: str) -> None:
+    loader = DataLoader(SlowDataset(24, seconds=0.01), batch_size=2, num_workers=2, mode=mode)
+    it = iter(loader)
+    batches = sum(1 for _ in it)
+    stats = it.stats
+    assert batches == 12 == stats.batches == sum(w.batches for w in stats.workers)
+    assert stats.samples == 24
+    for worker in stats.workers:
+        assert worker.busy_s == pytest.approx(worker.fetch_s + worker.collate_s)
+        assert worker.busy_s + worker.idle_s == pytest.approx(stats.wall_s, rel=1e-6)
+        assert worker.fetch_s >= worker.batches * 2 * 0.01 * 0.9  # two 10 ms samples per batch
+    assert 0 < stats.wait_s <= stats.wall_s
+    assert stats.wait_share == pytest.approx(stats.wait_s / stats.wall_s)
+    assert stats.samples_per_s == pytest.approx(24 / stats.wall_s)
+    assert stats.in_flight == 0
+    text = str(stats)
+    assert f"{mode} mode: 12 batches (24 samples)" in text and "worker 1:" in text
+
+
+def test_stats_while_iterating_show_batches_in_flight() -> None:
+    it = iter(DataLoader(RangeDataset(40), batch_size=2, num_workers=2, mode="thread", prefetch_factor=3))
+    next(it)
+    assert it.stats.in_flight == 6  # refilled to prefetch_factor * num_workers
+    assert it.stats.batches == 1
+    it.close()
+
+
+def test_serial_stats() -> None:
+    it = iter(DataLoader(SlowDataset(6, seconds=0.01), batch_size=3))
+    assert sum(1 for _ in it) == 2
+    assert it.stats.batches == 2 and it.stats.workers[0].fetch_s >= 0.05
+    assert it.stats.wait_s == pytest.approx(it.stats.workers[0].busy_s)
+
+
+def test_starvation_warning_fires_once_on_a_slow_dataset(mode: str) -> None:
+    loader = DataLoader(SlowDataset(30, seconds=0.1), batch_size=1, num_workers=2, mode=mode)
+    with pytest.warns(RuntimeWarning, match=r"waited for data \d+% of the epoch.*more workers|waited for data") as rec:
+        for _ in range(2):
+            list(loader)
+    assert len([w for w in rec if "threadloader" in str(w.message)]) == 1  # once per loader
+
+
+def test_no_starvation_warning_on_a_fast_dataset() -> None:
+    loader = DataLoader(RangeDataset(64), batch_size=4, num_workers=2, mode="thread")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for batch in loader:
+            time.sleep(0.08)  # a training step much slower than loading: the loop never starves
+
+
+def test_starvation_warning_can_be_silenced() -> None:
+    loader = DataLoader(SlowDataset(16, seconds=0.1), batch_size=1, num_workers=2, mode="thread",
+                        starvation_warning=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(loader)
+
+
+def _stats(busy: float, slowest: float, workers: int = 2) -> EpochStats:
+    per = tuple(WorkerStats(i, 10, busy, 0.0, busy, 10.0 - busy) for i in range(workers))
+    return EpochStats("thread", 10.0, 20, 20, 8.0, 0.8, 0, 2.0, 2.0, slowest, per)
+
+
+def test_advice_names_the_likely_cause() -> None:
+    assert "more workers (num_workers=4)" in starvation_advice(_stats(9.5, 1.0), True, cpu_count=8)
+    assert "replicate=True" in starvation_advice(_stats(9.5, 1.0), True, cpu_count=2)
+    assert "in_order=False" in starvation_advice(_stats(3.0, 2.0), True, cpu_count=8)
+    assert "prefetch_factor" in starvation_advice(_stats(3.0, 0.31), True, cpu_count=8)

@@ -1,0 +1,191 @@
+"""Where an epoch's time goes: worker busy time, fetch and collate, the training loop's wait.
+
+In:  per batch, from the worker that made it, seconds spent fetching samples
+     and collating; from the consumer, seconds blocked waiting in ``next()``.
+Out: ``EpochStats`` (``iterator.stats``), a snapshot with per-worker busy and
+     idle time, totals, throughput and the share of the epoch the training
+     loop waited; ``str()`` of it is a short summary. ``starvation_advice``
+     turns the numbers into the likely cause when the loop waited too long.
+
+Ownership: a ``StatsRecorder`` belongs to one epoch iterator and is only
+touched from the consumer's thread; workers send their timings along with
+their results, so recording adds no shared state to the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker's share of an epoch.
+
+    Attributes:
+        worker_id: the worker's number.
+        batches: batches it delivered.
+        fetch_s: seconds in ``__getitem__`` / ``__getitems__`` / the dataset iterator.
+        collate_s: seconds in ``collate_fn`` (and pinning).
+        busy_s: ``fetch_s + collate_s``.
+        idle_s: epoch wall time not spent busy.
+    """
+
+    worker_id: int
+    batches: int
+    fetch_s: float
+    collate_s: float
+    busy_s: float
+    idle_s: float
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """A snapshot of one epoch's timing; ``str()`` gives a short summary.
+
+    Attributes:
+        mode: ``"serial"``, ``"thread"`` or ``"process"``.
+        wall_s: seconds since the epoch started (to its end once finished).
+        batches: batches yielded so far.
+        samples: samples in them (map-style; 0 where unknown).
+        wait_s: seconds the training loop waited inside ``next()``.
+        wait_share: ``wait_s / wall_s``.
+        in_flight: batches issued to workers and not yet consumed.
+        batches_per_s: ``batches / wall_s``.
+        samples_per_s: ``samples / wall_s``.
+        slowest_batch_s: the longest fetch + collate of one batch.
+        workers: per-worker numbers.
+    """
+
+    mode: str
+    wall_s: float
+    batches: int
+    samples: int
+    wait_s: float
+    wait_share: float
+    in_flight: int
+    batches_per_s: float
+    samples_per_s: float
+    slowest_batch_s: float
+    workers: tuple[WorkerStats, ...]
+
+    @property
+    def mean_batch_s(self) -> float:
+        """Mean fetch + collate time of one batch."""
+        made = sum(w.batches for w in self.workers)
+        return sum(w.busy_s for w in self.workers) / made if made else 0.0
+
+    @property
+    def busy_share(self) -> float:
+        """Mean share of the wall time the workers were busy."""
+        if not self.workers or self.wall_s <= 0:
+            return 0.0
+        return sum(w.busy_s for w in self.workers) / (len(self.workers) * self.wall_s)
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.mode} mode: {self.batches} batches ({self.samples} samples) in {self.wall_s:.2f} s, "
+            f"{self.batches_per_s:,.1f} batches/s, {self.samples_per_s:,.0f} samples/s",
+            f"training loop waited {self.wait_s:.2f} s ({100 * self.wait_share:.0f}% of the epoch); "
+            f"{self.in_flight} batches in flight",
+        ]
+        for w in self.workers:
+            lines.append(
+                f"  worker {w.worker_id}: {w.batches} batches, busy {w.busy_s:.2f} s "
+                f"(fetch {w.fetch_s:.2f} s, collate {w.collate_s:.2f} s), idle {w.idle_s:.2f} s"
+            )
+        return "\n".join(lines)
+
+
+class StatsRecorder:
+    """Accumulates one epoch's timings; owned by the consumer's thread."""
+
+    __slots__ = ("_collate", "_count", "_ended", "_fetch", "_mode", "_started", "batches", "samples", "slowest", "wait_s")
+
+    def __init__(self, mode: str, num_workers: int) -> None:
+        self._mode = mode
+        self._started = time.perf_counter()
+        self._ended: float | None = None
+        self._fetch = [0.0] * max(1, num_workers)
+        self._collate = [0.0] * max(1, num_workers)
+        self._count = [0] * max(1, num_workers)
+        self.batches = 0
+        self.samples = 0
+        self.wait_s = 0.0
+        self.slowest = 0.0
+
+    def record_batch(self, worker_id: int, fetch_s: float, collate_s: float) -> None:
+        """A worker's batch arrived (or failed) with its timings."""
+        self._fetch[worker_id] += fetch_s
+        self._collate[worker_id] += collate_s
+        self._count[worker_id] += 1
+        busy = fetch_s + collate_s
+        if busy > self.slowest:
+            self.slowest = busy
+
+    def end(self) -> None:
+        """Freeze the wall clock at the epoch's end."""
+        if self._ended is None:
+            self._ended = time.perf_counter()
+
+    def snapshot(self, in_flight: int) -> EpochStats:
+        """The numbers so far."""
+        wall = (self._ended or time.perf_counter()) - self._started
+        workers = tuple(
+            WorkerStats(i, self._count[i], f, c, f + c, max(0.0, wall - f - c))
+            for i, (f, c) in enumerate(zip(self._fetch, self._collate))
+        )
+        per_s = 1 / wall if wall > 0 else 0.0
+        return EpochStats(
+            mode=self._mode,
+            wall_s=wall,
+            batches=self.batches,
+            samples=self.samples,
+            wait_s=self.wait_s,
+            wait_share=self.wait_s / wall if wall > 0 else 0.0,
+            in_flight=in_flight,
+            batches_per_s=self.batches * per_s,
+            samples_per_s=self.samples * per_s,
+            slowest_batch_s=self.slowest,
+            workers=workers,
+        )
+
+
+def starvation_advice(stats: EpochStats, in_order: bool, cpu_count: int | None = None) -> str:
+    """Explain, from the numbers, why the training loop waited for data.
+
+    Args:
+        stats: the finished epoch's numbers.
+        in_order: whether batches were yielded in sampler order.
+        cpu_count: cores available (default: this process's affinity).
+
+    Returns:
+        One sentence naming the likely cause and what to try.
+    """
+    if cpu_count is None:
+        cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count
+    workers = len(stats.workers)
+    head = f"the training loop waited for data {100 * stats.wait_share:.0f}% of the epoch"
+    mean = stats.mean_batch_s
+    if mean > 0 and stats.slowest_batch_s > 4 * mean and stats.busy_share < 0.8:
+        slow = f"single slow batches (slowest {stats.slowest_batch_s * 1e3:.0f} ms, mean {mean * 1e3:.0f} ms)"
+        if in_order:
+            return f"{head}; {slow} hold back in-order delivery while workers idle: in_order=False lets finished batches through"
+        return f"{head}; {slow} keep one worker busy while the others run out of work: make those samples cheaper"
+    if stats.busy_share >= 0.8:
+        if workers < cores:
+            return (
+                f"{head}; the {workers} workers are saturated (busy {100 * stats.busy_share:.0f}%) and "
+                f"{cores} cores are available: more workers (num_workers={min(cores, 2 * workers)})"
+            )
+        return (
+            f"{head}; the {workers} workers are busy {100 * stats.busy_share:.0f}% of the time on {cores} cores. "
+            "If each sample is Python-heavy over shared objects (dicts, strings, lists), threads contend for "
+            "their reference counts: try replicate=True; otherwise the CPU is the limit"
+        )
+    return (
+        f"{head} although the workers were idle {100 * (1 - stats.busy_share):.0f}% of the time: "
+        f"batches take {mean * 1e3:.1f} ms each; raise prefetch_factor, or look for work outside the loader"
+    )
