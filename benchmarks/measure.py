@@ -47,6 +47,8 @@ class PassResult:
             (the PSS sampler's own CPU subtracted).
         baseline_pss_mib: tree PSS just before the pass.
         peak_pss_mib: highest tree PSS during the pass.
+        baseline_anon_mib: anonymous + shared-memory part of ``baseline_pss_mib``.
+        peak_anon_mib: highest anonymous + shared-memory tree PSS during the pass.
         pss_samples: PSS samples taken during the pass.
     """
 
@@ -62,6 +64,8 @@ class PassResult:
     cpu_s_per_sample: float
     baseline_pss_mib: float
     peak_pss_mib: float
+    baseline_anon_mib: float
+    peak_anon_mib: float
     pss_samples: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +172,9 @@ def run_pass(
         wait_s=wait,
         data_wait=wait / window_s if step_s else None,
         cpu_s_per_sample=max(cpu, 0.0) / window_samples,
-        baseline_pss_mib=baseline / MIB,
+        baseline_pss_mib=baseline[0] / MIB,
         peak_pss_mib=sampler.peak / MIB,
+        baseline_anon_mib=baseline[1] / MIB,
+        peak_anon_mib=sampler.peak_anon / MIB,
         pss_samples=sampler.samples,
     )

@@ -2,14 +2,18 @@
 
 In:  nothing but the running process (psutil reads ``/proc``).
 Out: ``PssSampler``: a background thread that sums PSS (proportional set
-     size, ``memory_full_info().pss``) over the tree every ``interval``
-     seconds and keeps the peak; ``ProcessTree.cpu_snapshot()``: user+system
+     size, as psutil's ``memory_full_info().pss``) and its anonymous part
+     over the tree every ``interval`` seconds and keeps the peaks; ``ProcessTree.cpu_snapshot()``: user+system
      CPU seconds per live process, for deltas over a timed window.
 
 PSS charges each shared page to the processes mapping it in equal parts, so
 the sum over the tree counts every page once: forked workers that share the
 parent's pages cost little until they write to them (copy-on-write, which in
-CPython includes reference-count updates on mere access).
+CPython includes reference-count updates on mere access). File-backed pages
+(libtorch's code, say) are shared with every other process on the machine
+that maps the same files, so total PSS moves when unrelated processes come
+and go; the anonymous + shared-memory part (``Pss_Anon + Pss_Shmem``) is
+recorded beside it and does not.
 
 The sampler thread's own CPU (``own_cpu``, its thread CPU clock, which
 includes the kernel time spent reading ``/proc/<pid>/smaps_rollup``) is
@@ -51,15 +55,20 @@ class ProcessTree:
         exclude = self.exclude
         return [self.root, *(child for child in children if child.pid not in exclude)]
 
-    def pss_bytes(self) -> int:
-        """Sum of PSS over the tree, in bytes (processes that vanish mid-read are skipped)."""
-        total = 0
+    def pss_bytes(self) -> tuple[int, int]:
+        """Sums over the tree of PSS and of its anonymous + shared-memory part, in bytes.
+
+        Processes that vanish mid-read are skipped.
+        """
+        total = private = 0
         for process in self.members():
             try:
-                total += process.memory_full_info().pss
+                pss, anon = _pss_of(process)
             except _GONE:
                 continue
-        return total
+            total += pss
+            private += anon
+        return total, private
 
     def cpu_snapshot(self) -> dict[tuple[int, float], float]:
         """CPU seconds (user+system) of each live process, keyed by ``(pid, create_time)``.
@@ -95,6 +104,32 @@ class ProcessTree:
         return sum(seconds - before.get(key, 0.0) for key, seconds in after.items())
 
 
+def _pss_of(process: psutil.Process) -> tuple[int, int]:
+    """``(Pss, Pss_Anon + Pss_Shmem)`` of one process, in bytes.
+
+    Both come from one read of ``/proc/<pid>/smaps_rollup``, whose ``Pss`` line
+    is what ``psutil``'s ``memory_full_info().pss`` returns. Where the kernel
+    has no per-kind lines, psutil's PSS stands for both.
+    """
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{process.pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                name, _, rest = line.partition(b":")
+                if name in (b"Pss", b"Pss_Anon", b"Pss_Shmem"):
+                    fields[name.decode()] = int(rest.split()[0]) * 1024
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(process.pid) from None
+    except (OSError, ValueError, IndexError):
+        fields = {}
+    if "Pss" not in fields:
+        pss = process.memory_full_info().pss
+        return pss, pss
+    if "Pss_Anon" not in fields:
+        return fields["Pss"], fields["Pss"]
+    return fields["Pss"], fields["Pss_Anon"] + fields.get("Pss_Shmem", 0)
+
+
 def _schedstat_seconds(pid: int) -> float | None:
     """CPU seconds of a process's living threads from schedstat, or ``None`` where unavailable."""
     total = 0
@@ -127,12 +162,14 @@ class PssSampler:
 
         Args:
             tree: the process tree to measure (default: this process).
-            interval: seconds between samples.
+            interval: seconds between samples (stretched to four times the
+                duration of a sample when reading the tree is slow).
         """
         self.tree = tree or ProcessTree()
         self.interval = interval
         self._lock = threading.Lock()
         self._peak = 0
+        self._peak_anon = 0
         self._samples = 0
         self._own_cpu = 0.0
         self._stop = threading.Event()
@@ -161,23 +198,31 @@ class PssSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            began = time.perf_counter()
             self.sample_now()
+            took = time.perf_counter() - began
             self._own_cpu = time.thread_time()
-            self._stop.wait(self.interval)
+            # Reading smaps_rollup of a multi-GiB process takes tens of ms: keep the sampler under ~20% of a core.
+            self._stop.wait(max(self.interval, 4 * took))
 
-    def sample_now(self) -> int:
-        """Take one sample now (from any thread); returns it in bytes and updates the peak."""
-        value = self.tree.pss_bytes()
+    def sample_now(self) -> tuple[int, int]:
+        """Take one sample now (from any thread) and update the peaks.
+
+        Returns:
+            ``(pss, anon)``: the tree's summed PSS and its anonymous +
+            shared-memory part, in bytes.
+        """
+        pss, anon = self.tree.pss_bytes()
         with self._lock:
             self._samples += 1
-            if value > self._peak:
-                self._peak = value
-        return value
+            self._peak = max(self._peak, pss)
+            self._peak_anon = max(self._peak_anon, anon)
+        return pss, anon
 
-    def reset_peak(self, value: int = 0) -> None:
-        """Forget the peak (start of a timed pass); ``value`` is the new floor."""
+    def reset_peak(self, floor: tuple[int, int] = (0, 0)) -> None:
+        """Forget the peaks (start of a timed pass); ``floor`` is the new ``(pss, anon)`` floor."""
         with self._lock:
-            self._peak = value
+            self._peak, self._peak_anon = floor
             self._samples = 0
 
     @property
@@ -185,6 +230,12 @@ class PssSampler:
         """Highest summed PSS, in bytes, since the last ``reset_peak()``."""
         with self._lock:
             return self._peak
+
+    @property
+    def peak_anon(self) -> int:
+        """Highest summed anonymous + shared-memory PSS, in bytes, since the last ``reset_peak()``."""
+        with self._lock:
+            return self._peak_anon
 
     @property
     def samples(self) -> int:

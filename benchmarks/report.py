@@ -21,6 +21,7 @@ METRICS: dict[str, tuple[str, float]] = {
     "ttfb_ms": ("ttfb_s", 1e3),
     "per_batch_us": ("per_batch_us", 1.0),
     "peak_pss_mib": ("peak_pss_mib", 1.0),
+    "peak_anon_mib": ("peak_anon_mib", 1.0),
     "cpu_us_per_sample": ("cpu_s_per_sample", 1e6),
     "data_wait_pct": ("data_wait", 100.0),
 }
@@ -101,7 +102,7 @@ def env_line(doc: dict[str, Any]) -> str:
     return (
         f"- **{doc['env_name']}**: CPython {system['python_version']} ({build}, {gil} at run time); "
         f"threadloader mode `{config['mode']}`; {config['workers']} workers, prefetch {config['prefetch_factor']}, "
-        f"{config['repeat']} repetitions{quick}; {system['machine']}{forkserver_note}; wall {doc.get('wall_s', 0):.0f} s"
+        f"{config['repeat'] or 3} repetitions (memory: 1){quick}; {system['machine']}{forkserver_note}; wall {doc.get('wall_s', 0):.0f} s"
     )
 
 
@@ -117,7 +118,7 @@ def sort_envs(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 HEADER = (
     "| env | workload | loader | mode | samples/s | × serial | first batch ms | µs/batch "
-    "| peak PSS MiB | CPU µs/sample | data wait % |"
+    "| peak PSS MiB | peak anon PSS MiB | CPU µs/sample | data wait % |"
 )
 
 
@@ -145,6 +146,7 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
                 cell(summary["ttfb_ms"], ratio["ttfb_ms"], ref),
                 per_batch,
                 cell(summary["peak_pss_mib"], ratio["peak_pss_mib"], ref),
+                cell(summary["peak_anon_mib"], ratio["peak_anon_mib"], ref),
                 cell(summary["cpu_us_per_sample"], ratio["cpu_us_per_sample"], ref),
                 cell(summary["data_wait_pct"], ratio["data_wait_pct"], ref),
             ]
@@ -163,7 +165,9 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
         "measured after a warm-up of 20% of the batches; µs/batch only for the overhead workload "
         "(batch size 1); data wait is the share of a simulated training step loop "
         "(a sleep per batch) spent waiting in next(); peak PSS and CPU cover the whole process tree "
-        "(multiprocessing's forkserver counts only for threadloader's process mode, whose workers it forks).",
+        "(multiprocessing's forkserver counts only for threadloader's process mode, whose workers it forks); "
+        "anon PSS is its anonymous + shared-memory part, which file pages shared with unrelated processes "
+        "(libtorch's code) do not move.",
         "",
         HEADER,
         "|" + "|".join("---" for _ in HEADER.strip("|").split("|")) + "|",

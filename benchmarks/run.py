@@ -40,6 +40,9 @@ from .metrics import PssSampler
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
 
 
+DEFAULT_REPEAT = 3
+
+
 def split_names(values: list[str] | None, default: tuple[str, ...] | list[str], known: dict[str, Any]) -> list[str]:
     """Flatten repeated/comma-separated names, check them, keep their first-seen order."""
     if not values:
@@ -76,7 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
     parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")
     parser.add_argument("--batches", type=int, default=None, help="batches per pass (default: per workload)")
-    parser.add_argument("--repeat", type=int, default=3, help="passes per loader and workload (default: 3)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help=f"passes per loader and workload (default: {DEFAULT_REPEAT}; the 1 GiB memory workload: 1)",
+    )
     parser.add_argument("--step-ms", type=float, default=None, help="simulated training step per batch in ms (default: per workload)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of about a minute")
     parser.add_argument("--seed", type=int, default=0, help="threadloader's base seed (default: 0)")
@@ -85,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.batches is not None and args.batches < 2:
         parser.error("--batches must be at least 2")
@@ -98,6 +106,22 @@ def rotated(names: list[str], shift: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
+def pass_order(loaders: list[str], repetition: int) -> list[str]:
+    """The loader order of one repetition: rotated by one more each time.
+
+    Repetition 0 starts with the second loader, so with a single repetition
+    (the memory workload) threadloader runs last: on 3.13t a process-mode pass
+    over a 1 GiB dataset leaves gigabytes of freed-but-kept allocator memory in
+    this process (multiprocessing pickles the dataset into a growing
+    ``BytesIO``), which would inflate the next loader's PSS.
+    """
+    return rotated(loaders, repetition + 1)
+
+
+def _noop() -> None:
+    """Target of the forkserver warm-up process."""
+
+
 def start_forkserver(workloads: list[str]) -> list[str]:
     """Start multiprocessing's forkserver up front (threadloader's process mode uses it).
 
@@ -105,8 +129,8 @@ def start_forkserver(workloads: list[str]) -> list[str]:
     ``__main__`` and so everything the script imported (torch, its dataset
     modules); run as ``python -m benchmarks.run`` the forkserver would
     preload nothing and every worker process would import torch again. The
-    preload list below restores the script behaviour. Started once before any
-    measurement, the forkserver's memory counts alike for every loader.
+    preload list below restores the script behaviour. Started (and waited for,
+    through one no-op process) before any measurement, so no pass pays for it.
 
     Returns:
         The preloaded module names (empty where there is no forkserver).
@@ -119,13 +143,16 @@ def start_forkserver(workloads: list[str]) -> list[str]:
     preload += [f"benchmarks.workloads.{WORKLOADS[name]}" for name in workloads]
     multiprocessing.set_forkserver_preload(preload)
     forkserver.ensure_running()
+    warmup = multiprocessing.get_context("forkserver").Process(target=_noop)
+    warmup.start()  # returns once the forkserver has preloaded its modules and forked
+    warmup.join()
     return preload
 
 
 def run_workload(
     name: str, loaders: list[str], args: argparse.Namespace, sampler: PssSampler, bar: tqdm.tqdm
 ) -> dict[str, Any]:
-    """Build one workload and run every loader ``args.repeat`` times over it.
+    """Build one workload and run every loader over it, ``--repeat`` (or the workload's default) times.
 
     The workload (and its dataset) is dropped when this returns, before the
     next workload is built.
@@ -140,8 +167,12 @@ def run_workload(
     build_s = time.perf_counter() - built
     step_s = workload.step_s if args.step_ms is None else args.step_ms / 1000
     entries = {loader: {"loader": loader, "label": label(loader), "mode": "?", "passes": []} for loader in loaders}
-    for repetition in range(args.repeat):
-        for loader in rotated(loaders, repetition):
+    repeat = args.repeat or workload.repeat or DEFAULT_REPEAT
+    if repeat != (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count for this workload
+        bar.total += len(loaders) * (repeat - (args.repeat or DEFAULT_REPEAT))
+        bar.refresh()
+    for repetition in range(repeat):
+        for loader in pass_order(loaders, repetition):
             bar.set_description(f"{name}: {loader} #{repetition + 1}")
             session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)
             result = run_pass(session, workload, sampler, step_s)
@@ -159,6 +190,7 @@ def run_workload(
         "batches": workload.batches,
         "samples": workload.samples,
         "step_ms": step_s * 1000,
+        "repeat": repeat,
         "params": workload.params,
         "build_s": build_s,
         "wall_s": time.perf_counter() - built,
@@ -199,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["config"]["forkserver_preload"] = start_forkserver(workloads)
 
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
-    total = len(workloads) * len(loaders) * args.repeat
+    total = len(workloads) * len(loaders) * (args.repeat or DEFAULT_REPEAT)
     with (
         PssSampler() as sampler,
         tqdm.tqdm(total=total, unit="pass", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True) as bar,

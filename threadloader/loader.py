@@ -295,8 +295,7 @@ class DataLoader:
             if self.batch_size is not None:
                 length = length // self.batch_size if self.drop_last else ceil(length / self.batch_size)
             return length
-        index_sampler = self.batch_sampler if self._auto_collation else self.sampler
-        return len(index_sampler)  # type: ignore[arg-type]
+        return len(self._index_sampler())
 
     def __iter__(self) -> Iterator[Any]:
         """Start an epoch and return its iterator (``.mode`` tells how it runs)."""

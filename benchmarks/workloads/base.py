@@ -35,6 +35,8 @@ class Workload:
             ``batch_size`` long).
         step_s: seconds of simulated training step per batch (a sleep);
             0 disables it (the data-wait fraction is then not reported).
+        repeat: passes per loader when the command line gives no
+            ``--repeat`` (``None``: the runner's default of 3).
         params: sizes and knobs, recorded in the JSON.
     """
 
@@ -44,6 +46,7 @@ class Workload:
     batch_size: int
     indices: Sequence[int]
     step_s: float = 0.002
+    repeat: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -150,14 +150,14 @@ def build(quick: bool, batches: int | None) -> Workload:
 
     Args:
         quick: tiny sizes for a smoke test.
-        batches: batches per pass (default 24 of 16 images, quick 6 of 8).
+        batches: batches per pass (default 32 of 16 images, quick 6 of 8).
 
     Returns:
         The workload.
     """
     files = scaled(96, 16, quick)
     batch_size = scaled(16, 8, quick)
-    count = (batches or scaled(24, 6, quick)) * batch_size
+    count = (batches or scaled(32, 6, quick)) * batch_size
     paths = [str(path) for path in ensure_images(files)]
     return Workload(
         name="image",
