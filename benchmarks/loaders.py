@@ -40,7 +40,6 @@ from .workloads.base import Workload
 __all__ = ["LOADERS", "LOADER_ORDER", "REFERENCE", "LoaderSession", "available_loaders", "label"]
 
 
-
 def torchdata_available() -> bool:
     """True when ``torchdata.nodes`` can be imported."""
     try:

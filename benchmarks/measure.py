@@ -147,7 +147,9 @@ def run_pass(
                 ttfb = after - start
                 size = batch_length(batch)
                 if size != workload.batch_size:
-                    raise RuntimeError(f"{session.name}: first batch has {size} samples, expected {workload.batch_size}")
+                    raise RuntimeError(
+                        f"{session.name}: first batch has {size} samples, expected {workload.batch_size}"
+                    )
             del batch
             if step_s:
                 time.sleep(step_s)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
 
 import psutil
 
@@ -82,6 +81,7 @@ class ProcessTree:
         for process in self.members():
             try:
                 key = (process.pid, process.create_time())
+                seconds: float | None
                 if process.pid == self.root.pid:
                     seconds = time.process_time()
                 else:
@@ -190,10 +190,10 @@ class PssSampler:
             self._stop.set()
             thread.join()
 
-    def __enter__(self) -> PssSampler:
+    def __enter__(self) -> PssSampler:  # noqa: PYI034  (typing.Self needs 3.11)
         return self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def _loop(self) -> None:

@@ -1,10 +1,11 @@
 """The PNG plot: throughput by loader and workload, and peak memory by loader.
 
 In:  environment documents (the runner's JSON), already in report order.
-Out: one PNG: per environment a column with two panels, steady-state
+Out: one PNG: per environment a column with two panels: steady-state
      throughput (samples/s, log scale, whiskers from the slowest to the
-     fastest repetition) and peak process-tree PSS (MiB), both as bars
-     grouped by workload with one colour per loader.
+     fastest repetition) as bars grouped by workload, one colour per loader;
+     and peak process-tree PSS (MiB) per loader over the memory workload
+     (over every workload, grouped, when the memory workload was not run).
 
 Uses matplotlib's Agg backend (no display needed).
 """
@@ -18,9 +19,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt
 
-from .labels import LOADER_ORDER, label  # noqa: E402
+from .labels import LOADER_ORDER, label
+
+MEMORY_WORKLOAD = "memory"
 
 COLOURS: dict[str, str] = {
     "threadloader": "#d62728",
@@ -74,6 +77,19 @@ def _bars(ax: Any, doc: dict[str, Any], loaders: list[str], metric: str, whisker
     ax.set_axisbelow(True)
 
 
+def _memory_bars(ax: Any, workload: dict[str, Any], loaders: list[str]) -> None:
+    """One bar per loader: peak tree PSS over the memory workload, value printed on top."""
+    entries = {e["loader"]: e for e in workload["results"]}
+    names = [name for name in loaders if name in entries and entries[name]["summary"]["peak_pss_mib"] is not None]
+    values = [entries[name]["summary"]["peak_pss_mib"] for name in names]
+    bars = ax.bar(range(len(names)), values, 0.7, color=[COLOURS.get(name, "#bcbd22") for name in names])
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8, padding=2)
+    ax.set_xticks(range(len(names)), [label(name, entries[name]["mode"]) for name in names], rotation=30, ha="right")
+    ax.set_ylim(0, max(values, default=1) * 1.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
 def plot(docs: Sequence[dict[str, Any]], path: Path) -> Path:
     """Draw every environment's throughput and peak PSS into one PNG.
 
@@ -92,7 +108,13 @@ def plot(docs: Sequence[dict[str, Any]], path: Path) -> Path:
         _bars(top, doc, loaders, "throughput", whiskers=True)
         top.set_yscale("log")
         top.set_title(_title(doc), fontsize=9)
-        _bars(bottom, doc, loaders, "peak_pss_mib", whiskers=False)
+        memory = next((w for w in doc["workloads"] if w["name"] == MEMORY_WORKLOAD), None)
+        if memory is not None:
+            _memory_bars(bottom, memory, loaders)
+            bottom.set_title(f"peak memory by loader, workload '{MEMORY_WORKLOAD}'", fontsize=9)
+        else:
+            _bars(bottom, doc, loaders, "peak_pss_mib", whiskers=False)
+            bottom.set_title("peak memory by loader and workload", fontsize=9)
         if col == 0:
             top.set_ylabel("throughput, samples/s (log)")
             bottom.set_ylabel("peak PSS of process tree, MiB")

@@ -45,15 +45,17 @@ def summarise(entries: Sequence[dict[str, Any]]) -> None:
     """Fill ``summary`` and ``vs_torch`` of one workload's entries (one per loader), in place.
 
     Args:
-        entries: dicts with ``loader`` and ``passes`` (lists of pass-result dicts).
+        entries: dicts with ``loader`` and ``passes`` (lists of pass-result
+            dicts; empty when every pass failed, which leaves ``None`` medians).
     """
     for entry in entries:
         summary: dict[str, float | None] = {}
         for key, (source, scale) in METRICS.items():
             value = median_of(p[source] for p in entry["passes"])
             summary[key] = None if value is None else value * scale
-        summary["throughput_min"] = min(p["throughput"] for p in entry["passes"])
-        summary["throughput_max"] = max(p["throughput"] for p in entry["passes"])
+        throughputs = [p["throughput"] for p in entry["passes"]]
+        summary["throughput_min"] = min(throughputs, default=None)
+        summary["throughput_max"] = max(throughputs, default=None)
         entry["summary"] = summary
     by_loader = {e["loader"]: e for e in entries}
     reference = by_loader.get(REFERENCE)
@@ -66,7 +68,8 @@ def summarise(entries: Sequence[dict[str, Any]]) -> None:
             ratios[key] = mine / ref if mine is not None and ref else None
         entry["vs_torch"] = ratios
         base = serial["summary"]["throughput"] if serial else None
-        entry["summary"]["speedup_vs_serial"] = entry["summary"]["throughput"] / base if base else None
+        mine = entry["summary"]["throughput"]
+        entry["summary"]["speedup_vs_serial"] = mine / base if base and mine is not None else None
 
 
 def fmt(value: float | None) -> str:
@@ -101,9 +104,20 @@ def env_line(doc: dict[str, Any]) -> str:
     forkserver_note = f"; forkserver {forkserver:.0f} MiB PSS" if forkserver else ""
     return (
         f"- **{doc['env_name']}**: CPython {system['python_version']} ({build}, {gil} at run time); "
-        f"threadloader mode `{config['mode']}`; {config['workers']} workers, prefetch {config['prefetch_factor']}, "
-        f"{config['repeat'] or 3} repetitions (memory: 1){quick}; {system['machine']}{forkserver_note}; wall {doc.get('wall_s', 0):.0f} s"
+        f"threadloader mode `{config['mode']}`; {config['workers']} workers, "
+        f"prefetch {config['prefetch_factor']}, {repetitions(doc)}{quick}; {system['machine']}{forkserver_note}; "
+        f"wall {doc.get('wall_s', 0):.0f} s"
     )
+
+
+def repetitions(doc: dict[str, Any]) -> str:
+    """``"3 repetitions (memory: 1)"``: the usual count, and the workloads that differ."""
+    counts = {w["name"]: w.get("repeat", 0) for w in doc["workloads"]}
+    if not counts:
+        return "no workloads"
+    usual = statistics.mode(counts.values())
+    others = ", ".join(f"{name}: {count}" for name, count in counts.items() if count != usual)
+    return f"{usual} repetitions" + (f" ({others})" if others else "")
 
 
 def sort_envs(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,7 +154,7 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
                 env,
                 workload["name"],
                 entry["label"],
-                entry["mode"],
+                entry["mode"] if entry["passes"] else "failed",
                 cell(summary["throughput"], ratio["throughput"], ref),
                 f"{speedup:.2f}×" if speedup else "–",
                 cell(summary["ttfb_ms"], ratio["ttfb_ms"], ref),
@@ -160,14 +174,17 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
     lines = [env_line(doc) for doc in docs]
     lines += [
         "",
-        "Medians of the repetitions; in brackets each median divided by torch's DataLoader's "
-        "in the same environment and workload (ref). samples/s, µs/batch and data wait are "
-        "measured after a warm-up of 20% of the batches; µs/batch only for the overhead workload "
-        "(batch size 1); data wait is the share of a simulated training step loop "
-        "(a sleep per batch) spent waiting in next(); peak PSS and CPU cover the whole process tree "
-        "(multiprocessing's forkserver counts only for threadloader's process mode, whose workers it forks); "
-        "anon PSS is its anonymous + shared-memory part, which file pages shared with unrelated processes "
-        "(libtorch's code) do not move.",
+        (
+            "Medians of the repetitions; in brackets each median divided by torch's DataLoader's in the "
+            "same environment and workload (ref). samples/s, µs/batch and data wait are measured after a "
+            "warm-up of 20% of the batches, in a loop that runs a simulated training step after each batch "
+            "(a sleep: 2 ms, none for overhead), so the serial loop pays for the step on top of loading; "
+            "µs/batch only for the overhead workload (batch size 1); data wait is the share of that loop "
+            "spent waiting in next(). Peak PSS and CPU cover the whole process tree (multiprocessing's "
+            "forkserver counts only for threadloader's process mode, whose workers it forks); anon PSS is "
+            "its anonymous + shared-memory part, which file pages shared with unrelated processes "
+            "(libtorch's code) do not move."
+        ),
         "",
         HEADER,
         "|" + "|".join("---" for _ in HEADER.strip("|").split("|")) + "|",

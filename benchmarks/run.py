@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,15 @@ from typing import Any
 import psutil
 import tqdm
 
+import threadloader
+
 from . import report, system
 from .labels import label
 from .loaders import LOADERS, available_loaders
 from .measure import MIB, forkserver_pids, run_pass
 from .metrics import PssSampler
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
-
+from .workloads.overhead import TrivialDataset
 
 DEFAULT_REPEAT = 3
 
@@ -71,10 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workload",
         action="append",
         metavar="NAME[,NAME]",
-        help=f"workloads, repeatable or comma list (default: {','.join(DEFAULT_WORKLOADS)}; all: {','.join(WORKLOADS)})",
+        help=f"workloads, repeatable or comma list (default and all: {','.join(DEFAULT_WORKLOADS)})",
     )
     parser.add_argument(
-        "--loader", action="append", metavar="NAME[,NAME]", help=f"loaders to compare (default: all of {','.join(LOADERS)})"
+        "--loader",
+        action="append",
+        metavar="NAME[,NAME]",
+        help=f"loaders to compare (default: all of {','.join(LOADERS)})",
     )
     parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
     parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")
@@ -85,7 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"passes per loader and workload (default: {DEFAULT_REPEAT}; the 1 GiB memory workload: 1)",
     )
-    parser.add_argument("--step-ms", type=float, default=None, help="simulated training step per batch in ms (default: per workload)")
+    parser.add_argument(
+        "--step-ms", type=float, default=None, help="simulated training step per batch in ms (default: per workload)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of about a minute")
     parser.add_argument("--seed", type=int, default=0, help="threadloader's base seed (default: 0)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/<env-name>.json)")
@@ -118,35 +126,25 @@ def pass_order(loaders: list[str], repetition: int) -> list[str]:
     return rotated(loaders, repetition + 1)
 
 
-def _noop() -> None:
-    """Target of the forkserver warm-up process."""
+def start_forkserver() -> list[str]:
+    """Start multiprocessing's forkserver before any measurement, as threadloader starts it.
 
-
-def start_forkserver(workloads: list[str]) -> list[str]:
-    """Start multiprocessing's forkserver up front (threadloader's process mode uses it).
-
-    A training script run as ``python train.py`` has its forkserver preload
-    ``__main__`` and so everything the script imported (torch, its dataset
-    modules); run as ``python -m benchmarks.run`` the forkserver would
-    preload nothing and every worker process would import torch again. The
-    preload list below restores the script behaviour. Started (and waited for,
-    through one no-op process) before any measurement, so no pass pays for it.
+    One tiny process-mode epoch lets threadloader start the forkserver with
+    its own preload list (it imports torch there once, not in every worker),
+    so no timed pass pays for starting it.
 
     Returns:
-        The preloaded module names (empty where there is no forkserver).
+        The modules the forkserver preloaded (empty where there is none).
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return []
+    with threadloader.DataLoader(TrivialDataset(2), batch_size=1, num_workers=1, mode="process") as loader:
+        for _ in loader:
+            pass
     from multiprocessing import forkserver
 
-    preload = [__spec__.name if __spec__ else "benchmarks.run"]
-    preload += [f"benchmarks.workloads.{WORKLOADS[name]}" for name in workloads]
-    multiprocessing.set_forkserver_preload(preload)
-    forkserver.ensure_running()
-    warmup = multiprocessing.get_context("forkserver").Process(target=_noop)
-    warmup.start()  # returns once the forkserver has preloaded its modules and forked
-    warmup.join()
-    return preload
+    server = getattr(forkserver, "_forkserver", None)
+    return list(getattr(server, "_preload_modules", None) or [])
 
 
 def run_workload(
@@ -166,7 +164,10 @@ def run_workload(
     workload = build_workload(name, quick=args.quick, batches=args.batches)
     build_s = time.perf_counter() - built
     step_s = workload.step_s if args.step_ms is None else args.step_ms / 1000
-    entries = {loader: {"loader": loader, "label": label(loader), "mode": "?", "passes": []} for loader in loaders}
+    entries: dict[str, dict[str, Any]] = {
+        loader: {"loader": loader, "label": label(loader), "mode": "?", "passes": [], "errors": []}
+        for loader in loaders
+    }
     repeat = args.repeat or workload.repeat or DEFAULT_REPEAT
     if repeat != (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count for this workload
         bar.total += len(loaders) * (repeat - (args.repeat or DEFAULT_REPEAT))
@@ -174,12 +175,17 @@ def run_workload(
     for repetition in range(repeat):
         for loader in pass_order(loaders, repetition):
             bar.set_description(f"{name}: {loader} #{repetition + 1}")
-            session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)
-            result = run_pass(session, workload, sampler, step_s)
             entry = entries[loader]
-            entry["mode"] = result.mode
-            entry["label"] = label(loader, result.mode)
-            entry["passes"].append(result.to_dict())
+            session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)
+            try:
+                result = run_pass(session, workload, sampler, step_s)
+            except Exception as exc:  # noqa: BLE001  (one failing loader must not lose the others' numbers)
+                bar.write(f"{name}: {loader} pass {repetition + 1} failed:\n{traceback.format_exc()}", file=sys.stderr)
+                entry["errors"].append(f"{type(exc).__name__}: {exc}")
+            else:
+                entry["mode"] = result.mode
+                entry["label"] = label(loader, result.mode)
+                entry["passes"].append(result.to_dict())
             bar.update()
     results = list(entries.values())
     report.summarise(results)
@@ -199,7 +205,7 @@ def run_workload(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write the JSON; returns the exit status."""
+    """Run the benchmark and write the JSON; returns the exit status (1 if any pass failed)."""
     args = parse_args(argv)
     workloads = split_names(args.workload, DEFAULT_WORKLOADS, WORKLOADS)
     loaders = split_names(args.loader, available_loaders(), {name: None for name in available_loaders()})
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     uses_processes = args.mode == "process" or (args.mode == "auto" and system.gil_enabled())
     if "threadloader" in loaders and uses_processes:
-        doc["config"]["forkserver_preload"] = start_forkserver(workloads)
+        doc["config"]["forkserver_preload"] = start_forkserver()
 
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
     total = len(workloads) * len(loaders) * (args.repeat or DEFAULT_REPEAT)
@@ -248,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, output)
     print(report.markdown([doc]))
     print(f"wrote {output} ({doc['wall_s']:.0f} s)")
+    failed = [(w["name"], e["loader"]) for w in doc["workloads"] for e in w["results"] if e["errors"]]
+    if failed:
+        print(f"failed passes (see stderr and the JSON's 'errors'): {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -81,5 +81,7 @@ def describe() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "architecture": platform.machine(),
         "packages": package_versions(),
-        "machine": f"{platform.system()} {platform.machine()}, {model}, {usable} usable cores, {memory_gib:.1f} GiB RAM",
+        "machine": (
+            f"{platform.system()} {platform.machine()}, {model}, {usable} usable cores, {memory_gib:.1f} GiB RAM"
+        ),
     }

@@ -28,7 +28,7 @@ from typing import Any
 from . import _resume, runtime
 from .collate import default_collate, default_convert
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
-from .scheduler import EpochIterator, Executor, SerialIterator
+from .scheduler import EpochIterator, Executor, Progress, SerialIterator
 from .stats import EpochStats, starvation_advice
 from .replication import ReplicaTemplate
 from .worker import FetchSpec, WorkerRuntime, derive_seed
@@ -317,8 +317,9 @@ class DataLoader:
             index_batches = iter(index_sampler)  # type: ignore[arg-type]
             if resume is not None and resume.done:
                 next(islice(index_batches, resume.done - 1, None), None)  # skip consumed batches, unfetched
+        progress = None if resume is None else Progress(resume.done, set(resume.also_done))
         if mode == "serial":
-            iterator: Any = SerialIterator(WorkerRuntime(spec, None, 0, 0), index_batches, epoch, resume)
+            iterator: Any = SerialIterator(WorkerRuntime(spec, None, 0, 0), index_batches, epoch, progress)
         else:
             if self.persistent_workers:
                 executor = self._persistent_pool(mode, spec, epoch)
@@ -332,7 +333,7 @@ class DataLoader:
                 in_order=self.in_order,
                 prefetch_factor=self.prefetch_factor or 0,
                 timeout=self.timeout,
-                resume=resume,
+                resume=progress,
                 on_epoch_end=self._check_starvation,
             )
         self._current = weakref.ref(iterator)

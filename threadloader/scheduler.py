@@ -127,7 +127,7 @@ class EpochIterator:
                 when the epoch ends (not when it is abandoned).
         """
         self.mode = executor.mode
-        self.progress = Progress() if resume is None else Progress(resume.done, set(resume.also_done))
+        self.progress = resume or Progress()
         self._executor = executor
         self.generation = generation
         self._index_batches = index_batches
@@ -341,7 +341,7 @@ class SerialIterator:
         self._runtime = runtime
         self._index_batches = index_batches
         self.generation = generation
-        self.progress = Progress() if resume is None else Progress(resume.done, set(resume.also_done))
+        self.progress = resume or Progress()
         self._seq = self.progress.done
         self._closed = False
         self._stats = StatsRecorder(self.mode, 1)

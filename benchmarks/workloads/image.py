@@ -111,8 +111,8 @@ def random_resized_crop_box(
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             left = int(rng.integers(0, width - w + 1))
             top = int(rng.integers(0, height - h + 1))
@@ -134,10 +134,10 @@ class ImageDataset:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         rng = sample_rng(index, _SALT)
-        with Image.open(self.paths[index % len(self.paths)]) as image:
-            image = image.convert("RGB")
-            box = random_resized_crop_box(image.width, image.height, rng)
-            image = image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)
+        with Image.open(self.paths[index % len(self.paths)]) as source:
+            decoded = source.convert("RGB")
+        box = random_resized_crop_box(decoded.width, decoded.height, rng)
+        image = decoded.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)
         if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         pixels = np.asarray(image, dtype=np.float32)
@@ -150,14 +150,14 @@ def build(quick: bool, batches: int | None) -> Workload:
 
     Args:
         quick: tiny sizes for a smoke test.
-        batches: batches per pass (default 32 of 16 images, quick 6 of 8).
+        batches: batches per pass (default 40 of 16 images, quick 6 of 8).
 
     Returns:
         The workload.
     """
     files = scaled(96, 16, quick)
     batch_size = scaled(16, 8, quick)
-    count = (batches or scaled(32, 6, quick)) * batch_size
+    count = (batches or scaled(40, 6, quick)) * batch_size
     paths = [str(path) for path in ensure_images(files)]
     return Workload(
         name="image",
