@@ -106,3 +106,16 @@ def test_backpressure_bounds_fetched_but_unconsumed(mode: str) -> None:
         assert fetched - consumed <= bound
     assert consumed == 40
     assert high_water >= bound - 1  # the bound was reached, so the check above was exercised
+
+
+def test_iterable_with_persistent_workers_restarts_each_epoch(mode: str) -> None:
+    loader = DataLoader(ShardedIterable(21), batch_size=4, num_workers=2, mode=mode, persistent_workers=True)
+    try:
+        for epoch in range(3):
+            batches = [b.tolist() for b in loader]
+            assert sorted(_flatten(batches)) == list(range(21)), epoch
+            if epoch == 1:
+                it = iter(loader)
+                next(it)  # abandon the next epoch after one batch: the following one starts afresh
+    finally:
+        loader.close()

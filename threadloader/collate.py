@@ -57,6 +57,17 @@ def _torch_fns() -> _TorchFns | None:
     return fns
 
 
+def prepare(collate_fn: Any) -> None:
+    """Import torch now, in the calling thread, if ``collate_fn`` is ours and will use it.
+
+    The loader calls this before starting workers, so that the first batch
+    does not pay for importing torch inside a worker (seconds, and counted as
+    collate time in the loader's statistics).
+    """
+    if collate_fn is default_collate or collate_fn is default_convert:
+        _torch_fns()
+
+
 def default_collate(batch: Sequence[Any]) -> Any:
     """Collate a batch of samples into batched tensors (or numpy arrays).
 

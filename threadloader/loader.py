@@ -25,7 +25,7 @@ from itertools import islice
 from math import ceil
 from typing import Any
 
-from . import _resume, runtime
+from . import _resume, collate, runtime
 from .collate import default_collate, default_convert
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 from .scheduler import EpochIterator, Executor, Progress, SerialIterator
@@ -305,6 +305,7 @@ class DataLoader:
         epoch = self._begin_epoch()
         resume, self._resume = self._resume, None
         mode = runtime.resolve_mode(self.mode, self.num_workers)
+        collate.prepare(self.collate_fn)
         pool = self._pool
         reusing_pool = pool is not None and pool.mode == mode and not getattr(pool, "closed", False)
         spec = self._fetch_spec(mode, needs_replica=not (self.persistent_workers and reusing_pool))
