@@ -189,3 +189,11 @@ def test_iterable_worker_with_failed_init_reports_once_then_ends(mode: str) -> N
         assert len(errors) == 1 and "init failed in worker 0" in str(errors[0])
         assert "worker_init_fn" in _note(errors[0])
         assert sorted(x for o in out if not isinstance(o, Exception) for x in o) == [1, 3, 5]
+
+
+def test_error_in_the_split_first_batch(mode: str) -> None:
+    loader = DataLoader(FailingDataset(12, bad=(5,)), batch_size=6, num_workers=2, mode=mode)
+    out = _collect(loader)
+    assert isinstance(out[0], KeyError) and out[1] == [6, 7, 8, 9, 10, 11]
+    note = _note(out[0])
+    assert "batch 0" in note and "sample index 5" in note and "[0, 1, 2, 3, 4, 5]" in note

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from sample_datasets import CountingDataset, RangeDataset, ShardedIterable, SlowDataset
+from sample_datasets import CountingDataset, RangeDataset, ShardedIterable, SlowDataset, WorkerInfoDataset, list_collate
 
 from threadloader import DataLoader
 
@@ -119,3 +119,11 @@ def test_iterable_with_persistent_workers_restarts_each_epoch(mode: str) -> None
                 next(it)  # abandon the next epoch after one batch: the following one starts afresh
     finally:
         loader.close()
+
+
+def test_first_batch_is_spread_over_the_workers(mode: str) -> None:
+    loader = DataLoader(WorkerInfoDataset(40), batch_size=8, num_workers=2, mode=mode, collate_fn=list_collate)
+    batches = list(loader)
+    assert [s[0] for s in batches[0]] == list(range(8))  # in order, complete
+    assert {s[1] for s in batches[0]} == {0, 1}  # both workers fetched part of it
+    assert [s[0] for b in batches for s in b] == list(range(40))

@@ -336,9 +336,22 @@ class DataLoader:
                 timeout=self.timeout,
                 resume=progress,
                 on_epoch_end=self._check_starvation,
+                split_first_batch=self._first_batch_splitter(spec),
             )
         self._current = weakref.ref(iterator)
         return iterator
+
+    def _first_batch_splitter(self, spec: FetchSpec) -> Callable[[Any], Any] | None:
+        """The collate function when the first batch may be fetched in parts, else ``None``.
+
+        Only samples fetched one by one are split (``__getitems__`` may return
+        something other than a list of samples), and not with pinning.
+        """
+        if self._iterable or not self._auto_collation or spec.pin_memory:
+            return None
+        if getattr(self.dataset, "__getitems__", None):
+            return None
+        return self.collate_fn
 
     def _check_starvation(self, stats: EpochStats, in_order: bool) -> None:
         """Warn once per loader when an epoch spent too much of its time waiting for data."""

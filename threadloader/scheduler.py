@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices
 from .stats import EpochStats, StatsRecorder
-from .worker import ERROR, EXHAUSTED, OK, Failure, WorkerRuntime
+from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, WorkerRuntime
 
 _WAIT_SLICE = 0.1
 
@@ -92,6 +92,54 @@ class Progress:
             self.done += 1
 
 
+class _SplitBatch:
+    """The epoch's first batch, fetched in parts by several workers and collated by the consumer."""
+
+    def __init__(self, collate_fn: Callable[[Any], Any]) -> None:
+        self.seq = -1
+        self._collate_fn = collate_fn
+        self._parts: list[Any] = []
+        self._missing = 0
+
+    def start(self, seq: int, indices: Any, workers: int) -> bool:
+        """Split ``indices`` (if worth it); only the first ticket is ever split."""
+        if self.seq != -1:
+            return False
+        self.seq = seq
+        if type(indices) is not list or len(indices) < 2:
+            self.seq = -2
+            return False
+        self._missing = min(workers, len(indices))
+        self._parts = [None] * self._missing
+        return True
+
+    def parts(self, indices: list[Any]) -> list[BatchPart]:
+        """Contiguous slices of ``indices``, one per participating worker."""
+        count = len(self._parts)
+        size, extra = divmod(len(indices), count)
+        out, start = [], 0
+        for number in range(count):
+            end = start + size + (number < extra)
+            out.append(BatchPart(indices[start:end], number))
+            start = end
+        return out
+
+    def accept(self, worker_id: int, status: int, value: Any) -> tuple[int, int, Any] | None:
+        """Take one part's result; return the whole batch's result once decided."""
+        if status != OK:
+            return worker_id, status, value  # the first failing part fails the batch
+        number, samples = value
+        self._parts[number] = samples
+        self._missing -= 1
+        if self._missing:
+            return None
+        data = [sample for part in self._parts for sample in part]
+        try:
+            return worker_id, OK, self._collate_fn(data)
+        except BaseException as exc:  # in-band, like a worker's collate error
+            return worker_id, ERROR, Failure(exc, "collate_fn")
+
+
 class EpochIterator:
     """Iterator over one epoch's batches, fed by an executor."""
 
@@ -107,6 +155,7 @@ class EpochIterator:
         timeout: float,
         resume: Progress | None = None,
         on_epoch_end: Callable[[EpochStats, bool], None] | None = None,
+        split_first_batch: Callable[[Any], Any] | None = None,
     ) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
 
@@ -125,6 +174,9 @@ class EpochIterator:
                 ``resume.done`` of them.
             on_epoch_end: called with the epoch's stats and ``in_order``
                 when the epoch ends (not when it is abandoned).
+            split_first_batch: the collate function, to spread the epoch's
+                first batch over the workers and collate its parts here
+                (shorter time to first batch); ``None`` to not split.
         """
         self.mode = executor.mode
         self.progress = resume or Progress()
@@ -146,6 +198,7 @@ class EpochIterator:
         self._closed = False
         self._stats = StatsRecorder(self.mode, executor.num_workers)
         self._on_epoch_end = on_epoch_end
+        self._split = _SplitBatch(split_first_batch) if split_first_batch and executor.num_workers > 1 else None
         self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
         self._refill()
 
@@ -260,7 +313,11 @@ class EpochIterator:
                         self._skipped.add(seq)
                     continue
                 self._issued[seq] = indices
-                executor.submit((generation, seq, indices))
+                if self._split is not None and self._split.start(seq, indices, executor.num_workers):
+                    for part in self._split.parts(indices):
+                        executor.submit((generation, seq, part))
+                else:
+                    executor.submit((generation, seq, indices))
             else:
                 if not self._live_workers:
                     self._sampler_done = True
@@ -278,11 +335,20 @@ class EpochIterator:
             result = executor.poll(_WAIT_SLICE)
             if result is not None:
                 generation, seq, worker_id, status, value, fetch_s, collate_s = result
-                if generation == self.generation and seq in self._issued:
+                if generation != self.generation or seq not in self._issued or seq in self._done:
+                    continue
+                split = self._split
+                if split is not None and split.seq == seq:
+                    self._stats.record_batch(worker_id, fetch_s, collate_s, count=status != OK or value[0] == 0)
+                    joined = split.accept(worker_id, status, value)
+                    if joined is None:
+                        continue
+                    worker_id, status, value = joined
+                    self._split = None
+                else:
                     self._stats.record_batch(worker_id, fetch_s, collate_s)
-                    self._accept(seq, worker_id, status, value)
-                    return
-                continue
+                self._accept(seq, worker_id, status, value)
+                return
             executor.check_workers()
             if self._timeout and time.perf_counter() - started > self._timeout:
                 self._raise_timeout(started)

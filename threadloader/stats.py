@@ -115,11 +115,11 @@ class StatsRecorder:
         self.wait_s = 0.0
         self.slowest = 0.0
 
-    def record_batch(self, worker_id: int, fetch_s: float, collate_s: float) -> None:
-        """A worker's batch arrived (or failed) with its timings."""
+    def record_batch(self, worker_id: int, fetch_s: float, collate_s: float, count: bool = True) -> None:
+        """A worker's batch (or part of one, ``count=False``) arrived or failed, with its timings."""
         self._fetch[worker_id] += fetch_s
         self._collate[worker_id] += collate_s
-        self._count[worker_id] += 1
+        self._count[worker_id] += count
         busy = fetch_s + collate_s
         if busy > self.slowest:
             self.slowest = busy

@@ -67,6 +67,24 @@ def derive_seed(*entropy: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
+class BatchPart:
+    """A slice of one batch's indices, fetched by one worker and collated by the consumer.
+
+    The first batch of an epoch is split across the workers, so it arrives
+    after about ``batch_size / num_workers`` samples' time instead of
+    ``batch_size``.
+    """
+
+    __slots__ = ("indices", "number")
+
+    def __init__(self, indices: list[Any], number: int) -> None:
+        self.indices = indices
+        self.number = number
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BatchPart, (self.indices, self.number))
+
+
 @dataclass(frozen=True)
 class Failure:
     """An exception raised by user code in a worker, and where it happened.
@@ -221,6 +239,9 @@ class WorkerRuntime:
     def _run_map(self, payload: Any, sample: Any) -> tuple[int, Any]:
         spec = self.spec
         dataset = self.dataset
+        part = payload if type(payload) is BatchPart else None
+        if part is not None:
+            payload = part.indices
         if not spec.auto_collation:
             sample.index = payload
             sample.cache = None
@@ -244,6 +265,8 @@ class WorkerRuntime:
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", index)
             sample.index = None  # collate_fn runs outside any one sample
+        if part is not None:
+            return OK, (part.number, data)  # the consumer joins the parts and collates them
         return self._collate(data)
 
     def _run_iterable(self, generation: int) -> tuple[int, Any]:
