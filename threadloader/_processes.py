@@ -45,18 +45,21 @@ def default_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _preload_forkserver(ctx: multiprocessing.context.BaseContext) -> None:
+def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) -> None:
     """Have the fork server import what workers need, once, before it forks them.
 
-    Without this every worker process imports numpy (and torch, which the
-    default collate uses) itself: seconds per worker per epoch. Has effect only
-    if the fork server has not started yet.
+    Without this every worker process imports numpy, torch (which the default
+    collate uses) and the dataset's module itself: seconds per worker per
+    epoch. Has effect only if the fork server has not started yet.
     """
     if ctx.get_start_method() != "forkserver":
         return
     modules = ["threadloader._processes"]
     if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
         modules.append("torch")
+    dataset_module = type(dataset).__module__
+    if dataset_module not in ("__main__", "builtins") and dataset_module in sys.modules:
+        modules.append(dataset_module)
     ctx.set_forkserver_preload(modules)
 
 
@@ -175,7 +178,7 @@ class ProcessExecutor:
             TypeError: naming the argument that cannot be pickled.
         """
         ctx = resolve_context(context)
-        _preload_forkserver(ctx)
+        _preload_forkserver(ctx, spec.dataset)
         self.num_workers = num_workers
         self._pin = spec.pin_memory
         worker_spec = FetchSpec(**{**spec.__dict__, "pin_memory": False})  # pinning happens in the parent
