@@ -16,9 +16,9 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sample_datasets import RangeDataset, list_collate  # noqa: E402
+from sample_datasets import RangeDataset, list_collate
 
-from threadloader import DataLoader  # noqa: E402
+from threadloader import DataLoader
 
 LENGTH, EPOCHS = 50, 3
 

@@ -16,7 +16,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def _examples() -> dict[str, str]:
     with open(README, encoding="utf-8") as f:
-        blocks = re.findall(r"```python\n# file: (\S+)[^\n]*\n(.*?)```", f.read(), re.S)
+        blocks = re.findall(r"```python\n# file: (\S+)[^\n]*\n(.*?)```", f.read(), re.DOTALL)
     return dict(blocks)
 
 

@@ -8,10 +8,10 @@ a build with the GIL the loader falls back to worker processes.
 from .collate import default_collate, default_convert
 from .errors import LoaderTimeoutError, WorkerDiedError
 from .loader import DataLoader
+from .randomness import sample_rng, sample_torch_generator
+from .replication import replicate
 from .runtime import free_threaded_build, gil_enabled
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
-from .replication import replicate
-from .randomness import sample_rng, sample_torch_generator
 from .worker import WorkerInfo, get_worker_info
 
 __version__ = "0.1.0"
@@ -29,8 +29,8 @@ __all__ = [
     "default_convert",
     "free_threaded_build",
     "get_worker_info",
+    "gil_enabled",
     "replicate",
     "sample_rng",
     "sample_torch_generator",
-    "gil_enabled",
 ]

@@ -177,7 +177,7 @@ class ProcessExecutor:
         Raises:
             TypeError: naming the argument that cannot be pickled.
         """
-        ctx = resolve_context(context)
+        ctx: Any = resolve_context(context)  # typeshed's BaseContext lacks Process, Queue, Event
         _preload_forkserver(ctx, spec.dataset)
         self.num_workers = num_workers
         self._pin = spec.pin_memory
@@ -219,7 +219,7 @@ class ProcessExecutor:
 
     def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
-        self._tasks[worker_id if self._per_worker else 0].put(task)
+        self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(task)
 
     def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None:
         """Return the next result (batch rebuilt from shared memory), or ``None``."""

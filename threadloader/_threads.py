@@ -94,7 +94,7 @@ class ThreadExecutor:
 
     def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
-        self._tasks[worker_id if self._per_worker else 0].put(task)
+        self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(task)
 
     def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""

@@ -115,7 +115,7 @@ def _rebuild(proto: Any, values: list[Any]) -> Any:
     plain: Any = dict(zip(proto, values)) if is_map else values
     try:
         if isinstance(proto, (MutableMapping, MutableSequence)):
-            clone = copy.copy(proto)
+            clone: Any = copy.copy(proto)
             if is_map:
                 clone.update(plain)
             else:

@@ -27,10 +27,10 @@ from typing import Any
 
 from . import _resume, collate, runtime
 from .collate import default_collate, default_convert
+from .replication import ReplicaTemplate
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 from .scheduler import EpochIterator, Executor, Progress, SerialIterator
 from .stats import EpochStats, starvation_advice
-from .replication import ReplicaTemplate
 from .worker import FetchSpec, WorkerRuntime, derive_seed
 
 _MIN_EPOCH_FOR_WARNING_S = 1.0  # shorter epochs are dominated by start-up; no advice from them
@@ -433,7 +433,7 @@ class DataLoader:
             if self._owns_sampler:  # the shuffle order derives from the seed
                 sampler = RandomSampler(self.dataset, seed=seed)
                 object.__setattr__(self, "sampler", sampler)
-                if self.batch_sampler is not None:
+                if self.batch_size is not None:
                     object.__setattr__(self, "batch_sampler", BatchSampler(sampler, self.batch_size, self.drop_last))
         self._epoch = state["epoch"]
         self._epoch_told = _told_epoch(self._epoch_sampler())

@@ -121,8 +121,7 @@ class StatsRecorder:
         self._collate[worker_id] += collate_s
         self._count[worker_id] += count
         busy = fetch_s + collate_s
-        if busy > self.slowest:
-            self.slowest = busy
+        self.slowest = max(self.slowest, busy)
 
     def end(self) -> None:
         """Freeze the wall clock at the epoch's end."""

@@ -17,10 +17,11 @@ its own ``WorkerInfo`` while sharing one dataset object with the others.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
