@@ -1,21 +1,40 @@
-"""Loader keys, their display names, and the order reports list them in.
+"""Loader keys, their display names, the order reports list them in, and where each runs.
 
 In:  a loader key (``"threadloader"``, ``"torch"``, ...) and, for
-     threadloader, the mode its epoch ran in.
-Out: labels for tables and plots. Kept free of heavy imports so that
-     ``benchmarks.collect`` never imports torch.
+     threadloader, the mode its epoch ran in; for the defaults, a workload
+     name and whether the run's threadloader mode is threads.
+Out: labels for tables and plots; which loaders a run measures on a workload
+     by default. Kept free of heavy imports so that ``benchmarks.collect``
+     never imports torch.
 """
 
 from __future__ import annotations
 
 #: Loader keys in report order.
-LOADER_ORDER: tuple[str, ...] = ("threadloader", "torch", "torchdata", "threadpool", "serial")
+LOADER_ORDER: tuple[str, ...] = (
+    "threadloader",
+    "threadloader-replicate",
+    "torch",
+    "torchdata",
+    "threadpool",
+    "serial",
+)
 
 #: The loader every ratio is taken against.
 REFERENCE = "torch"
 
+#: Loaders measured only in thread-mode runs (``--mode thread``, or ``auto``
+#: where the GIL is off): they always run threads, whatever ``--mode`` says.
+THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate"})
+
+#: Loaders measured by default on these workloads only (all of them when named
+#: with ``--loader``): ``replicate=True`` copies the dataset's Python objects,
+#: which only the Python-heavy and the memory workloads have.
+DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {"threadloader-replicate": ("python", "memory")}
+
 _LABELS: dict[str, str] = {
     "threadloader": "threadloader",
+    "threadloader-replicate": "threadloader (thread, replicate)",
     "torch": "torch DataLoader",
     "torchdata": "torchdata ParallelMapper",
     "threadpool": "bare thread pool",
@@ -27,3 +46,17 @@ def label(name: str, mode: str | None = None) -> str:
     """Human-readable loader name, e.g. ``"threadloader (thread)"``."""
     text = _LABELS.get(name, name)
     return f"{text} ({mode})" if name == "threadloader" and mode else text
+
+
+def default_loaders_for(workload: str, loaders: list[str]) -> list[str]:
+    """The loaders of ``loaders`` that a run measures on ``workload`` unless told otherwise.
+
+    Args:
+        workload: a workload name.
+        loaders: the run's loaders, in report order.
+
+    Returns:
+        ``loaders`` without those that ``DEFAULT_WORKLOADS_OF`` keeps off
+        this workload.
+    """
+    return [name for name in loaders if workload in DEFAULT_WORKLOADS_OF.get(name, (workload,))]

@@ -9,6 +9,13 @@ Out: a ``LoaderSession`` per timed pass: ``start()`` creates the epoch
 
 Loaders (keys of ``LOADERS``):
     threadloader  ``threadloader.DataLoader`` in the environment's ``--mode``.
+    threadloader-replicate
+                  ``threadloader.DataLoader(mode="thread", replicate=True)``:
+                  each worker thread builds its own replica of the dataset
+                  (Python objects copied, array memory shared) when its pool
+                  starts, which lands in time-to-first-batch. Thread-mode runs
+                  only, and by default only the python and memory workloads
+                  (``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``).
     torch         ``torch.utils.data.DataLoader``: worker processes (torch's
                   default start method), torch's default collate.
     torchdata     ``torchdata.nodes.ParallelMapper(method="thread")`` mapping
@@ -34,7 +41,7 @@ import torch.utils.data
 
 import threadloader
 
-from .labels import LOADER_ORDER, REFERENCE, label
+from .labels import LOADER_ORDER, REFERENCE, THREAD_MODE_ONLY, label
 from .workloads.base import Workload
 
 __all__ = ["LOADERS", "LOADER_ORDER", "REFERENCE", "LoaderSession", "available_loaders", "label"]
@@ -101,9 +108,18 @@ class ThreadloaderSession(LoaderSession):
 
     name = "threadloader"
 
-    def __init__(self, *args: Any, serial: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, serial: bool = False, replicate: bool = False, **kwargs: Any) -> None:
+        """Keep the settings (see ``LoaderSession``).
+
+        Args:
+            *args: ``LoaderSession``'s arguments.
+            serial: load in the calling thread (``num_workers=0``).
+            replicate: threadloader's ``replicate`` argument.
+            **kwargs: ``LoaderSession``'s keyword arguments.
+        """
         super().__init__(*args, **kwargs)
         self._serial = serial
+        self._replicate = replicate
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
 
@@ -125,6 +141,7 @@ class ThreadloaderSession(LoaderSession):
             prefetch_factor=self.prefetch if workers else None,
             mode=self.requested_mode,
             seed=self.seed,
+            replicate=self._replicate,
         )
         self._iterator = iter(self._loader)
         self.mode = self._iterator.mode
@@ -137,6 +154,16 @@ class ThreadloaderSession(LoaderSession):
         if self._loader is not None:
             self._loader.close()
             self._loader = None
+
+
+class ReplicateSession(ThreadloaderSession):
+    """``threadloader.DataLoader(mode="thread", replicate=True)``: a private dataset replica per worker thread."""
+
+    name = "threadloader-replicate"
+
+    def __init__(self, workload: Workload, workers: int, prefetch: int, mode: str, seed: int) -> None:
+        """Keep the settings; ``mode`` is ignored: this loader always runs threads."""
+        super().__init__(workload, workers, prefetch, "thread", seed, replicate=True)
 
 
 class SerialSession(ThreadloaderSession):
@@ -272,6 +299,7 @@ class ThreadPoolSession(LoaderSession):
 
 LOADERS: dict[str, type[LoaderSession]] = {
     "threadloader": ThreadloaderSession,
+    "threadloader-replicate": ReplicateSession,
     "torch": TorchSession,
     "torchdata": TorchdataSession,
     "threadpool": ThreadPoolSession,
@@ -279,6 +307,20 @@ LOADERS: dict[str, type[LoaderSession]] = {
 }
 
 
-def available_loaders() -> list[str]:
-    """Loader keys that can run here (torchdata only when importable), in report order."""
-    return [name for name in LOADER_ORDER if name != "torchdata" or torchdata_available()]
+def available_loaders(mode: str = "auto") -> list[str]:
+    """Loader keys that can run here, in report order.
+
+    Args:
+        mode: the run's threadloader ``--mode``; thread-mode-only loaders
+            (``labels.THREAD_MODE_ONLY``) are left out where it means processes
+            (``"process"``, or ``"auto"`` with the GIL on).
+
+    Returns:
+        The keys; torchdata only when importable.
+    """
+    processes = mode == "process" or (mode == "auto" and threadloader.gil_enabled())
+    return [
+        name
+        for name in LOADER_ORDER
+        if (name != "torchdata" or torchdata_available()) and not (processes and name in THREAD_MODE_ONLY)
+    ]

@@ -1,19 +1,23 @@
-"""Medians, ratios against torch's DataLoader, and the Markdown table.
+"""Medians, ratios against torch's DataLoader, the Markdown table and the targets.
 
 In:  per (workload, loader) the list of pass results (dicts, as in the JSON);
      for the table, one or more environment documents (the JSON files).
 Out: ``summarise()`` adds ``summary`` (medians) and ``vs_torch`` (each median
      divided by torch's in the same run and workload) to each entry;
-     ``markdown()`` renders one table with every number next to its ratio.
+     ``markdown()`` renders one table with every number next to its ratio,
+     then a "Targets" section: each of ``TARGETS`` evaluated, PASS or FAIL
+     with its numbers, on every environment it applies to ("not measured"
+     where the environment, workload or loader is missing).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from .labels import LOADER_ORDER, REFERENCE
+from .labels import LOADER_ORDER, REFERENCE, label
 
 #: summary key -> (pass-result key, scale to the unit of the summary key).
 METRICS: dict[str, tuple[str, float]] = {
@@ -168,8 +172,148 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
     return rows
 
 
+@dataclass(frozen=True)
+class Target:
+    """A goal for one ratio of two loaders' medians in one kind of environment.
+
+    Attributes:
+        workload: the workload measured.
+        metric: a ``summary`` key (``"throughput"``, ``"per_batch_us"``, ...).
+        loader: the loader judged, and the mode its epochs must have run in.
+        mode: ``"thread"`` or ``"process"``.
+        versus: the loader it is compared with.
+        bound: the ratio ``loader / versus`` that passes.
+        at_most: ``True``: pass when the ratio is at most ``bound``;
+            ``False``: at least.
+        free_threaded: the environments it applies to: a free-threaded build
+            (``True``) or a GIL build (``False``) ...
+        env_mode: ... running threadloader in this mode.
+    """
+
+    workload: str
+    metric: str
+    loader: str
+    mode: str
+    versus: str
+    bound: float
+    at_most: bool
+    free_threaded: bool
+    env_mode: str
+
+    def text(self) -> str:
+        """What the target says, e.g. ``"image throughput: threadloader (thread) ≥ 1.3× torch DataLoader"``."""
+        name = label(self.loader, self.mode) if self.loader == "threadloader" else label(self.loader)
+        sign = "≤" if self.at_most else "≥"
+        return f"{self.workload} {METRIC_NAMES[self.metric][0]}: {name} {sign} {self.bound:g}× {label(self.versus)}"
+
+    def environment(self) -> str:
+        """The environments it applies to, in words."""
+        return f"{'3.13t' if self.free_threaded else '3.13 (GIL)'}, threadloader mode {self.env_mode}"
+
+    def applies(self, doc: dict[str, Any]) -> bool:
+        """True when ``doc`` is an environment of this target's kind."""
+        system, config = doc["system"], doc["config"]
+        mode = config.get("mode")
+        if mode == "auto":
+            mode = "process" if system.get("gil_enabled_end", system.get("gil_enabled")) else "thread"
+        return bool(system.get("free_threaded_build")) == self.free_threaded and mode == self.env_mode
+
+
+#: summary key -> (words, unit) for the targets.
+METRIC_NAMES: dict[str, tuple[str, str]] = {
+    "per_batch_us": ("time per batch", "µs"),
+    "throughput": ("throughput", "samples/s"),
+    "ttfb_ms": ("time to first batch", "ms"),
+    "peak_pss_mib": ("peak PSS", "MiB"),
+}
+
+
+def _threads_on_313t(workload: str, metric: str, loader: str, versus: str, bound: float, at_most: bool) -> Target:
+    """A target for free-threaded runs with threadloader in thread mode, judging a thread-mode loader."""
+    return Target(workload, metric, loader, "thread", versus, bound, at_most, free_threaded=True, env_mode="thread")
+
+
+#: The targets the report evaluates (the project's goals), in report order.
+TARGETS: tuple[Target, ...] = (
+    _threads_on_313t("overhead", "per_batch_us", "threadloader", "torch", 0.25, at_most=True),
+    _threads_on_313t("overhead", "per_batch_us", "threadloader", "threadpool", 1.5, at_most=True),
+    _threads_on_313t("image", "throughput", "threadloader", "torch", 1.3, at_most=False),
+    _threads_on_313t("image", "throughput", "threadloader", "threadpool", 0.95, at_most=False),
+    _threads_on_313t("image", "ttfb_ms", "threadloader", "torch", 0.5, at_most=True),
+    _threads_on_313t("memory", "peak_pss_mib", "threadloader", "torch", 0.4, at_most=True),
+    _threads_on_313t("python", "throughput", "threadloader-replicate", "torch", 1.0, at_most=False),
+    _threads_on_313t("python", "throughput", "threadloader-replicate", "serial", 1.5, at_most=False),
+    _threads_on_313t("memory", "peak_pss_mib", "threadloader-replicate", "torch", 0.5, at_most=True),
+    Target(
+        "image", "throughput", "threadloader", "process", "torch", 0.95, False, free_threaded=False, env_mode="process"
+    ),
+)
+
+
+def evaluate(target: Target, doc: dict[str, Any]) -> tuple[str, str]:
+    """One target on one environment.
+
+    Args:
+        target: the target.
+        doc: an environment document the target applies to.
+
+    Returns:
+        ``(measured, result)``: the two medians and their ratio, and
+        ``"PASS"``/``"FAIL"``; or why nothing was measured, and
+        ``"not measured"``.
+    """
+    workload = next((w for w in doc["workloads"] if w["name"] == target.workload), None)
+    if workload is None:
+        return f"no {target.workload} workload in this run", "not measured"
+    entries = {e["loader"]: e for e in workload["results"]}
+    values = []
+    for name in (target.loader, target.versus):
+        entry = entries.get(name)
+        if entry is None:
+            return f"no {label(name)} on {target.workload} in this run", "not measured"
+        value = entry["summary"].get(target.metric)
+        if value is None:
+            return f"every {label(name)} pass on {target.workload} failed", "not measured"
+        if name == target.loader and entry["mode"] != target.mode:
+            return f"{label(name)} ran in mode {entry['mode']}, not {target.mode}", "not measured"
+        values.append(value)
+    mine, theirs = values
+    if not theirs:
+        return f"{label(target.versus)}'s median is 0", "not measured"
+    ratio = mine / theirs
+    passed = ratio <= target.bound if target.at_most else ratio >= target.bound
+    unit = METRIC_NAMES[target.metric][1]
+    return f"{fmt(mine)} vs {fmt(theirs)} {unit}: {ratio:.2f}×", "PASS" if passed else "FAIL"
+
+
+def targets_section(docs: Sequence[dict[str, Any]]) -> list[str]:
+    """The "Targets" section: a Markdown table, one row per target and environment it applies to."""
+    lines = [
+        "## Targets",
+        "",
+        (
+            "Each target compares two medians from the table above (same environment and workload); "
+            'it applies to the environments of its kind only, and says "not measured" where the '
+            "environment, workload or loader is missing. Quick runs are too small to judge by."
+        ),
+        "",
+        "| target | environment | measured | result |",
+        "|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        matching = [doc for doc in docs if target.applies(doc)]
+        if not matching:
+            lines.append(f"| {target.text()} | no run of {target.environment()} | – | not measured |")
+            continue
+        for doc in matching:
+            measured, result = evaluate(target, doc)
+            env = doc["env_name"] + (" (quick)" if doc["config"].get("quick") else "")
+            lines.append(f"| {target.text()} | {env} | {measured} | {'**FAIL**' if result == 'FAIL' else result} |")
+    return lines
+
+
 def markdown(docs: Iterable[dict[str, Any]]) -> str:
-    """One Markdown table for all environments, with a line per environment above it."""
+    """One Markdown table for all environments, a line per environment above it and the targets below."""
     docs = sort_envs(docs)
     lines = [env_line(doc) for doc in docs]
     lines += [
@@ -191,4 +335,5 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
     ]
     for doc in docs:
         lines += table_rows(doc)
+    lines += ["", *targets_section(docs)]
     return "\n".join(lines) + "\n"

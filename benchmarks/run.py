@@ -12,6 +12,12 @@ one pass, the loader order rotated by one per repetition so drift on a noisy
 machine hits all loaders alike. A background thread samples the process
 tree's PSS throughout and is stopped before the JSON is written.
 
+Without ``--loader``, a run measures every loader that can run here except
+that ``threadloader-replicate`` runs only where threadloader's mode is
+threads, and only on the python and memory workloads
+(``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``); loaders
+named with ``--loader`` run on every chosen workload.
+
 Usage::
 
     python -m benchmarks.run --env-name bench-py313t-thread --mode thread [--quick]
@@ -36,7 +42,7 @@ import tqdm
 import threadloader
 
 from . import report, system
-from .labels import label
+from .labels import default_loaders_for, label
 from .loaders import LOADERS, available_loaders
 from .measure import MIB, forkserver_pids, run_pass
 from .metrics import PssSampler
@@ -80,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--loader",
         action="append",
         metavar="NAME[,NAME]",
-        help=f"loaders to compare (default: all of {','.join(LOADERS)})",
+        help=f"loaders to compare, on every chosen workload (default: all of {','.join(LOADERS)}, "
+        "threadloader-replicate in thread mode on python and memory only)",
     )
     parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
     parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")
@@ -117,13 +124,19 @@ def rotated(names: list[str], shift: int) -> list[str]:
 def pass_order(loaders: list[str], repetition: int) -> list[str]:
     """The loader order of one repetition: rotated by one more each time.
 
-    Repetition 0 starts with the second loader, so with a single repetition
-    (the memory workload) threadloader runs last: on 3.13t a process-mode pass
+    Repetition 0 starts after the leading threadloader loaders (at least
+    after the first loader), so with a single repetition (the memory
+    workload) threadloader's variants run last: on 3.13t a process-mode pass
     over a 1 GiB dataset leaves gigabytes of freed-but-kept allocator memory in
     this process (multiprocessing pickles the dataset into a growing
-    ``BytesIO``), which would inflate the next loader's PSS.
+    ``BytesIO``), and a ``replicate=True`` pass leaves its replicas' freed
+    memory with the allocator, either of which would inflate the next
+    loader's PSS.
     """
-    return rotated(loaders, repetition + 1)
+    lead = 0
+    while lead < len(loaders) and loaders[lead].startswith("threadloader"):
+        lead += 1
+    return rotated(loaders, repetition + max(lead, 1))
 
 
 def start_forkserver() -> list[str]:
@@ -147,13 +160,25 @@ def start_forkserver() -> list[str]:
     return list(getattr(server, "_preload_modules", None) or [])
 
 
+def workload_loaders(name: str, loaders: list[str], args: argparse.Namespace) -> list[str]:
+    """The loaders measured on workload ``name``: all of ``loaders`` when named with ``--loader``, else the defaults."""
+    return list(loaders) if args.loader else default_loaders_for(name, loaders)
+
+
 def run_workload(
     name: str, loaders: list[str], args: argparse.Namespace, sampler: PssSampler, bar: tqdm.tqdm
 ) -> dict[str, Any]:
-    """Build one workload and run every loader over it, ``--repeat`` (or the workload's default) times.
+    """Build one workload and run its loaders over it, ``--repeat`` (or the workload's default) times.
 
     The workload (and its dataset) is dropped when this returns, before the
     next workload is built.
+
+    Args:
+        name: the workload.
+        loaders: the loaders to run on it (``workload_loaders``).
+        args: the command line.
+        sampler: the running PSS sampler.
+        bar: the progress bar, one step per pass.
 
     Returns:
         The workload's JSON document: sizes, and per loader its passes,
@@ -208,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the JSON; returns the exit status (1 if any pass failed)."""
     args = parse_args(argv)
     workloads = split_names(args.workload, DEFAULT_WORKLOADS, WORKLOADS)
-    loaders = split_names(args.loader, available_loaders(), {name: None for name in available_loaders()})
+    runnable = {name: None for name in available_loaders("thread")}  # --loader may name any of them
+    loaders = split_names(args.loader, available_loaders(args.mode), runnable)
     output = args.output or Path("results") / f"{args.env_name}.json"
     started = time.perf_counter()
     doc: dict[str, Any] = {
@@ -237,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         doc["config"]["forkserver_preload"] = start_forkserver()
 
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
-    total = len(workloads) * len(loaders) * (args.repeat or DEFAULT_REPEAT)
+    per_workload = {name: workload_loaders(name, loaders, args) for name in workloads}
+    total = sum(len(names) for names in per_workload.values()) * (args.repeat or DEFAULT_REPEAT)
     with (
         PssSampler() as sampler,
         tqdm.tqdm(total=total, unit="pass", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True) as bar,
     ):
         for name in workloads:
-            doc["workloads"].append(run_workload(name, loaders, args, sampler, bar))
+            doc["workloads"].append(run_workload(name, per_workload[name], args, sampler, bar))
     for pid in forkserver_pids():  # measured at the end: it preloads its modules in the background
         doc["config"]["forkserver_pss_mib"] = psutil.Process(pid).memory_full_info().pss / MIB
     doc["system"]["gil_enabled_end"] = system.gil_enabled()
