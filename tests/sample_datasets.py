@@ -279,3 +279,17 @@ class ReopenReplica:
         replica = threadloader.replicate(dataset)
         replica.reopened = True
         return replica
+
+
+class RendezvousDataset(WorkerInfoDataset):
+    """Indices in ``meet`` wait at a shared barrier: they must be loaded by different workers at once."""
+
+    def __init__(self, length: int, meet: tuple[int, ...], barrier: Any) -> None:
+        super().__init__(length)
+        self.meet = frozenset(meet)
+        self.barrier = barrier
+
+    def __getitem__(self, index: int) -> tuple[int, int, int, int]:
+        if index in self.meet:
+            self.barrier.wait(timeout=30)  # one worker alone cannot pass: it would hold both indices
+        return super().__getitem__(index)

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from sample_datasets import CountingDataset, RangeDataset, ShardedIterable, SlowDataset, WorkerInfoDataset, list_collate
+from sample_datasets import CountingDataset, RangeDataset, RendezvousDataset, ShardedIterable, SlowDataset, list_collate
 
 from threadloader import DataLoader
 
@@ -122,7 +122,10 @@ def test_iterable_with_persistent_workers_restarts_each_epoch(mode: str) -> None
 
 
 def test_first_batch_is_spread_over_the_workers(mode: str) -> None:
-    loader = DataLoader(WorkerInfoDataset(40), batch_size=8, num_workers=2, mode=mode, collate_fn=list_collate)
+    barrier = multiprocessing.get_context("spawn").Barrier(2)
+    # index 0 opens the first half of batch 0, index 4 the second: they can only load concurrently
+    dataset = RendezvousDataset(40, meet=(0, 4), barrier=barrier)
+    loader = DataLoader(dataset, batch_size=8, num_workers=2, mode=mode, collate_fn=list_collate)
     batches = list(loader)
     assert [s[0] for s in batches[0]] == list(range(8))  # in order, complete
     assert {s[1] for s in batches[0]} == {0, 1}  # both workers fetched part of it
