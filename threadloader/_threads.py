@@ -141,10 +141,6 @@ class ThreadExecutor:
         """True once ``shutdown()`` has started."""
         return self._closed
 
-    def alive_threads(self) -> list[threading.Thread]:
-        """Worker threads still running (for tests and diagnostics)."""
-        return [t for t in self._threads if t.is_alive()]
-
 
 def _drain(q: queue.SimpleQueue[Any]) -> None:
     while True:

@@ -14,6 +14,8 @@ issued and not yet consumed; the oldest of them is always being worked on or
 done, so the bounded in-order buffer cannot deadlock. The consumer waits on
 the executor's result queue in slices of ``_WAIT_SLICE`` seconds, checking
 worker liveness and the user's ``timeout`` between slices, so Ctrl-C works.
+The epoch's first batch is split into one part per worker (``_SplitBatch``)
+and collated here, so it arrives after ``batch_size / num_workers`` samples.
 """
 
 from __future__ import annotations
