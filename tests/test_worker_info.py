@@ -386,55 +386,25 @@ def _epochs(loader: DataLoader, count: int) -> list[list[int]]:
         loader.close()
 
 
-def test_same_generator_seed_same_order() -> None:
-    import torch
+def _shuffled(epochs: int, *, generator_seed: int | None = None, **kwargs: Any) -> list[list[int]]:
+    """The orders of ``epochs`` shuffled epochs over 40 samples, batch size 4."""
+    if generator_seed is not None:
+        import torch
 
-    first = _epochs(
-        DataLoader(
-            RangeDataset(40),
-            batch_size=4,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(7),
-            collate_fn=collate_list,
-        ),
-        3,
-    )
-    second = _epochs(
-        DataLoader(
-            RangeDataset(40),
-            batch_size=4,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(7),
-            collate_fn=collate_list,
-        ),
-        3,
-    )
+        kwargs["generator"] = torch.Generator().manual_seed(generator_seed)
+    loader = DataLoader(RangeDataset(40), batch_size=4, shuffle=True, collate_fn=collate_list, **kwargs)
+    return _epochs(loader, epochs)
+
+
+@pytest.mark.parametrize("source", ["generator_seed", "seed"])
+def test_same_seed_same_order(source: str) -> None:
+    first = _shuffled(3, **{source: 7})
+    second = _shuffled(3, **{source: 7})
     assert first == second
     for order in first:
         assert sorted(order) == list(range(40))
     assert first[0] != first[1] and first[1] != first[2] and first[0] != first[2]  # reshuffled each epoch
-    other = _epochs(
-        DataLoader(
-            RangeDataset(40),
-            batch_size=4,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(8),
-            collate_fn=collate_list,
-        ),
-        1,
-    )
-    assert other[0] != first[0]
-
-
-def test_same_seed_same_order() -> None:
-    first = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True, seed=7, collate_fn=collate_list), 3)
-    second = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True, seed=7, collate_fn=collate_list), 3)
-    assert first == second
-    assert first[0] != first[1] and first[1] != first[2] and first[0] != first[2]
-    for order in first:
-        assert sorted(order) == list(range(40))
-    other = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True, seed=8, collate_fn=collate_list), 1)
-    assert other[0] != first[0]
+    assert _shuffled(1, **{source: 8})[0] != first[0]
 
 
 def test_global_torch_seed_makes_default_shuffle_reproducible() -> None:
@@ -449,45 +419,7 @@ def test_global_torch_seed_makes_default_shuffle_reproducible() -> None:
 
 
 def test_order_independent_of_num_workers_and_mode(mode: str) -> None:
-    import torch
-
-    serial = _epochs(DataLoader(RangeDataset(40), batch_size=4, shuffle=True, seed=7, collate_fn=collate_list), 3)
-    workers = _epochs(
-        DataLoader(
-            RangeDataset(40),
-            batch_size=4,
-            shuffle=True,
-            seed=7,
-            num_workers=2,
-            mode=mode,
-            persistent_workers=True,
-            collate_fn=collate_list,
-        ),
-        3,
-    )
-    assert workers == serial
-    with_generator = _epochs(
-        DataLoader(
-            RangeDataset(40),
-            batch_size=4,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(7),
-            num_workers=3,
-            mode=mode,
-            persistent_workers=True,
-            in_order=True,
-            collate_fn=collate_list,
-        ),
-        2,
-    )
-    serial_generator = _epochs(
-        DataLoader(
-            RangeDataset(40),
-            batch_size=4,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(7),
-            collate_fn=collate_list,
-        ),
-        2,
-    )
-    assert with_generator == serial_generator
+    serial = _shuffled(3, seed=7)
+    assert _shuffled(3, seed=7, num_workers=2, mode=mode, persistent_workers=True) == serial
+    with_generator = _shuffled(2, generator_seed=7, num_workers=3, mode=mode, persistent_workers=True)
+    assert with_generator == _shuffled(2, generator_seed=7)
