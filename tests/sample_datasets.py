@@ -267,6 +267,25 @@ class VocabularyDataset:
         return sum(self.vocab[w] for w in self.texts[index].split()), owner
 
 
+class RecordList(list):
+    """A list subclass: ``replicate`` copies it deeply whatever its length."""
+
+
+class BigRecordsDataset:
+    """More records than ``replicate``'s default ``shallow_above``; a sample is the ids of the dataset
+    object that loaded it, of its record list, and of the record it read."""
+
+    def __init__(self, length: int = 8) -> None:
+        self.length = length
+        self.records = [(i, str(i)) for i in range(threadloader.replication.SHALLOW_ABOVE + 1)]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[int, int, int]:
+        return id(self), id(self.records), id(self.records[index])
+
+
 class ReopenReplica:
     """A ``replicate=`` callable that counts its calls in a shared counter and tags the replica."""
 

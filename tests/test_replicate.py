@@ -6,7 +6,7 @@ import multiprocessing
 
 import numpy as np
 import pytest
-from sample_datasets import ReopenReplica, VocabularyDataset, list_collate
+from sample_datasets import BigRecordsDataset, RecordList, ReopenReplica, VocabularyDataset, list_collate
 
 import threadloader
 from threadloader import DataLoader, replicate
@@ -93,3 +93,57 @@ def test_array_only_dataset_replica_costs_no_array_memory() -> None:
     big = np.ones(4_000_000, dtype=np.float64)  # 32 MB
     copy = replicate({"data": big})
     assert np.shares_memory(copy["data"], big)
+
+
+def test_big_containers_are_copied_shallowly() -> None:
+    records = [(i, f"caption {i}") for i in range(1_000)]
+    table = {f"key {i}": [i] for i in range(1_000)}
+    blob = b"x" * 2_000
+    original = {"records": records, "again": records, "table": table, "blob": blob, "tuple": tuple(records),
+                "small": [[1], "text"]}
+    copy = replicate(original, shallow_above=999)
+    assert copy["records"] == records and copy["records"] is not records
+    assert copy["records"][7] is records[7]  # the elements are shared
+    assert copy["again"] is copy["records"]  # one copy per original, as pickle keeps identity
+    assert copy["table"] == table and copy["table"] is not table and copy["table"]["key 3"] is table["key 3"]
+    assert copy["tuple"] == original["tuple"] and copy["tuple"] is not original["tuple"]
+    assert copy["blob"] is blob  # immutable and long: shared as it is
+    assert copy["small"][0] is not original["small"][0]  # small containers are still copied deeply
+
+
+def test_shallow_above_applies_to_exact_builtin_containers_only() -> None:
+    subclassed = RecordList([i] for i in range(10))
+    plain = [[i] for i in range(10)]
+    copy = replicate({"subclassed": subclassed, "plain": plain}, shallow_above=5)
+    assert type(copy["subclassed"]) is RecordList and copy["subclassed"] == subclassed
+    assert copy["subclassed"][0] is not subclassed[0]  # a subclass is copied deeply, however long
+    assert copy["plain"] is not plain and copy["plain"][0] is plain[0]
+
+
+def test_shallow_above_huge_copies_everything() -> None:
+    import sys
+
+    records = [[i] for i in range(100_000)]
+    copy = replicate(records, shallow_above=sys.maxsize)
+    assert copy == records and copy[5] is not records[5]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_shallow_above_is_checked(bad: object) -> None:
+    with pytest.raises(ValueError, match="shallow_above should be a non-negative integer"):
+        replicate([1], shallow_above=bad)  # type: ignore[arg-type]
+
+
+def test_replicate_true_shares_the_records_of_a_big_dataset() -> None:
+    dataset = BigRecordsDataset(8)
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, mode="thread", replicate=True)
+    for index, (owner, records, record) in enumerate(loader):
+        assert owner != id(dataset) and records != id(dataset.records)  # a replica with its own list ...
+        assert record == id(dataset.records[index])  # ... over the same record objects
+
+
+def test_shallow_above_zero_still_builds_a_working_replica() -> None:
+    original = VocabularyDataset(4)
+    copy = replicate(original, shallow_above=0)  # even module and class names are long enough to be shared
+    assert copy is not original and copy.vocab is original.vocab  # the state dict itself was copied shallowly
+    assert [copy[i][0] for i in range(4)] == [original[i][0] for i in range(4)]

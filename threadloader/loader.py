@@ -118,9 +118,9 @@ class DataLoader:
         seed: base seed for shuffling and worker seeds (instead of ``generator``).
         replicate: ``True`` gives each worker thread its own replica of the
             dataset (``threadloader.replicate``: Python objects copied, array
-            memory shared); a callable builds each worker's replica from the
-            dataset. Process workers already have their own copy; a callable
-            still runs in each.
+            memory and the elements of containers longer than 65,536 shared);
+            a callable builds each worker's replica from the dataset. Process
+            workers already have their own copy; a callable still runs in each.
         starvation_warning: when an epoch's training loop waits for data
             more than this share of the epoch, warn once, naming the likely
             cause (``None``: never).
