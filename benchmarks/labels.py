@@ -14,6 +14,7 @@ from __future__ import annotations
 LOADER_ORDER: tuple[str, ...] = (
     "threadloader",
     "threadloader-replicate",
+    "threadloader-nostats",
     "torch",
     "torchdata",
     "threadpool",
@@ -25,16 +26,26 @@ REFERENCE = "torch"
 
 #: Loaders measured only in thread-mode runs (``--mode thread``, or ``auto``
 #: where the GIL is off): they always run threads, whatever ``--mode`` says.
-THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate"})
+THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats"})
 
 #: Loaders measured by default on these workloads only (all of them when named
 #: with ``--loader``): ``replicate=True`` copies the dataset's Python objects,
-#: which only the Python-heavy and the memory workloads have.
-DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {"threadloader-replicate": ("python", "memory")}
+#: which only the Python-heavy and the memory workloads have; what
+#: ``stats=False`` saves shows only where the loader's own cost is the whole cost
+#: (the stats workload).
+DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {
+    "threadloader-replicate": ("python", "memory"),
+    "threadloader-nostats": ("stats",),
+}
+
+#: Workloads that by default measure only these loaders, and only where all
+#: of them can run (the stats workload compares threadloader with itself).
+ONLY_LOADERS_OF: dict[str, tuple[str, ...]] = {"stats": ("threadloader", "threadloader-nostats")}
 
 _LABELS: dict[str, str] = {
     "threadloader": "threadloader",
     "threadloader-replicate": "threadloader (thread, replicate)",
+    "threadloader-nostats": "threadloader (stats=False)",
     "torch": "torch DataLoader",
     "torchdata": "torchdata ParallelMapper",
     "threadpool": "bare thread pool",
@@ -57,6 +68,10 @@ def default_loaders_for(workload: str, loaders: list[str]) -> list[str]:
 
     Returns:
         ``loaders`` without those that ``DEFAULT_WORKLOADS_OF`` keeps off
-        this workload.
+        this workload; for a workload of ``ONLY_LOADERS_OF``, its loaders,
+        or none where one of them is not among ``loaders``.
     """
+    only = ONLY_LOADERS_OF.get(workload)
+    if only is not None:
+        return [name for name in loaders if name in only] if all(name in loaders for name in only) else []
     return [name for name in loaders if workload in DEFAULT_WORKLOADS_OF.get(name, (workload,))]

@@ -16,6 +16,10 @@ Loaders (keys of ``LOADERS``):
                   starts, which lands in time-to-first-batch. Thread-mode runs
                   only, and by default only the python and memory workloads
                   (``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``).
+    threadloader-nostats
+                  ``threadloader.DataLoader(stats=False)``: no per-batch
+                  timing, to measure what ``iterator.stats`` costs. Thread-mode
+                  runs only, and by default only the stats workload.
     torch         ``torch.utils.data.DataLoader``: worker processes (torch's
                   default start method), torch's default collate.
     torchdata     ``torchdata.nodes.ParallelMapper(method="thread")`` mapping
@@ -108,18 +112,22 @@ class ThreadloaderSession(LoaderSession):
 
     name = "threadloader"
 
-    def __init__(self, *args: Any, serial: bool = False, replicate: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, serial: bool = False, replicate: bool = False, stats: bool = True, **kwargs: Any
+    ) -> None:
         """Keep the settings (see ``LoaderSession``).
 
         Args:
             *args: ``LoaderSession``'s arguments.
             serial: load in the calling thread (``num_workers=0``).
             replicate: threadloader's ``replicate`` argument.
+            stats: threadloader's ``stats`` argument.
             **kwargs: ``LoaderSession``'s keyword arguments.
         """
         super().__init__(*args, **kwargs)
         self._serial = serial
         self._replicate = replicate
+        self._stats = stats
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
 
@@ -142,6 +150,7 @@ class ThreadloaderSession(LoaderSession):
             mode=self.requested_mode,
             seed=self.seed,
             replicate=self._replicate,
+            stats=self._stats,
         )
         self._iterator = iter(self._loader)
         self.mode = self._iterator.mode
@@ -164,6 +173,16 @@ class ReplicateSession(ThreadloaderSession):
     def __init__(self, workload: Workload, workers: int, prefetch: int, mode: str, seed: int) -> None:
         """Keep the settings; ``mode`` is ignored: this loader always runs threads."""
         super().__init__(workload, workers, prefetch, "thread", seed, replicate=True)
+
+
+class NoStatsSession(ThreadloaderSession):
+    """``threadloader.DataLoader(stats=False)``: no per-batch timing, to measure what ``iterator.stats`` costs."""
+
+    name = "threadloader-nostats"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Keep the settings (see ``LoaderSession``)."""
+        super().__init__(*args, stats=False, **kwargs)
 
 
 class SerialSession(ThreadloaderSession):
@@ -300,6 +319,7 @@ class ThreadPoolSession(LoaderSession):
 LOADERS: dict[str, type[LoaderSession]] = {
     "threadloader": ThreadloaderSession,
     "threadloader-replicate": ReplicateSession,
+    "threadloader-nostats": NoStatsSession,
     "torch": TorchSession,
     "torchdata": TorchdataSession,
     "threadpool": ThreadPoolSession,

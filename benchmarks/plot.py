@@ -28,6 +28,7 @@ MEMORY_WORKLOAD = "memory"
 COLOURS: dict[str, str] = {
     "threadloader": "#d62728",
     "threadloader-replicate": "#ff7f0e",
+    "threadloader-nostats": "#e377c2",
     "torch": "#1f77b4",
     "torchdata": "#9467bd",
     "threadpool": "#2ca02c",

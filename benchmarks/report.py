@@ -151,7 +151,7 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
             summary, ratio = entry["summary"], entry["vs_torch"]
             ref = entry["loader"] == REFERENCE
             per_batch = (
-                cell(summary["per_batch_us"], ratio["per_batch_us"], ref) if workload["name"] == "overhead" else "–"
+                cell(summary["per_batch_us"], ratio["per_batch_us"], ref) if workload["name"] in PER_BATCH_WORKLOADS else "–"
             )
             speedup = summary.get("speedup_vs_serial")
             cells = [
@@ -228,6 +228,10 @@ METRIC_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
+#: Workloads of one trivial sample per batch, whose time per batch the table shows.
+PER_BATCH_WORKLOADS = ("overhead", "stats")
+
+
 def _threads_on_313t(workload: str, metric: str, loader: str, versus: str, bound: float, at_most: bool) -> Target:
     """A target for free-threaded runs with threadloader in thread mode, judging a thread-mode loader."""
     return Target(workload, metric, loader, "thread", versus, bound, at_most, free_threaded=True, env_mode="thread")
@@ -237,6 +241,7 @@ def _threads_on_313t(workload: str, metric: str, loader: str, versus: str, bound
 TARGETS: tuple[Target, ...] = (
     _threads_on_313t("overhead", "per_batch_us", "threadloader", "torch", 0.25, at_most=True),
     _threads_on_313t("overhead", "per_batch_us", "threadloader", "threadpool", 1.5, at_most=True),
+    _threads_on_313t("stats", "throughput", "threadloader", "threadloader-nostats", 0.98, at_most=False),
     _threads_on_313t("image", "throughput", "threadloader", "torch", 1.3, at_most=False),
     _threads_on_313t("image", "throughput", "threadloader", "threadpool", 0.95, at_most=False),
     _threads_on_313t("image", "ttfb_ms", "threadloader", "torch", 0.5, at_most=True),
@@ -322,8 +327,10 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
             "Medians of the repetitions; in brackets each median divided by torch's DataLoader's in the "
             "same environment and workload (ref). samples/s, µs/batch and data wait are measured after a "
             "warm-up of 20% of the batches, in a loop that runs a simulated training step after each batch "
-            "(a sleep: 2 ms, none for overhead), so the serial loop pays for the step on top of loading; "
-            "µs/batch only for the overhead workload (batch size 1); data wait is the share of that loop "
+            "(a sleep: 2 ms, none for overhead and stats), so the serial loop pays for the step on top of "
+            "loading; µs/batch only for the overhead and stats workloads (batch size 1; stats runs only "
+            "threadloader, with and without stats=False, so it has no torch ratios); the memory workload "
+            "runs in a fresh interpreter of its own; data wait is the share of that loop "
             "spent waiting in next(). Peak PSS and CPU cover the whole process tree (multiprocessing's "
             "forkserver counts only for threadloader's process mode, whose workers it forks); anon PSS is "
             "its anonymous + shared-memory part, which file pages shared with unrelated processes "

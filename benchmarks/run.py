@@ -13,10 +13,19 @@ machine hits all loaders alike. A background thread samples the process
 tree's PSS throughout and is stopped before the JSON is written.
 
 Without ``--loader``, a run measures every loader that can run here except
-that ``threadloader-replicate`` runs only where threadloader's mode is
-threads, and only on the python and memory workloads
-(``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``); loaders
-named with ``--loader`` run on every chosen workload.
+that ``threadloader-replicate`` and ``threadloader-nostats`` run only where
+threadloader's mode is threads, the first only on the python and memory
+workloads, the second only on the stats workload, which measures nothing
+else (``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``,
+``labels.ONLY_LOADERS_OF``); loaders named with ``--loader`` run on every
+chosen workload.
+
+The memory workload runs in a fresh interpreter (this runner, started again
+for that workload alone, ``ISOLATED_WORKLOADS``) when other workloads run
+too: its peak PSS is then measured over the interpreter and its imports,
+not over the heap that earlier workloads left with the allocator (about
+200-300 MiB here), and its own leftovers (gigabytes after a process-mode
+pass) reach no other workload's numbers.
 
 Usage::
 
@@ -29,7 +38,9 @@ import argparse
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from datetime import datetime, timezone
@@ -50,6 +61,9 @@ from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
 from .workloads.overhead import TrivialDataset
 
 DEFAULT_REPEAT = 3
+
+#: Workloads measured in a fresh interpreter of their own when a run has others too.
+ISOLATED_WORKLOADS: tuple[str, ...] = ("memory",)
 
 
 def split_names(values: list[str] | None, default: tuple[str, ...] | list[str], known: dict[str, Any]) -> list[str]:
@@ -105,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="threadloader's base seed (default: 0)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/<env-name>.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every workload in this interpreter (by default the memory workload gets a fresh one)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -229,6 +248,51 @@ def run_workload(
     }
 
 
+def child_argv(name: str, loaders: list[str], args: argparse.Namespace, output: Path) -> list[str]:
+    """The command line that runs workload ``name`` alone in a fresh interpreter, writing ``output``."""
+    argv = [sys.executable, "-m", "benchmarks.run", "--env-name", args.env_name, "--mode", args.mode]
+    argv += ["--workload", name, "--loader", ",".join(loaders), "--workers", str(args.workers)]
+    argv += ["--prefetch-factor", str(args.prefetch_factor), "--seed", str(args.seed), "--output", str(output)]
+    argv += ["--no-progress", "--in-process"]
+    for flag, value in (("--batches", args.batches), ("--repeat", args.repeat), ("--step-ms", args.step_ms)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.quick:
+        argv.append("--quick")
+    return argv
+
+
+def run_isolated(name: str, loaders: list[str], args: argparse.Namespace, bar: tqdm.tqdm) -> dict[str, Any]:
+    """Run workload ``name`` in a fresh interpreter (``ISOLATED_WORKLOADS``) and return its JSON document.
+
+    Args:
+        name: the workload.
+        loaders: the loaders to run on it.
+        args: the command line.
+        bar: the progress bar, advanced by the child's passes when it ends.
+
+    Returns:
+        The workload's document, as ``run_workload`` returns it; a child that
+        fails to produce one yields every loader with an error.
+    """
+    bar.set_description(f"{name}: in a fresh interpreter")
+    with tempfile.TemporaryDirectory(prefix="threadloader-bench-") as folder:
+        output = Path(folder) / f"{name}.json"
+        completed = subprocess.run(child_argv(name, loaders, args, output), stdout=subprocess.DEVNULL, check=False)
+        try:
+            document = json.loads(output.read_text())["workloads"][0]
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            reason = f"the {name} workload's interpreter exited with status {completed.returncode}, no results ({exc})"
+            entries = [{"loader": n, "label": label(n), "mode": "?", "passes": [], "errors": [reason]} for n in loaders]
+            report.summarise(entries)
+            document = {"name": name, "description": "", "batch_size": 0, "batches": 0, "samples": 0,
+                        "step_ms": 0.0, "repeat": 0, "params": {}, "build_s": 0.0, "wall_s": 0.0, "results": entries}
+    done = sum(len(e["passes"]) + len(e["errors"]) for e in document["results"])
+    bar.total += done - len(loaders) * (args.repeat or DEFAULT_REPEAT)  # the bar assumed the default count
+    bar.update(done)
+    return document
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the JSON; returns the exit status (1 if any pass failed)."""
     args = parse_args(argv)
@@ -264,13 +328,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
     per_workload = {name: workload_loaders(name, loaders, args) for name in workloads}
+    per_workload = {name: names for name, names in per_workload.items() if names}  # e.g. stats in process mode
     total = sum(len(names) for names in per_workload.values()) * (args.repeat or DEFAULT_REPEAT)
     with (
         PssSampler() as sampler,
         tqdm.tqdm(total=total, unit="pass", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True) as bar,
     ):
-        for name in workloads:
-            doc["workloads"].append(run_workload(name, per_workload[name], args, sampler, bar))
+        for name in per_workload:
+            if name in ISOLATED_WORKLOADS and len(per_workload) > 1 and not args.in_process:
+                doc["workloads"].append(run_isolated(name, per_workload[name], args, bar))
+            else:
+                doc["workloads"].append(run_workload(name, per_workload[name], args, sampler, bar))
     for pid in forkserver_pids():  # measured at the end: it preloads its modules in the background
         doc["config"]["forkserver_pss_mib"] = psutil.Process(pid).memory_full_info().pss / MIB
     doc["system"]["gil_enabled_end"] = system.gil_enabled()

@@ -244,6 +244,12 @@ class NoIndexGetItems(RangeDataset):
         return indices
 
 
+def sleepy_collate(batch: list[Any]) -> list[Any]:
+    """A collate function that takes 20 ms."""
+    time.sleep(0.02)
+    return list(batch)
+
+
 def list_collate(batch: list[Any]) -> list[Any]:
     """Keep a batch as the list of samples (values compare exactly, no tensors)."""
     return list(batch)

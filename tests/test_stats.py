@@ -6,7 +6,7 @@ import time
 import warnings
 
 import pytest
-from sample_datasets import RangeDataset, SlowDataset
+from sample_datasets import RangeDataset, SlowDataset, sleepy_collate
 
 from threadloader import DataLoader
 from threadloader.stats import EpochStats, WorkerStats, starvation_advice
@@ -31,6 +31,33 @@ def test_numbers_add_up(mode: str) -> None:
     assert stats.in_flight == 0
     text = str(stats)
     assert f"{mode} mode: 12 batches (24 samples)" in text and "worker 1:" in text
+
+
+def test_collate_time_is_told_apart_from_fetch_time(mode: str) -> None:
+    loader = DataLoader(RangeDataset(12), batch_size=3, num_workers=2, mode=mode, collate_fn=sleepy_collate)
+    it = iter(loader)
+    assert len(list(it)) == 4
+    workers = it.stats.workers
+    made = sum(w.batches for w in workers)
+    assert made == 4
+    assert sum(w.collate_s for w in workers) >= 0.9 * 0.02 * 3  # the split first batch is collated by the loop
+    assert sum(w.fetch_s for w in workers) < 0.02  # the fetch itself is trivial
+
+
+def test_finished_epoch_stats_stay_fixed_while_a_persistent_pool_runs_the_next(mode: str) -> None:
+    loader = DataLoader(SlowDataset(8, seconds=0.01), batch_size=2, num_workers=2, mode=mode,
+                        persistent_workers=True)
+    try:
+        first = iter(loader)
+        assert len(list(first)) == 4
+        before = first.stats
+        second = iter(loader)
+        assert len(list(second)) == 4
+        after = first.stats
+        assert after.workers == before.workers and after.wall_s == before.wall_s
+        assert sum(w.batches for w in second.stats.workers) == 4  # the new epoch counts from zero
+    finally:
+        loader.close()
 
 
 def test_stats_while_iterating_show_batches_in_flight() -> None:
@@ -70,6 +97,22 @@ def test_starvation_warning_can_be_silenced() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         list(loader)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stats_false_keeps_no_numbers_and_no_warning(mode: str, workers: int) -> None:
+    loader = DataLoader(SlowDataset(16, seconds=0.1), batch_size=1, num_workers=workers,
+                        mode=mode if workers else "auto", stats=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the starvation warning needs the numbers
+        iterator = iter(loader)
+        assert [int(b) for b in iterator] == list(range(16))
+    assert iterator.stats is None
+
+
+def test_stats_argument_is_checked() -> None:
+    with pytest.raises(TypeError, match="stats should be a bool, but got stats='no'"):
+        DataLoader(RangeDataset(4), stats="no")  # type: ignore[arg-type]
 
 
 def _stats(busy: float, slowest: float, workers: int = 2) -> EpochStats:

@@ -2,10 +2,11 @@
 
 In:  tickets ``(generation, seq, payload)`` from the scheduler, on one shared
      task queue (map-style) or one queue per worker (iterable-style).
-Out: results ``(generation, seq, worker_id, status, value, fetch_s, collate_s)`` from ``poll``,
+Out: results ``(generation, seq, worker_id, status, value)`` from ``poll``,
      exactly as the thread executor gives them: batches rebuilt from shared
      memory (``_shm``), errors as the original exception type with the remote
-     traceback text attached as ``__cause__``.
+     traceback text attached as ``__cause__``; ``timings(generation)``, each
+     worker's totals as its latest result carried them.
 
 Ownership: the executor owns its processes, task queues, result queue, stop
 event and the shared-memory name prefix. The loader's ``FetchSpec`` (dataset,
@@ -150,7 +151,7 @@ def _process_main(
                     status, value = ERROR, Failure(exc, "sending the batch to the parent process")
             if status == ERROR:
                 value = _encode_failure(value)
-            results.put((generation, seq, worker_id, status, value, runtime.fetch_s, runtime.collate_s))
+            results.put((generation, seq, worker_id, status, value, runtime.totals_for(generation)))
     finally:
         _local.info = None
         if stop.is_set():
@@ -186,6 +187,7 @@ class ProcessExecutor:
         self._stop = ctx.Event()
         self._results = ctx.Queue()
         self._per_worker = per_worker_queues
+        self._timings: list[tuple[int, Any] | None] = [None] * num_workers  # worker -> (generation, its totals)
         self._tasks = [ctx.Queue() for _ in range(num_workers if per_worker_queues else 1)]
         self._closed = False
         self._close_lock = threading.Lock()
@@ -221,10 +223,10 @@ class ProcessExecutor:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
         self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(task)
 
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None:
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
         """Return the next result (batch rebuilt from shared memory), or ``None``."""
         try:
-            generation, seq, worker_id, status, value, fetch_s, collate_s = self._results.get(timeout=timeout)
+            generation, seq, worker_id, status, value, timing = self._results.get(timeout=timeout)
         except queue.Empty:
             return None
         if status == OK:
@@ -235,7 +237,13 @@ class ProcessExecutor:
                 value = _pin(value)
         elif status == ERROR:
             value = _decode_failure(value)
-        return generation, seq, worker_id, status, value, fetch_s, collate_s
+        if timing is not None:
+            self._timings[worker_id] = (generation, timing)
+        return generation, seq, worker_id, status, value
+
+    def timings(self, generation: int) -> list[tuple[float, float, int, float] | None]:
+        """Each worker's totals for epoch ``generation``, as carried by its latest result."""
+        return [entry[1] if entry is not None and entry[0] == generation else None for entry in self._timings]
 
     def check_workers(self) -> None:
         """Raise ``WorkerDiedError`` naming the worker and pid if a process ended."""
@@ -308,7 +316,7 @@ class ProcessExecutor:
     def _drain_results(self) -> None:
         while True:
             try:
-                _generation, _seq, _worker_id, status, value, _fetch_s, _collate_s = self._results.get(timeout=0.05)
+                _generation, _seq, _worker_id, status, value, _timing = self._results.get(timeout=0.05)
             except (queue.Empty, OSError, ValueError, EOFError):
                 return
             if status == OK:

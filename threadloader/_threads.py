@@ -3,7 +3,7 @@
 In:  tickets ``(generation, seq, payload)`` from the scheduler, either on one
      shared task queue (map-style: the next free worker takes the next ticket)
      or on one queue per worker (iterable-style: each worker owns an iterator).
-Out: results ``(generation, seq, worker_id, status, value, fetch_s, collate_s)`` on one result
+Out: results ``(generation, seq, worker_id, status, value)`` on one result
      queue, read by the scheduler with a timeout slice.
 
 Ownership: the executor owns its threads, its task queues, its result queue
@@ -50,7 +50,7 @@ def _worker_loop(
             status, value = runtime.run(generation, payload)
             if stop.is_set():
                 return
-            results.put((generation, seq, worker_id, status, value, runtime.fetch_s, runtime.collate_s))
+            results.put((generation, seq, worker_id, status, value))
     finally:
         runtime.stop()
 
@@ -79,8 +79,10 @@ class ThreadExecutor:
         self._closed = False
         self._close_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._runtimes: list[WorkerRuntime] = []
         for worker_id in range(num_workers):
             runtime = WorkerRuntime(spec, worker_id, num_workers, base_seed + worker_id)
+            self._runtimes.append(runtime)
             thread = threading.Thread(
                 target=_worker_loop,
                 args=(runtime, self._tasks[worker_id if per_worker_queues else 0], self._results, self._stop),
@@ -96,12 +98,16 @@ class ThreadExecutor:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
         self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(task)
 
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None:
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""
         try:
             return self._results.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def timings(self, generation: int) -> list[tuple[float, float, int, float] | None]:
+        """Each worker's totals for epoch ``generation`` (``WorkerRuntime.totals_for``), read from its runtime."""
+        return [runtime.totals_for(generation) for runtime in self._runtimes]
 
     def check_workers(self) -> None:
         """Raise ``WorkerDiedError`` if a worker thread ended while the pool is open."""

@@ -77,7 +77,8 @@ class _ReplicaPickler(pickle.Pickler):
         torch = sys.modules.get("torch")
         self._tensor_type = torch.Tensor if torch is not None else None
 
-    def persistent_id(self, obj: Any) -> Any:  # noqa: D102  (pickle's hook; called for every object)
+    def persistent_id(self, obj: Any) -> Any:
+        """Pickle's hook, called for every object: a reference for what is shared, else ``None``."""
         kind = type(obj)
         if kind in _ATOMS:
             return None
@@ -104,7 +105,8 @@ class _ReplicaUnpickler(pickle.Unpickler):
         self._shared = shared
         self._made: dict[int, Any] = {}
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102  (pickle's hook)
+    def persistent_load(self, pid: Any) -> Any:
+        """Pickle's hook: the view or shallow copy that a reference stands for, made once per replica."""
         tag, number = pid
         made = self._made.get(number)
         if made is None:

@@ -24,10 +24,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Protocol
 
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices
-from .stats import EpochStats, StatsRecorder
+from .stats import EpochStats, StatsRecorder, Timings
 from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, WorkerRuntime
 
 _WAIT_SLICE = 0.1
@@ -40,7 +41,8 @@ class Executor(Protocol):
     num_workers: int
 
     def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None: ...
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any, float, float] | None: ...
+    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None: ...
+    def timings(self, generation: int) -> Timings: ...
     def check_workers(self) -> None: ...
     def discard_pending(self) -> None: ...
     def shutdown(self) -> None: ...
@@ -158,6 +160,7 @@ class EpochIterator:
         resume: Progress | None = None,
         on_epoch_end: Callable[[EpochStats, bool], None] | None = None,
         split_first_batch: Callable[[Any], Any] | None = None,
+        timed: bool = True,
     ) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
 
@@ -179,6 +182,8 @@ class EpochIterator:
             split_first_batch: the collate function, to spread the epoch's
                 first batch over the workers and collate its parts here
                 (shorter time to first batch); ``None`` to not split.
+            timed: keep ``stats`` (else ``stats`` is ``None`` and the
+                workers' timings are ignored).
         """
         self.mode = executor.mode
         self.progress = resume or Progress()
@@ -198,7 +203,7 @@ class EpochIterator:
         self._live_workers: list[int] = list(range(executor.num_workers))
         self._rr = 0
         self._closed = False
-        self._stats = StatsRecorder(self.mode, executor.num_workers)
+        self._stats = StatsRecorder(self.mode, partial(executor.timings, generation)) if timed else None
         self._on_epoch_end = on_epoch_end
         self._split = _SplitBatch(split_first_batch) if split_first_batch and executor.num_workers > 1 else None
         self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
@@ -218,9 +223,10 @@ class EpochIterator:
         self.progress.retire(seq)
         self._refill()
         stats = self._stats
-        stats.batches += 1
-        if type(indices) is list:
-            stats.samples += len(indices)
+        if stats is not None:
+            stats.batches += 1
+            if type(indices) is list:
+                stats.samples += len(indices)
         if status == OK:
             return value
         raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))
@@ -228,25 +234,28 @@ class EpochIterator:
     def _wait_for_batch(self) -> int:
         """Block (in slices) until the next batch to yield is done; time it as the loop's wait."""
         started = time.perf_counter()
+        stats = self._stats
         try:
             seq = None
             while seq is None:
                 if not self._issued:
-                    self._stats.wait_s += time.perf_counter() - started
+                    if stats is not None:
+                        stats.wait_s += time.perf_counter() - started
                     self._end_epoch()
                     raise StopIteration
                 self._wait_one(started)
                 seq = self._ready()
-            self._stats.wait_s += time.perf_counter() - started
+            if stats is not None:
+                stats.wait_s += time.perf_counter() - started
             return seq
         except (KeyboardInterrupt, SystemExit, WorkerDiedError):
             self.close()  # Ctrl-C, exit or a dead worker: stop the remaining workers
             raise
 
     @property
-    def stats(self) -> EpochStats:
-        """Where this epoch's time went so far (see ``threadloader.stats``)."""
-        return self._stats.snapshot(len(self._issued))
+    def stats(self) -> EpochStats | None:
+        """Where this epoch's time went so far (see ``threadloader.stats``); ``None`` with ``stats=False``."""
+        return None if self._stats is None else self._stats.snapshot(len(self._issued))
 
     @property
     def finished(self) -> bool:
@@ -254,17 +263,20 @@ class EpochIterator:
         return self._closed
 
     def _end_epoch(self) -> None:
-        self._stats.end()
+        stats = self._stats
+        if stats is not None:
+            stats.end()
         self.close()
-        if self._on_epoch_end is not None:
-            self._on_epoch_end(self._stats.snapshot(0), self._in_order)
+        if self._on_epoch_end is not None and stats is not None:
+            self._on_epoch_end(stats.snapshot(0), self._in_order)
 
     def close(self) -> None:
         """Stop this epoch: drop batches in flight; stop an owned pool. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._stats.end()
+        if self._stats is not None:
+            self._stats.end()
         self._issued.clear()
         self._done.clear()
         self._arrivals.clear()
@@ -336,19 +348,16 @@ class EpochIterator:
         while True:
             result = executor.poll(_WAIT_SLICE)
             if result is not None:
-                generation, seq, worker_id, status, value, fetch_s, collate_s = result
+                generation, seq, worker_id, status, value = result
                 if generation != self.generation or seq not in self._issued or seq in self._done:
                     continue
                 split = self._split
                 if split is not None and split.seq == seq:
-                    self._stats.record_batch(worker_id, fetch_s, collate_s, count=status != OK or value[0] == 0)
                     joined = split.accept(worker_id, status, value)
                     if joined is None:
                         continue
                     worker_id, status, value = joined
                     self._split = None
-                else:
-                    self._stats.record_batch(worker_id, fetch_s, collate_s)
                 self._accept(seq, worker_id, status, value)
                 return
             executor.check_workers()
@@ -399,12 +408,14 @@ class SerialIterator:
         index_batches: Iterator[Any] | None,
         generation: int,
         resume: Progress | None = None,
+        timed: bool = True,
     ) -> None:
         """Args:
         runtime: fetch rules, without worker info (``get_worker_info()`` is None).
         index_batches: the batch sampler's iterator, or ``None`` (iterable-style).
         generation: epoch tag (starts a fresh dataset iterator).
         resume: batches consumed before a checkpoint (see ``EpochIterator``).
+        timed: keep ``stats`` (else ``stats`` is ``None``).
         """
         self._runtime = runtime
         self._index_batches = index_batches
@@ -412,7 +423,7 @@ class SerialIterator:
         self.progress = resume or Progress()
         self._seq = self.progress.done
         self._closed = False
-        self._stats = StatsRecorder(self.mode, 1)
+        self._stats = StatsRecorder(self.mode, lambda: [runtime.totals_for(generation)]) if timed else None
 
     def __iter__(self) -> SerialIterator:
         return self
@@ -436,9 +447,7 @@ class SerialIterator:
         self._seq += 1
         self.progress.retire(seq)
         stats = self._stats
-        stats.record_batch(0, runtime.fetch_s, runtime.collate_s)
-        stats.wait_s += runtime.fetch_s + runtime.collate_s  # the loop waits for every batch it loads
-        if status != EXHAUSTED:
+        if stats is not None and status != EXHAUSTED:
             stats.batches += 1
             if type(indices) is list:
                 stats.samples += len(indices)
@@ -451,9 +460,9 @@ class SerialIterator:
         raise_failure(value, seq, indices, "the calling thread (num_workers=0)")
 
     @property
-    def stats(self) -> EpochStats:
-        """Where this epoch's time went so far (the calling thread is "worker 0")."""
-        return self._stats.snapshot(0)
+    def stats(self) -> EpochStats | None:
+        """Where this epoch's time went so far (the calling thread is "worker 0"); ``None`` with ``stats=False``."""
+        return None if self._stats is None else self._stats.snapshot(0)
 
     @property
     def finished(self) -> bool:
@@ -463,7 +472,8 @@ class SerialIterator:
     def close(self) -> None:
         """End the epoch; idempotent."""
         self._closed = True
-        self._stats.end()
+        if self._stats is not None:
+            self._stats.end()
         self._runtime.stop()
 
     def __enter__(self) -> SerialIterator:

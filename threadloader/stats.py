@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -98,56 +99,68 @@ class EpochStats:
         return "\n".join(lines)
 
 
+Timings = list[tuple[float, float, int, float] | None]
+"""Per worker: ``(fetch_s, collate_s, batches, slowest_s)`` of the epoch so far, or ``None`` for none yet."""
+
+
 class StatsRecorder:
-    """Accumulates one epoch's timings; owned by the consumer's thread."""
+    """Accumulates one epoch's numbers; owned by the consumer's thread.
 
-    __slots__ = ("_collate", "_count", "_ended", "_fetch", "_mode", "_started", "batches", "samples", "slowest", "wait_s")
+    The consumer counts ``batches``, ``samples`` and ``wait_s``; the workers
+    keep their own sums (``WorkerRuntime.totals_for``), read through
+    ``read_timings`` at each snapshot and frozen by ``end()``.
+    """
 
-    def __init__(self, mode: str, num_workers: int) -> None:
+    __slots__ = ("_ended", "_final", "_mode", "_read", "_serial", "_started", "batches", "samples", "wait_s")
+
+    def __init__(self, mode: str, read_timings: Callable[[], Timings]) -> None:
+        """Start the epoch's clock.
+
+        Args:
+            mode: ``"serial"``, ``"thread"`` or ``"process"``.
+            read_timings: returns every worker's totals for this epoch.
+        """
         self._mode = mode
+        self._serial = mode == "serial"
+        self._read = read_timings
         self._started = time.perf_counter()
         self._ended: float | None = None
-        self._fetch = [0.0] * max(1, num_workers)
-        self._collate = [0.0] * max(1, num_workers)
-        self._count = [0] * max(1, num_workers)
+        self._final: Timings | None = None
         self.batches = 0
         self.samples = 0
         self.wait_s = 0.0
-        self.slowest = 0.0
-
-    def record_batch(self, worker_id: int, fetch_s: float, collate_s: float, count: bool = True) -> None:
-        """A worker's batch (or part of one, ``count=False``) arrived or failed, with its timings."""
-        self._fetch[worker_id] += fetch_s
-        self._collate[worker_id] += collate_s
-        self._count[worker_id] += count
-        busy = fetch_s + collate_s
-        self.slowest = max(self.slowest, busy)
 
     def end(self) -> None:
-        """Freeze the wall clock at the epoch's end."""
+        """Freeze the clock and the workers' totals at the epoch's end."""
         if self._ended is None:
             self._ended = time.perf_counter()
+            self._final = self._read()
 
     def snapshot(self, in_flight: int) -> EpochStats:
-        """The numbers so far."""
+        """The numbers so far (in serial mode the loop waited for every batch it loaded)."""
         wall = (self._ended or time.perf_counter()) - self._started
-        workers = tuple(
-            WorkerStats(i, self._count[i], f, c, f + c, max(0.0, wall - f - c))
-            for i, (f, c) in enumerate(zip(self._fetch, self._collate))
-        )
+        timings = self._final if self._final is not None else self._read()
+        workers = []
+        slowest = 0.0
+        for worker_id, timing in enumerate(timings):
+            fetch_s, collate_s, made, worker_slowest = timing or (0.0, 0.0, 0, 0.0)
+            slowest = max(slowest, worker_slowest)
+            busy = fetch_s + collate_s
+            workers.append(WorkerStats(worker_id, made, fetch_s, collate_s, busy, max(0.0, wall - busy)))
+        wait_s = sum(w.busy_s for w in workers) if self._serial else self.wait_s
         per_s = 1 / wall if wall > 0 else 0.0
         return EpochStats(
             mode=self._mode,
             wall_s=wall,
             batches=self.batches,
             samples=self.samples,
-            wait_s=self.wait_s,
-            wait_share=self.wait_s / wall if wall > 0 else 0.0,
+            wait_s=wait_s,
+            wait_share=wait_s / wall if wall > 0 else 0.0,
             in_flight=in_flight,
             batches_per_s=self.batches * per_s,
             samples_per_s=self.samples * per_s,
-            slowest_batch_s=self.slowest,
-            workers=workers,
+            slowest_batch_s=slowest,
+            workers=tuple(workers),
         )
 
 

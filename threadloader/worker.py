@@ -6,7 +6,15 @@ In:  a ``FetchSpec`` (dataset, collate function, batching rules) shared by all
      ``None`` ("your next batch", iterable-style).
 Out: ``(status, value)``: ``(OK, batch)``, ``(ERROR, Failure)`` or
      ``(EXHAUSTED, None)`` when an iterable-style worker's iterator ran out;
-     the batch's fetch and collate seconds in ``fetch_s`` and ``collate_s``.
+     ``totals_for(generation)``, the worker's running totals for an epoch
+     (fetch and collate seconds, batches made, slowest batch).
+
+The totals live in an ``array`` of doubles that the worker updates in place:
+a worker thread hands the consumer no new objects for them, because on the
+free-threaded build an object made in one thread and freed in another is
+handed back to its owner thread to be freed (biased reference counting),
+which costs far more than the arithmetic. The consumer reads the array when
+it takes a snapshot; a process worker sends ``totals_for`` with each result.
 
 The same ``WorkerRuntime`` runs in a worker thread, a worker process and, for
 ``num_workers=0``, in the calling thread, so fetching semantics are written
@@ -17,6 +25,7 @@ its own ``WorkerInfo`` while sharing one dataset object with the others.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -107,6 +116,20 @@ class Failure:
             object.__setattr__(self, "traceback", self.exc.__traceback__)
 
 
+# A worker's ``totals`` array: the epoch's sums, then when the last collate started. 32 doubles (256
+# bytes): no other object shares its cache lines, so the worker's writes do not bounce lines that the
+# consumer writes when it frees objects this worker made (the allocator packs small blocks together).
+_GENERATION, _BUSY, _COLLATE, _BATCHES, _SLOWEST, _COLLATE_STARTED = range(6)
+_TOTALS_SIZE = 32
+
+
+def _new_totals(generation: int) -> array[float]:
+    """A zeroed ``totals`` array for epoch ``generation``."""
+    totals = array("d", bytes(8 * _TOTALS_SIZE))
+    totals[_GENERATION] = generation
+    return totals
+
+
 @dataclass(frozen=True)
 class FetchSpec:
     """The batching rules shared by all workers of a loader.
@@ -123,6 +146,8 @@ class FetchSpec:
         seed: the loader's base seed, for ``sample_rng()``.
         replicate: ``None``, a ``ReplicaTemplate`` or a callable building a
             worker's dataset replica from the dataset (in the worker).
+        timed: time each batch's fetch and collate (for ``iterator.stats``);
+            without it both timings stay 0.
     """
 
     dataset: Any
@@ -135,6 +160,7 @@ class FetchSpec:
     pin_memory: bool = False
     seed: int = 0
     replicate: Any = None
+    timed: bool = True
 
 
 class WorkerRuntime:
@@ -161,8 +187,8 @@ class WorkerRuntime:
             else WorkerInfo(worker_id, num_workers, seed, spec.dataset, np.random.default_rng(seed))
         )
         self._init_failure: Failure | None = None
-        self.fetch_s = 0.0  # timings of the last batch, sent along with its result
-        self.collate_s = 0.0
+        self.totals = _new_totals(-1)  # written only by this worker, replaced by it at each new epoch
+        self._timed = spec.timed
         self._iterator: Any = None
         self._generation: int | None = None
         self._exhausted = False
@@ -210,13 +236,41 @@ class WorkerRuntime:
 
         Returns:
             ``(OK, batch)``, ``(ERROR, Failure)`` or ``(EXHAUSTED, None)``.
+            When the spec is ``timed``, the batch's times are added to epoch
+            ``generation``'s totals (a batch is counted once whether it
+            failed or not, a part of a split batch only as part 0, an
+            exhausted iterator not at all).
         """
-        self.collate_s = 0.0
-        started = perf_counter()
-        try:
+        if not self._timed:
             return self._run(generation, payload)
-        finally:
-            self.fetch_s = perf_counter() - started - self.collate_s
+        totals = self.totals
+        if totals[_GENERATION] != generation:  # a new epoch: new sums, made here so this worker's heap holds them
+            self.totals = totals = _new_totals(generation)
+        started = perf_counter()
+        status, value = self._run(generation, payload)
+        ended = perf_counter()
+        collate_started = totals[_COLLATE_STARTED]
+        busy = ended - started
+        totals[_BUSY] += busy
+        if collate_started > started:
+            totals[_COLLATE] += ended - collate_started
+        if busy > totals[_SLOWEST]:  # noqa: PLR1730  (a call to max() costs more on the hot path)
+            totals[_SLOWEST] = busy
+        if status != EXHAUSTED and (type(payload) is not BatchPart or not payload.number or status == ERROR):
+            totals[_BATCHES] += 1.0
+        return status, value
+
+    def totals_for(self, generation: int) -> tuple[float, float, int, float] | None:
+        """``(fetch_s, collate_s, batches, slowest_s)`` of epoch ``generation``; ``None`` if untimed or none yet.
+
+        Safe to call from another thread: each number is read whole, and a
+        snapshot taken while the worker runs may lag by the batch in progress.
+        """
+        totals = self.totals
+        if not self._timed or totals[_GENERATION] != generation:
+            return None
+        collate_s = totals[_COLLATE]
+        return totals[_BUSY] - collate_s, collate_s, int(totals[_BATCHES]), totals[_SLOWEST]
 
     def _run(self, generation: int, payload: Any) -> tuple[int, Any]:
         if self._init_failure is not None:
@@ -300,15 +354,14 @@ class WorkerRuntime:
         return self._collate(data)
 
     def _collate(self, data: Any) -> tuple[int, Any]:
-        started = perf_counter()
+        if self._timed:
+            self.totals[_COLLATE_STARTED] = perf_counter()
         try:
             batch = self.spec.collate_fn(data)
             if self.spec.pin_memory:
                 batch = _pin(batch)
         except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
             return ERROR, Failure(exc, "collate_fn" if not self.spec.pin_memory else "collate_fn or pin_memory")
-        finally:
-            self.collate_s = perf_counter() - started
         return OK, batch
 
 

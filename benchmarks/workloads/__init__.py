@@ -22,11 +22,12 @@ WORKLOADS: dict[str, str] = {
     "numpy": "arrays",
     "io": "latency",
     "memory": "memory",
+    "stats": "stats_cost",
 }
 
-#: The workloads a plain ``python -m benchmarks.run`` measures (memory last:
-#: it leaves the biggest heap behind).
-DEFAULT_WORKLOADS: tuple[str, ...] = ("overhead", "image", "python", "numpy", "io", "memory")
+#: The workloads a plain ``python -m benchmarks.run`` measures (memory runs in
+#: a fresh interpreter of its own, see ``benchmarks.run``).
+DEFAULT_WORKLOADS: tuple[str, ...] = ("overhead", "stats", "image", "python", "numpy", "io", "memory")
 
 
 def build_workload(name: str, quick: bool, batches: int | None) -> Workload:
