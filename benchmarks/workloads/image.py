@@ -9,7 +9,11 @@ Out: ``dataset[i] == (image, label)``: a float32 tensor ``(3, 224, 224)``,
 
 The crop follows torchvision's ``RandomResizedCrop`` (scale 0.08-1, ratio
 3/4-4/3, ten tries then a centre crop); Pillow's ``resize(box=...)`` does
-crop and bilinear resize in one call.
+crop and bilinear resize in one call. Normalising follows torchvision too:
+channels first, then per-channel scalars over a contiguous plane. (It once
+ran on the ``(H, W, 3)`` array against ``(3,)`` mean and std, which numpy
+broadcasts with an inner loop of 3 elements: 0.9 ms a sample instead of
+0.15 ms, the same numbers, and a third of the whole sample's time.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from .base import Workload, sample_rng, scaled
 CROP = 224
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_MEAN_CHW = MEAN[:, None, None]  # per channel over a (3, H, W) array, as torchvision's Normalize
+_STD_CHW = STD[:, None, None]
 _CACHE_VERSION = 1
 _SALT = 0x1A6E
 
@@ -140,9 +146,11 @@ class ImageDataset:
         image = decoded.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)
         if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        pixels = np.asarray(image, dtype=np.float32)
-        pixels = (pixels * np.float32(1 / 255) - MEAN) / STD
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), index % 1000
+        chw = np.asarray(image).transpose(2, 0, 1).astype(np.float32, order="C")
+        chw *= np.float32(1 / 255)
+        chw -= _MEAN_CHW
+        chw /= _STD_CHW
+        return torch.from_numpy(chw), index % 1000
 
 
 def build(quick: bool, batches: int | None) -> Workload:
