@@ -1,0 +1,76 @@
+"""The benchmark suite's own logic: which loaders run where, how targets are judged, the isolated child run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The benchmarks are not part of the installed package. Appended, not prepended: the installed
+# threadloader (what tox tests) still comes first on the path.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report, run  # noqa: E402
+from benchmarks.labels import LOADER_ORDER, default_loaders_for  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+THREAD_RUN = list(LOADER_ORDER)  # what a thread-mode run has (torchdata assumed importable)
+PROCESS_RUN = [name for name in LOADER_ORDER if name not in ("threadloader-replicate", "threadloader-nostats")]
+
+
+def test_stats_workload_compares_threadloader_with_itself_in_thread_runs_only() -> None:
+    assert default_loaders_for("stats", THREAD_RUN) == ["threadloader", "threadloader-nostats"]
+    assert default_loaders_for("stats", PROCESS_RUN) == []  # no stats=False loader: the workload is skipped
+
+
+def test_variant_loaders_run_on_their_workloads_only() -> None:
+    assert "threadloader-replicate" in default_loaders_for("python", THREAD_RUN)
+    assert "threadloader-replicate" in default_loaders_for("memory", THREAD_RUN)
+    image = default_loaders_for("image", THREAD_RUN)
+    assert "threadloader-replicate" not in image and "threadloader-nostats" not in image
+    assert {"threadloader", "torch", "serial"} <= set(image)
+
+
+def _pass(throughput: float, pss: float) -> dict[str, Any]:
+    return {"throughput": throughput, "ttfb_s": 0.01, "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss,
+            "peak_anon_mib": pss, "cpu_s_per_sample": 1e-4, "data_wait": None}
+
+
+def _doc(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    entries = [{"loader": name, "mode": "thread" if name != "torch" else "process", "passes": passes, "errors": []}
+               for name, passes in results.items()]
+    report.summarise(entries)
+    return {
+        "env_name": "bench-py313t-thread",
+        "system": {"free_threaded_build": True, "gil_enabled": False},
+        "config": {"mode": "thread"},
+        "workloads": [{"name": "stats", "results": entries}],
+    }
+
+
+def test_targets_judge_the_ratio_of_medians() -> None:
+    target = next(t for t in report.TARGETS if t.workload == "stats")
+    fast = _doc({"threadloader": [_pass(99, 1), _pass(100, 1), _pass(5, 1)],
+                 "threadloader-nostats": [_pass(100, 1), _pass(101, 1), _pass(102, 1)]})
+    assert target.applies(fast)
+    measured, result = report.evaluate(target, fast)
+    assert result == "PASS" and "0.98×" in measured  # medians 99 and 101, whatever the outlier
+    slow = _doc({"threadloader": [_pass(90, 1)] * 3, "threadloader-nostats": [_pass(100, 1)] * 3})
+    assert report.evaluate(target, slow)[1] == "FAIL"
+    missing = _doc({"threadloader": [_pass(90, 1)] * 3})
+    assert report.evaluate(target, missing)[1] == "not measured"
+
+
+def test_isolated_workload_child_gets_the_same_settings(tmp_path: Path) -> None:
+    args = run.parse_args(["--env-name", "e", "--mode", "thread", "--workers", "3", "--repeat", "2", "--quick",
+                           "--step-ms", "1.5", "--seed", "7"])
+    argv = run.child_argv("memory", ["threadloader", "torch"], args, tmp_path / "out.json")
+    assert argv[1:3] == ["-m", "benchmarks.run"]
+    child = run.parse_args(argv[3:])
+    assert child.workload == ["memory"] and child.loader == ["threadloader,torch"]
+    assert (child.mode, child.workers, child.repeat, child.quick, child.step_ms, child.seed) == ("thread", 3, 2, True,
+                                                                                                1.5, 7)
+    assert child.in_process and child.no_progress and child.output == tmp_path / "out.json"
