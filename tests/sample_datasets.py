@@ -244,6 +244,16 @@ class NoIndexGetItems(RangeDataset):
         return indices
 
 
+class RaggedDataset:
+    """Four float32 arrays, the second one longer: collating batch 0 fails in ``torch.stack``."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.zeros(2048 + (index == 1), dtype=np.float32)
+
+
 def sleepy_collate(batch: list[Any]) -> list[Any]:
     """A collate function that takes 20 ms."""
     time.sleep(0.02)

@@ -31,9 +31,12 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from . import _lifecycle, _shm
+from ._shm_collate import ShmArena, make_collate
+from .collate import default_collate
 from .errors import RemoteTraceback, WorkerDiedError
 from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime, _local
 
@@ -130,6 +133,10 @@ def _process_main(
         torch.manual_seed(seed)
         torch.set_num_threads(1)
     parent = multiprocessing.parent_process()
+    arena = None
+    if shm_prefix and torch is not None and spec.collate_fn is default_collate:
+        arena = ShmArena(shm_prefix)  # stack batches straight into shared memory, as torch's workers do
+        spec = replace(spec, collate_fn=make_collate(arena))
     runtime = WorkerRuntime(spec, worker_id, num_workers, seed)
     runtime.start()
     try:
@@ -146,9 +153,11 @@ def _process_main(
             status, value = runtime.run(generation, payload)
             if status == OK:
                 try:
-                    value = _shm.encode(value, shm_prefix) if shm_prefix else (pickle.dumps(value), None, [])
+                    value = _shm.encode(value, shm_prefix, arena) if shm_prefix else (pickle.dumps(value), None, [])
                 except Exception as exc:
                     status, value = ERROR, Failure(exc, "sending the batch to the parent process")
+            if arena is not None:
+                arena.release()  # what the batch did not take (a failed batch, a tensor cut up)
             if status == ERROR:
                 value = _encode_failure(value)
             results.put((generation, seq, worker_id, status, value, runtime.totals_for(generation)))
@@ -320,7 +329,7 @@ class ProcessExecutor:
             except (queue.Empty, OSError, ValueError, EOFError):
                 return
             if status == OK:
-                _shm.discard(value[1])
+                _shm.discard_encoded(*value)
 
 
 def _drain(q: Any) -> None:

@@ -9,6 +9,10 @@ Out (parent): the same structure, with arrays and tensors that are views of
      the memory is released when the last array over it is freed and nothing
      stays in ``/dev/shm``.
 
+A tensor that the worker already stacked into a shared-memory file of its own
+(``_shm_collate``, the default collate in worker processes) is not copied:
+the batch refers to that file by name, and the parent maps it too.
+
 Ownership: the worker creates and fills a file and hands its name over; from
 then on the parent owns it. ``remove_leftovers(prefix)`` unlinks files of
 batches that never reached the parent (dropped at shutdown, worker crash).
@@ -42,10 +46,11 @@ def shm_available() -> bool:
 class _ArrayPickler(pickle.Pickler):
     """Collects large arrays and tensors instead of pickling their bytes."""
 
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: io.BytesIO, arena: Any = None) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.arrays: list[tuple[str, np.ndarray, Any]] = []
+        self.arrays: list[tuple[str, Any, Any]] = []
         self._torch = sys.modules.get("torch")
+        self._arena = arena
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) is np.ndarray:
@@ -63,30 +68,48 @@ class _ArrayPickler(pickle.Pickler):
                 or obj.numel() * obj.element_size() < MIN_SHM_BYTES
             ):
                 return None
+            owned = self._arena.take(obj) if self._arena is not None else None
+            if owned is not None:  # already in a shared-memory file of its own: send its name
+                self.arrays.append(("torch_file", owned[0], (obj.dtype, tuple(obj.shape))))
+                return len(self.arrays) - 1
             raw = obj.detach().contiguous().view(-1).view(torch.uint8).numpy()
             self.arrays.append(("torch", raw, (obj.dtype, tuple(obj.shape))))
             return len(self.arrays) - 1
         return None
 
 
-def encode(batch: Any, prefix: str) -> tuple[bytes, str | None, list[tuple[str, int, Any, Any]]]:
+def encode(
+    batch: Any, prefix: str, arena: Any = None
+) -> tuple[bytes, str | None, list[tuple[str, Any, Any, Any]]]:
     """Worker side: pickle ``batch`` with its large arrays in shared memory.
+
+    Args:
+        batch: the batch.
+        prefix: the pool's file-name prefix.
+        arena: the worker's ``_shm_collate.ShmArena``, whose tensors are sent
+            by file name (``None``: copy every array).
 
     Returns:
         ``(pickled, shm_name, layout)``; ``shm_name`` is ``None`` when no
-        array went to shared memory. ``layout[i]`` is ``(kind, offset, dtype,
-        shape)`` for the i-th array reference in ``pickled``.
+        array was copied to shared memory. ``layout[i]`` is ``(kind, where,
+        dtype, shape)`` for the i-th array reference in ``pickled``: ``where``
+        is the offset in ``shm_name``, or for kind ``"torch_file"`` the name
+        of the tensor's own file.
     """
     buffer = io.BytesIO()
-    pickler = _ArrayPickler(buffer)
+    pickler = _ArrayPickler(buffer, arena)
     pickler.dump(batch)
-    if not pickler.arrays:
-        return buffer.getvalue(), None, []
-    layout: list[tuple[str, int, Any, Any]] = []
+    copied = [(kind, array, meta) for kind, array, meta in pickler.arrays if kind != "torch_file"]
+    layout: list[tuple[str, Any, Any, Any]] = []
     offset = 0
     for kind, array, meta in pickler.arrays:
+        if kind == "torch_file":
+            layout.append((kind, array, meta[0], meta[1]))
+            continue
         layout.append((kind, offset, array.dtype if kind == "numpy" else meta[0], array.shape if kind == "numpy" else meta[1]))
         offset += -(-array.nbytes // _ALIGN) * _ALIGN
+    if not copied:
+        return buffer.getvalue(), None, layout
     name = f"{prefix}-{os.getpid()}-{next(_counter)}"
     path = os.path.join(SHM_DIR, name)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
@@ -94,7 +117,7 @@ def encode(batch: Any, prefix: str) -> tuple[bytes, str | None, list[tuple[str, 
         os.ftruncate(fd, offset)
         with mmap.mmap(fd, offset) as mapped:
             for (kind, array, _meta), (_, start, _dtype, _shape) in zip(pickler.arrays, layout):
-                if array.nbytes:
+                if kind != "torch_file" and array.nbytes:
                     target = np.frombuffer(mapped, dtype=np.uint8, count=array.nbytes, offset=start)
                     target[:] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
                     del target
@@ -107,13 +130,18 @@ def encode(batch: Any, prefix: str) -> tuple[bytes, str | None, list[tuple[str, 
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, mapped: mmap.mmap | None, layout: list[tuple[str, int, Any, Any]]) -> None:
+    def __init__(self, file: io.BytesIO, mapped: mmap.mmap | None, layout: list[tuple[str, Any, Any, Any]]) -> None:
         super().__init__(file)
         self._mapped = mapped
         self._layout = layout
 
     def persistent_load(self, pid: Any) -> Any:
         kind, offset, dtype, shape = self._layout[pid]
+        if kind == "torch_file":
+            import torch
+
+            raw = np.frombuffer(_map_and_unlink(offset), dtype=np.uint8)
+            return torch.from_numpy(raw).view(dtype).reshape(shape)
         if kind == "numpy":
             count_ = int(np.prod(shape, dtype=np.int64))
             return np.frombuffer(self._mapped, dtype=dtype, count=count_, offset=offset).reshape(shape)
@@ -124,19 +152,33 @@ class _ArrayUnpickler(pickle.Unpickler):
         return torch.from_numpy(raw).view(dtype).reshape(shape)
 
 
-def decode(pickled: bytes, shm_name: str | None, layout: list[tuple[str, int, Any, Any]]) -> Any:
-    """Parent side: rebuild the batch and unlink its shared-memory file."""
-    mapped = None
-    if shm_name is not None:
-        path = os.path.join(SHM_DIR, shm_name)
-        fd = os.open(path, os.O_RDWR)
-        try:
-            os.unlink(path)  # the mapping stays valid; the name is gone from /dev/shm
-            size = os.fstat(fd).st_size
-            mapped = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-    return _ArrayUnpickler(io.BytesIO(pickled), mapped, layout).load()
+def _map_and_unlink(name: str) -> mmap.mmap:
+    """Map a worker's file and unlink it: the mapping stays valid, the name is gone from /dev/shm."""
+    path = os.path.join(SHM_DIR, name)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.unlink(path)
+        return mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def decode(pickled: bytes, shm_name: str | None, layout: list[tuple[str, Any, Any, Any]]) -> Any:
+    """Parent side: rebuild the batch and unlink its shared-memory files."""
+    mapped = _map_and_unlink(shm_name) if shm_name is not None else None
+    try:
+        return _ArrayUnpickler(io.BytesIO(pickled), mapped, layout).load()
+    except BaseException:
+        discard_encoded(pickled, shm_name, layout)  # files that the failed load did not reach yet
+        raise
+
+
+def discard_encoded(pickled: bytes, shm_name: str | None, layout: list[tuple[str, Any, Any, Any]]) -> None:
+    """Unlink every file of an encoded batch without reading it (a dropped or stale batch)."""
+    discard(shm_name)
+    for kind, where, _dtype, _shape in layout:
+        if kind == "torch_file":
+            discard(where)
 
 
 def discard(shm_name: str | None) -> None:
