@@ -9,12 +9,12 @@ Out: ``(status, value)``: ``(OK, batch)``, ``(ERROR, Failure)`` or
      ``totals_for(generation)``, the worker's running totals for an epoch
      (fetch and collate seconds, batches made, slowest batch).
 
-The totals live in an ``array`` of doubles that the worker updates in place:
-a worker thread hands the consumer no new objects for them, because on the
-free-threaded build an object made in one thread and freed in another is
-handed back to its owner thread to be freed (biased reference counting),
-which costs far more than the arithmetic. The consumer reads the array when
-it takes a snapshot; a process worker sends ``totals_for`` with each result.
+The totals live in an ``array`` of doubles that the worker updates in place,
+so timing a batch hands the consumer no new objects: on the free-threaded
+build an object made by one thread and released by another makes its owner
+merge the reference counts later (biased reference counting). The consumer
+reads the array only when it takes a snapshot; a process worker sends
+``totals_for`` with each result.
 
 The same ``WorkerRuntime`` runs in a worker thread, a worker process and, for
 ``num_workers=0``, in the calling thread, so fetching semantics are written
@@ -147,7 +147,7 @@ class FetchSpec:
         replicate: ``None``, a ``ReplicaTemplate`` or a callable building a
             worker's dataset replica from the dataset (in the worker).
         timed: time each batch's fetch and collate (for ``iterator.stats``);
-            without it both timings stay 0.
+            without it no totals are kept (``totals_for`` is ``None``).
     """
 
     dataset: Any
