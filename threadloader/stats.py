@@ -1,15 +1,18 @@
 """Where an epoch's time goes: worker busy time, fetch and collate, the training loop's wait.
 
-In:  per batch, from the worker that made it, seconds spent fetching samples
-     and collating; from the consumer, seconds blocked waiting in ``next()``.
+In:  each worker's running totals for the epoch (fetch and collate seconds,
+     batches, slowest batch; ``WorkerRuntime.totals_for``), read when a
+     snapshot is taken; from the consumer, batches and samples yielded and
+     seconds blocked waiting in ``next()``.
 Out: ``EpochStats`` (``iterator.stats``), a snapshot with per-worker busy and
      idle time, totals, throughput and the share of the epoch the training
      loop waited; ``str()`` of it is a short summary. ``starvation_advice``
      turns the numbers into the likely cause when the loop waited too long.
 
 Ownership: a ``StatsRecorder`` belongs to one epoch iterator and is only
-touched from the consumer's thread; workers send their timings along with
-their results, so recording adds no shared state to the hot path.
+touched from the consumer's thread. Workers keep their own sums, so the
+consumer's per-batch bookkeeping is two counters, and it reads the workers'
+sums only for a snapshot (and once, to freeze them, at the epoch's end).
 """
 
 from __future__ import annotations
