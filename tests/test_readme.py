@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from threadloader import autoscale
+
 pytestmark = pytest.mark.timeout(180)
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -32,7 +34,16 @@ def _run(name: str, tmp_path: object, launcher: list[str] | None = None) -> list
 
 
 def test_readme_has_the_examples() -> None:
-    assert set(_examples()) == {"training_loop.py", "reproducible.py", "resume.py", "ddp.py"}
+    assert set(_examples()) == {"training_loop.py", "reproducible.py", "resume.py", "ddp.py", "auto_workers.py"}
+
+
+def test_auto_workers(tmp_path: object) -> None:
+    lines = _run("auto_workers.py", tmp_path)
+    if sys._is_gil_enabled():  # type: ignore[attr-defined]
+        assert lines == []  # processes: a fixed pool
+    else:
+        start = autoscale.initial_workers()
+        assert lines and f"{start} -> {start + 1} workers (grow:" in lines[0] and "latency-bound" in lines[0]
 
 
 def test_training_loop(tmp_path: object) -> None:

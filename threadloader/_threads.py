@@ -35,15 +35,22 @@ def _worker_loop(
     tasks: queue.SimpleQueue[Any],
     results: queue.SimpleQueue[Any],
     stop: threading.Event,
+    retired: list[int],
 ) -> None:
-    """Take tickets until a sentinel (``None``) or the stop event; post results."""
+    """Take tickets until a sentinel (``None``) or the stop event; post results.
+
+    A sentinel taken while the pool is open retires this worker (``retire_worker``):
+    its id goes to ``retired``, so that ``check_workers`` expects its end.
+    """
     runtime.start()
     worker_id = runtime.worker_id
     try:
         while True:
             # Blocking without a timeout is safe here: shutdown() always posts
-            # one sentinel per worker after setting the stop event.
+            # one sentinel per worker ever started after setting the stop event.
             task = tasks.get()
+            if task is None and not stop.is_set():
+                retired.append(worker_id)
             if task is None or stop.is_set():
                 return
             generation, seq, payload = task
@@ -70,7 +77,10 @@ class ThreadExecutor:
             per_worker_queues: one task queue per worker (iterable-style)
                 instead of one shared queue.
         """
-        self.num_workers = num_workers
+        self.num_workers = num_workers  # live workers: started and not retired
+        self._spec = spec
+        self._base_seed = base_seed
+        self._retired: list[int] = []  # appended by retiring workers
         self._stop = threading.Event()
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         queue_count = num_workers if per_worker_queues else 1
@@ -80,19 +90,45 @@ class ThreadExecutor:
         self._close_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._runtimes: list[WorkerRuntime] = []
-        for worker_id in range(num_workers):
-            runtime = WorkerRuntime(spec, worker_id, num_workers, base_seed + worker_id)
-            self._runtimes.append(runtime)
-            thread = threading.Thread(
-                target=_worker_loop,
-                args=(runtime, self._tasks[worker_id if per_worker_queues else 0], self._results, self._stop),
-                name=f"threadloader-worker-{worker_id}",
-                daemon=False,  # non-daemon: stopped by shutdown() and the exit hook, never killed mid-batch
-            )
-            self._threads.append(thread)
+        for _ in range(num_workers):
+            self._new_thread(num_workers)
         _lifecycle.register(self)
         for thread in self._threads:
             thread.start()
+
+    def _new_thread(self, num_workers: int) -> threading.Thread:
+        """Make (not start) the next worker's runtime and thread; its id is its position."""
+        worker_id = len(self._threads)
+        runtime = WorkerRuntime(self._spec, worker_id, num_workers, self._base_seed + worker_id)
+        self._runtimes.append(runtime)
+        thread = threading.Thread(
+            target=_worker_loop,
+            args=(runtime, self._tasks[worker_id if self._per_worker else 0], self._results, self._stop, self._retired),
+            name=f"threadloader-worker-{worker_id}",
+            daemon=False,  # non-daemon: stopped by shutdown() and the exit hook, never killed mid-batch
+        )
+        self._threads.append(thread)
+        return thread
+
+    def add_worker(self) -> None:
+        """Start one more worker on the shared task queue (map-style pools only)."""
+        if self._per_worker:
+            raise RuntimeError("threadloader: a pool with one task queue per worker cannot grow")
+        with self._close_lock:
+            if self._closed:
+                return
+            self.num_workers += 1
+            self._new_thread(self.num_workers).start()
+
+    def retire_worker(self) -> None:
+        """Let the next worker that is free end (map-style pools only); it finishes its batch first."""
+        if self._per_worker:
+            raise RuntimeError("threadloader: a pool with one task queue per worker cannot shrink")
+        with self._close_lock:
+            if self._closed or self.num_workers <= 1:
+                return
+            self.num_workers -= 1
+            self._tasks[0].put(None)
 
     def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
@@ -114,13 +150,14 @@ class ThreadExecutor:
         if self._closed:
             return
         for worker_id, thread in enumerate(self._threads):
-            if not thread.is_alive():
+            if not thread.is_alive() and worker_id not in self._retired:
                 raise WorkerDiedError(f"threadloader: worker thread {worker_id} ({thread.name}) ended unexpectedly")
 
     def discard_pending(self) -> None:
-        """Drop tickets no worker has taken yet (a persistent pool's old epoch)."""
+        """Drop tickets no worker has taken yet (a persistent pool's old epoch); keep retirement notices."""
         for tasks in self._tasks:
-            _drain(tasks)
+            for _ in range(_drain(tasks)):
+                tasks.put(None)
 
     def shutdown(self) -> None:
         """Stop every worker; idempotent and safe from any thread or finalizer."""
@@ -131,7 +168,7 @@ class ThreadExecutor:
         self._stop.set()
         for tasks in self._tasks:
             _drain(tasks)
-        for worker_id in range(self.num_workers):
+        for worker_id in range(len(self._threads)):  # retired ones too: one may not have taken its sentinel yet
             self._tasks[worker_id if self._per_worker else 0].put(None)
         _lifecycle.unregister(self)
         if not sys.is_finalizing():
@@ -148,9 +185,11 @@ class ThreadExecutor:
         return self._closed
 
 
-def _drain(q: queue.SimpleQueue[Any]) -> None:
+def _drain(q: queue.SimpleQueue[Any]) -> int:
+    """Empty ``q``; return how many sentinels (``None``) it held."""
+    sentinels = 0
     while True:
         try:
-            q.get_nowait()
+            sentinels += q.get_nowait() is None
         except queue.Empty:
-            return
+            return sentinels

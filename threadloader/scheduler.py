@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, Protocol
 
+from .autoscale import AutoScaler
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices
 from .stats import EpochStats, StatsRecorder, Timings
 from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, WorkerRuntime
@@ -46,6 +47,11 @@ class Executor(Protocol):
     def check_workers(self) -> None: ...
     def discard_pending(self) -> None: ...
     def shutdown(self) -> None: ...
+
+
+def _busy_seconds(executor: Executor, generation: int) -> float:
+    """The workers' fetch and collate seconds in epoch ``generation``, summed."""
+    return sum(timing[0] + timing[1] for timing in executor.timings(generation) if timing is not None)
 
 
 def raise_failure(failure: Failure, seq: int, indices: Any, where: str) -> None:
@@ -161,6 +167,7 @@ class EpochIterator:
         on_epoch_end: Callable[[EpochStats, bool], None] | None = None,
         split_first_batch: Callable[[Any], Any] | None = None,
         timed: bool = True,
+        autoscale: bool = False,
     ) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
 
@@ -184,6 +191,9 @@ class EpochIterator:
                 (shorter time to first batch); ``None`` to not split.
             timed: keep ``stats`` (else ``stats`` is ``None`` and the
                 workers' timings are ignored).
+            autoscale: grow or shrink the pool during the epoch
+                (``num_workers="auto"``; a thread pool with one shared task
+                queue, and ``timed``).
         """
         self.mode = executor.mode
         self.progress = resume or Progress()
@@ -192,6 +202,7 @@ class EpochIterator:
         self._index_batches = index_batches
         self._in_order = in_order
         self._timeout = timeout
+        self._prefetch_factor = prefetch_factor
         self._bound = max(1, prefetch_factor * executor.num_workers)
         self._next_seq = self.progress.done
         self._next_yield = self.progress.done
@@ -206,6 +217,11 @@ class EpochIterator:
         self._stats = StatsRecorder(self.mode, partial(executor.timings, generation)) if timed else None
         self._on_epoch_end = on_epoch_end
         self._split = _SplitBatch(split_first_batch) if split_first_batch and executor.num_workers > 1 else None
+        self._scaler: AutoScaler | None = None
+        if autoscale and self._stats is not None:
+            stats = self._stats
+            self._scaler = AutoScaler(executor, partial(_busy_seconds, executor, generation), lambda: stats.wait_s)
+            stats.scaling = self._scaler.decisions
         self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
         self._refill()
 
@@ -227,6 +243,10 @@ class EpochIterator:
             stats.batches += 1
             if type(indices) is list:
                 stats.samples += len(indices)
+            scaler = self._scaler
+            if scaler is not None and scaler.due() and scaler.step(stats.batches) is not None:
+                self._bound = max(1, self._prefetch_factor * self._executor.num_workers)
+                self._refill()  # a new worker finds tickets waiting
         if status == OK:
             return value
         raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))

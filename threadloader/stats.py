@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ class EpochStats:
         batches_per_s: ``batches / wall_s``.
         samples_per_s: ``samples / wall_s``.
         slowest_batch_s: the longest fetch + collate of one batch.
-        workers: per-worker numbers.
+        workers: per-worker numbers (with ``num_workers="auto"``, every
+            worker the epoch had, retired ones too).
+        scaling: with ``num_workers="auto"``, each change of the pool's size
+            (``threadloader.autoscale.ScalingDecision``), oldest first.
     """
 
     mode: str
@@ -73,6 +77,7 @@ class EpochStats:
     samples_per_s: float
     slowest_batch_s: float
     workers: tuple[WorkerStats, ...]
+    scaling: tuple[Any, ...] = ()
 
     @property
     def mean_batch_s(self) -> float:
@@ -99,6 +104,7 @@ class EpochStats:
                 f"  worker {w.worker_id}: {w.batches} batches, busy {w.busy_s:.2f} s "
                 f"(fetch {w.fetch_s:.2f} s, collate {w.collate_s:.2f} s), idle {w.idle_s:.2f} s"
             )
+        lines.extend(f"  scaling: {decision}" for decision in self.scaling)
         return "\n".join(lines)
 
 
@@ -114,7 +120,9 @@ class StatsRecorder:
     ``read_timings`` at each snapshot and frozen by ``end()``.
     """
 
-    __slots__ = ("_ended", "_final", "_mode", "_read", "_serial", "_started", "batches", "samples", "wait_s")
+    __slots__ = (
+        "_ended", "_final", "_mode", "_read", "_serial", "_started", "batches", "samples", "scaling", "wait_s"
+    )
 
     def __init__(self, mode: str, read_timings: Callable[[], Timings]) -> None:
         """Start the epoch's clock.
@@ -132,6 +140,7 @@ class StatsRecorder:
         self.batches = 0
         self.samples = 0
         self.wait_s = 0.0
+        self.scaling: list[Any] = []  # the epoch's autoscale decisions, appended by its AutoScaler
 
     def end(self) -> None:
         """Freeze the clock and the workers' totals at the epoch's end."""
@@ -164,6 +173,7 @@ class StatsRecorder:
             samples_per_s=self.samples * per_s,
             slowest_batch_s=slowest,
             workers=tuple(workers),
+            scaling=tuple(self.scaling),
         )
 
 
