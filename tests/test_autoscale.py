@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from sample_datasets import RangeDataset, SlowDataset, ShardedIterable, list_collate
+from sample_datasets import RangeDataset, ShardedIterable, SlowDataset, list_collate
 
 from threadloader import DataLoader, autoscale
 from threadloader._threads import ThreadExecutor

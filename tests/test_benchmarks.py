@@ -12,8 +12,8 @@ import pytest
 # threadloader (what tox tests) still comes first on the path.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import report, run  # noqa: E402
-from benchmarks.labels import LOADER_ORDER, default_loaders_for  # noqa: E402
+from benchmarks import report, run
+from benchmarks.labels import LOADER_ORDER, default_loaders_for
 
 pytestmark = pytest.mark.timeout(60)
 
