@@ -15,6 +15,7 @@ LOADER_ORDER: tuple[str, ...] = (
     "threadloader",
     "threadloader-replicate",
     "threadloader-nostats",
+    "threadloader-auto",
     "torch",
     "torchdata",
     "threadpool",
@@ -26,16 +27,18 @@ REFERENCE = "torch"
 
 #: Loaders measured only in thread-mode runs (``--mode thread``, or ``auto``
 #: where the GIL is off): they always run threads, whatever ``--mode`` says.
-THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats"})
+THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats", "threadloader-auto"})
 
 #: Loaders measured by default on these workloads only (all of them when named
 #: with ``--loader``): ``replicate=True`` copies the dataset's Python objects,
 #: which only the Python-heavy and the memory workloads have; what
 #: ``stats=False`` saves shows only where the loader's own cost is the whole cost
-#: (the stats workload).
+#: (the stats workload); ``num_workers="auto"`` has most to show where
+#: samples wait rather than compute (the io workload).
 DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {
     "threadloader-replicate": ("python", "memory"),
     "threadloader-nostats": ("stats",),
+    "threadloader-auto": ("io",),
 }
 
 #: Workloads that by default measure only these loaders, and only where all
@@ -46,6 +49,8 @@ _LABELS: dict[str, str] = {
     "threadloader": "threadloader",
     "threadloader-replicate": "threadloader (thread, replicate)",
     "threadloader-nostats": "threadloader (stats=False)",
+    "threadloader-auto": 'threadloader (thread, num_workers="auto")',
+
     "torch": "torch DataLoader",
     "torchdata": "torchdata ParallelMapper",
     "threadpool": "bare thread pool",

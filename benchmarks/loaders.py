@@ -20,6 +20,11 @@ Loaders (keys of ``LOADERS``):
                   ``threadloader.DataLoader(stats=False)``: no per-batch
                   timing, to measure what ``iterator.stats`` costs. Thread-mode
                   runs only, and by default only the stats workload.
+    threadloader-auto
+                  ``threadloader.DataLoader(mode="thread", num_workers="auto")``:
+                  starts two threads and grows or shrinks the pool during the
+                  pass; not the shared worker count. Thread-mode runs only, and
+                  by default only the io workload.
     torch         ``torch.utils.data.DataLoader``: worker processes (torch's
                   default start method), torch's default collate.
     torchdata     ``torchdata.nodes.ParallelMapper(method="thread")`` mapping
@@ -113,7 +118,13 @@ class ThreadloaderSession(LoaderSession):
     name = "threadloader"
 
     def __init__(
-        self, *args: Any, serial: bool = False, replicate: bool = False, stats: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        serial: bool = False,
+        replicate: bool = False,
+        stats: bool = True,
+        auto_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Keep the settings (see ``LoaderSession``).
 
@@ -122,12 +133,14 @@ class ThreadloaderSession(LoaderSession):
             serial: load in the calling thread (``num_workers=0``).
             replicate: threadloader's ``replicate`` argument.
             stats: threadloader's ``stats`` argument.
+            auto_workers: ``num_workers="auto"`` instead of the shared count.
             **kwargs: ``LoaderSession``'s keyword arguments.
         """
         super().__init__(*args, **kwargs)
         self._serial = serial
         self._replicate = replicate
         self._stats = stats
+        self._auto_workers = auto_workers
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
 
@@ -145,7 +158,7 @@ class ThreadloaderSession(LoaderSession):
             workload.dataset,
             batch_size=workload.batch_size,
             sampler=workload.indices,
-            num_workers=workers,
+            num_workers="auto" if self._auto_workers else workers,
             prefetch_factor=self.prefetch if workers else None,
             mode=self.requested_mode,
             seed=self.seed,
@@ -183,6 +196,16 @@ class NoStatsSession(ThreadloaderSession):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Keep the settings (see ``LoaderSession``)."""
         super().__init__(*args, stats=False, **kwargs)
+
+
+class AutoWorkersSession(ThreadloaderSession):
+    """``threadloader.DataLoader(mode="thread", num_workers="auto")``: the pool sizes itself during the pass."""
+
+    name = "threadloader-auto"
+
+    def __init__(self, workload: Workload, workers: int, prefetch: int, mode: str, seed: int) -> None:
+        """Keep the settings; ``workers`` is ignored (the pool starts at two) and the mode is threads."""
+        super().__init__(workload, workers, prefetch, "thread", seed, auto_workers=True)
 
 
 class SerialSession(ThreadloaderSession):
@@ -320,6 +343,7 @@ LOADERS: dict[str, type[LoaderSession]] = {
     "threadloader": ThreadloaderSession,
     "threadloader-replicate": ReplicateSession,
     "threadloader-nostats": NoStatsSession,
+    "threadloader-auto": AutoWorkersSession,
     "torch": TorchSession,
     "torchdata": TorchdataSession,
     "threadpool": ThreadPoolSession,

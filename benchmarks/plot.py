@@ -29,6 +29,7 @@ COLOURS: dict[str, str] = {
     "threadloader": "#d62728",
     "threadloader-replicate": "#ff7f0e",
     "threadloader-nostats": "#e377c2",
+    "threadloader-auto": "#bcbd22",
     "torch": "#1f77b4",
     "torchdata": "#9467bd",
     "threadpool": "#2ca02c",

@@ -13,10 +13,11 @@ machine hits all loaders alike. A background thread samples the process
 tree's PSS throughout and is stopped before the JSON is written.
 
 Without ``--loader``, a run measures every loader that can run here except
-that ``threadloader-replicate`` and ``threadloader-nostats`` run only where
-threadloader's mode is threads, the first only on the python and memory
-workloads, the second only on the stats workload, which measures nothing
-else (``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``,
+that ``threadloader-replicate``, ``threadloader-nostats`` and
+``threadloader-auto`` run only where threadloader's mode is threads: the
+first only on the python and memory workloads, the second only on the stats
+workload, which measures nothing else, the third only on the io workload
+(``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``,
 ``labels.ONLY_LOADERS_OF``); loaders named with ``--loader`` run on every
 chosen workload.
 
@@ -101,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         metavar="NAME[,NAME]",
         help=f"loaders to compare, on every chosen workload (default: all of {','.join(LOADERS)}, "
-        "threadloader-replicate in thread mode on python and memory only)",
+        "the threadloader variants in thread mode on some workloads only, see labels.py)",
     )
     parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
     parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")

@@ -27,7 +27,9 @@ def test_latency_bound_epoch_grows_the_pool_and_delivers_every_sample_once() -> 
     assert all("latency-bound" in d.reason and d.cpu_share < autoscale.LATENCY_CPU_SHARE for d in grown)
     assert len(stats.workers) == stats.scaling[-1].workers_after  # every worker it had, each in the stats
     assert sum(w.batches for w in stats.workers) == 300
-    assert "scaling: " in str(stats) and f"-> {autoscale.initial_workers() + 1} workers" in str(stats)
+    start = autoscale.initial_workers()
+    assert stats.scaling[0].workers_before == start and stats.scaling[0].workers_after == 2 * start  # doubled
+    assert "scaling: " in str(stats) and f"{start} -> {2 * start} workers (grow:" in str(stats)
 
 
 def test_idle_workers_are_retired_but_never_the_last() -> None:

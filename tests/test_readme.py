@@ -43,7 +43,7 @@ def test_auto_workers(tmp_path: object) -> None:
         assert lines == []  # processes: a fixed pool
     else:
         start = autoscale.initial_workers()
-        assert lines and f"{start} -> {start + 1} workers (grow:" in lines[0] and "latency-bound" in lines[0]
+        assert lines and f"{start} -> {2 * start} workers (grow:" in lines[0] and "latency-bound" in lines[0]
 
 
 def test_training_loop(tmp_path: object) -> None:

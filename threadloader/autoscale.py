@@ -12,10 +12,11 @@ The rules, in order:
 
 - **grow** when the loop waited for more than 10% of the window while the
   workers were busy for more than 75% of it: the workers are the
-  bottleneck. Up to the machine's CPU count, or, when the process used less
-  than half of the CPUs although its workers were busy (they wait on I/O or
-  a remote store: latency-bound work), up to four workers per CPU (at most
-  32).
+  bottleneck. Up to the machine's CPU count, one worker per window; or, when
+  the process used less than half of the CPUs although its workers were busy
+  (they wait on I/O or a remote store: latency-bound work), up to four
+  workers per CPU (at most 32), doubling the pool while the loop waits for
+  more than half of the window (one worker at a time after that).
 - **shrink** (never below one worker) when the loop did not wait (under 1%)
   and the workers were busy for less than 40% of the window: they are
   idle, and each thread costs memory and scheduling.
@@ -35,6 +36,7 @@ from typing import Any
 
 WINDOW_S = 0.25
 GROW_WAIT_SHARE = 0.10
+DOUBLE_WAIT_SHARE = 0.5
 GROW_BUSY_SHARE = 0.75
 SHRINK_WAIT_SHARE = 0.01
 SHRINK_BUSY_SHARE = 0.40
@@ -138,7 +140,9 @@ class AutoScaler:
         latency_bound = cpu_share < LATENCY_CPU_SHARE
         limit = min(MAX_WORKERS, LATENCY_WORKERS_PER_CPU * self._cpus) if latency_bound else self._cpus
         if wait_share > GROW_WAIT_SHARE and busy_share > GROW_BUSY_SHARE and workers < limit:
-            self._executor.add_worker()
+            added = workers if latency_bound and wait_share > DOUBLE_WAIT_SHARE else 1
+            for _ in range(min(added, limit - workers)):
+                self._executor.add_worker()
             kind = "latency-bound: busy workers, idle CPUs" if latency_bound else "workers saturated, CPUs to spare"
             reason = f"grow: the loop waited and the workers were busy ({kind})"
         elif wait_share < SHRINK_WAIT_SHARE and busy_share < SHRINK_BUSY_SHARE and workers > 1:
