@@ -12,12 +12,14 @@ Out: ``dataset[i] == i``, batch size 1, as in the overhead workload, but
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from . import overhead
 from .base import Workload, scaled
-from .overhead import TrivialDataset
 
 
 def build(quick: bool, batches: int | None) -> Workload:
-    """Build the stats workload.
+    """Build the stats workload: the overhead workload with longer passes and more of them.
 
     Args:
         quick: tiny sizes for a smoke test.
@@ -26,14 +28,9 @@ def build(quick: bool, batches: int | None) -> Workload:
     Returns:
         The workload (no simulated training step, as for the overhead workload).
     """
-    count = batches or scaled(20_000, 400, quick)
-    return Workload(
+    return replace(
+        overhead.build(quick, batches or scaled(20_000, 400, quick)),
         name="stats",
         description="trivial int samples, batch size 1, long passes: threadloader with and without stats",
-        dataset=TrivialDataset(count),
-        batch_size=1,
-        indices=range(count),
-        step_s=0.0,
         repeat=scaled(9, 3, quick),
-        params={"length": count},
     )
