@@ -99,3 +99,25 @@ def test_a_pool_retires_exactly_the_workers_asked_and_shuts_down_cleanly() -> No
     finally:
         pool.shutdown()
     assert not any(t.is_alive() for t in pool._threads)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_stress_resizing_pool_delivers_every_sample_exactly_once_over_many_epochs(in_order: bool) -> None:
+    loader = DataLoader(RangeDataset(240, max_sleep=0.006, seed=3), batch_size=3, shuffle=True, seed=11,
+                        num_workers="auto", mode="thread", persistent_workers=True, in_order=in_order,
+                        collate_fn=list_collate)
+    grew = shrank = 0
+    try:
+        for epoch in range(6):
+            it = iter(loader)
+            samples = []
+            for batch in it:
+                samples.extend(batch)
+                if epoch % 2:
+                    time.sleep(0.01)  # odd epochs: a training loop slower than loading, so the pool shrinks
+            assert sorted(samples) == list(range(240)), f"epoch {epoch}"
+            grew += sum(d.workers_after > d.workers_before for d in it.stats.scaling)
+            shrank += sum(d.workers_after < d.workers_before for d in it.stats.scaling)
+    finally:
+        loader.close()
+    assert grew and shrank  # the pool changed size both ways while batches were in flight
