@@ -44,7 +44,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.utils.data
 
@@ -117,30 +117,17 @@ class ThreadloaderSession(LoaderSession):
 
     name = "threadloader"
 
-    def __init__(
-        self,
-        *args: Any,
-        serial: bool = False,
-        replicate: bool = False,
-        stats: bool = True,
-        auto_workers: bool = False,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, serial: bool = False, options: dict[str, Any] | None = None) -> None:
         """Keep the settings (see ``LoaderSession``).
 
         Args:
             *args: ``LoaderSession``'s arguments.
             serial: load in the calling thread (``num_workers=0``).
-            replicate: threadloader's ``replicate`` argument.
-            stats: threadloader's ``stats`` argument.
-            auto_workers: ``num_workers="auto"`` instead of the shared count.
-            **kwargs: ``LoaderSession``'s keyword arguments.
+            options: ``DataLoader`` arguments that a variant sets differently.
         """
-        super().__init__(*args, **kwargs)
+        super().__init__(*args)
         self._serial = serial
-        self._replicate = replicate
-        self._stats = stats
-        self._auto_workers = auto_workers
+        self._options = options or {}
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
 
@@ -158,12 +145,9 @@ class ThreadloaderSession(LoaderSession):
             workload.dataset,
             batch_size=workload.batch_size,
             sampler=workload.indices,
-            num_workers="auto" if self._auto_workers else workers,
             prefetch_factor=self.prefetch if workers else None,
-            mode=self.requested_mode,
             seed=self.seed,
-            replicate=self._replicate,
-            stats=self._stats,
+            **{"num_workers": workers, "mode": self.requested_mode, **self._options},
         )
         self._iterator = iter(self._loader)
         self.mode = self._iterator.mode
@@ -178,34 +162,36 @@ class ThreadloaderSession(LoaderSession):
             self._loader = None
 
 
-class ReplicateSession(ThreadloaderSession):
-    """``threadloader.DataLoader(mode="thread", replicate=True)``: a private dataset replica per worker thread."""
+class ThreadVariantSession(ThreadloaderSession):
+    """threadloader in thread mode, whatever the run's ``--mode``, with ``options`` changed."""
+
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *args: Any) -> None:
+        """Keep the settings (see ``LoaderSession``); the mode is always threads."""
+        super().__init__(*args, options=self.options)
+        self.requested_mode = "thread"
+
+
+class ReplicateSession(ThreadVariantSession):
+    """``replicate=True``: a private dataset replica per worker thread."""
 
     name = "threadloader-replicate"
-
-    def __init__(self, workload: Workload, workers: int, prefetch: int, mode: str, seed: int) -> None:
-        """Keep the settings; ``mode`` is ignored: this loader always runs threads."""
-        super().__init__(workload, workers, prefetch, "thread", seed, replicate=True)
+    options: ClassVar[dict[str, Any]] = {"replicate": True}
 
 
-class NoStatsSession(ThreadloaderSession):
-    """``threadloader.DataLoader(stats=False)``: no per-batch timing, to measure what ``iterator.stats`` costs."""
+class NoStatsSession(ThreadVariantSession):
+    """``stats=False``: no per-batch timing, to measure what ``iterator.stats`` costs."""
 
     name = "threadloader-nostats"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Keep the settings (see ``LoaderSession``)."""
-        super().__init__(*args, stats=False, **kwargs)
+    options: ClassVar[dict[str, Any]] = {"stats": False}
 
 
-class AutoWorkersSession(ThreadloaderSession):
-    """``threadloader.DataLoader(mode="thread", num_workers="auto")``: the pool sizes itself during the pass."""
+class AutoWorkersSession(ThreadVariantSession):
+    """``num_workers="auto"``: the pool starts at two threads and sizes itself during the pass."""
 
     name = "threadloader-auto"
-
-    def __init__(self, workload: Workload, workers: int, prefetch: int, mode: str, seed: int) -> None:
-        """Keep the settings; ``workers`` is ignored (the pool starts at two) and the mode is threads."""
-        super().__init__(workload, workers, prefetch, "thread", seed, auto_workers=True)
+    options: ClassVar[dict[str, Any]] = {"num_workers": "auto"}
 
 
 class SerialSession(ThreadloaderSession):
@@ -213,8 +199,8 @@ class SerialSession(ThreadloaderSession):
 
     name = "serial"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, serial=True, **kwargs)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args, serial=True)
 
 
 class TorchSession(LoaderSession):

@@ -13,12 +13,12 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, run
-from benchmarks.labels import LOADER_ORDER, default_loaders_for
+from benchmarks.labels import LOADER_ORDER, THREAD_MODE_ONLY, default_loaders_for
 
 pytestmark = pytest.mark.timeout(60)
 
 THREAD_RUN = list(LOADER_ORDER)  # what a thread-mode run has (torchdata assumed importable)
-PROCESS_RUN = [name for name in LOADER_ORDER if name not in ("threadloader-replicate", "threadloader-nostats")]
+PROCESS_RUN = [name for name in LOADER_ORDER if name not in THREAD_MODE_ONLY]
 
 
 def test_stats_workload_compares_threadloader_with_itself_in_thread_runs_only() -> None:
@@ -29,8 +29,10 @@ def test_stats_workload_compares_threadloader_with_itself_in_thread_runs_only() 
 def test_variant_loaders_run_on_their_workloads_only() -> None:
     assert "threadloader-replicate" in default_loaders_for("python", THREAD_RUN)
     assert "threadloader-replicate" in default_loaders_for("memory", THREAD_RUN)
+    assert "threadloader-auto" in default_loaders_for("io", THREAD_RUN)
+    assert "threadloader-auto" not in default_loaders_for("io", PROCESS_RUN)
     image = default_loaders_for("image", THREAD_RUN)
-    assert "threadloader-replicate" not in image and "threadloader-nostats" not in image
+    assert not THREAD_MODE_ONLY & set(image)
     assert {"threadloader", "torch", "serial"} <= set(image)
 
 

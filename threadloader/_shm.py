@@ -98,25 +98,37 @@ def encode(
     """
     buffer = io.BytesIO()
     pickler = _ArrayPickler(buffer, arena)
-    pickler.dump(batch)
-    copied = [(kind, array, meta) for kind, array, meta in pickler.arrays if kind != "torch_file"]
+    try:
+        pickler.dump(batch)
+        return _write_batch_file(buffer.getvalue(), pickler.arrays, prefix)
+    except BaseException:
+        for kind, name, _meta in pickler.arrays:  # files taken from the arena now belong to no one
+            if kind == "torch_file":
+                discard(name)
+        raise
+
+
+def _write_batch_file(
+    pickled: bytes, arrays: list[tuple[str, Any, Any]], prefix: str
+) -> tuple[bytes, str | None, list[tuple[str, Any, Any, Any]]]:
+    """Copy the arrays not already in a file of their own into one new file; return ``encode``'s result."""
     layout: list[tuple[str, Any, Any, Any]] = []
     offset = 0
-    for kind, array, meta in pickler.arrays:
+    for kind, array, meta in arrays:
         if kind == "torch_file":
             layout.append((kind, array, meta[0], meta[1]))
             continue
         layout.append((kind, offset, array.dtype if kind == "numpy" else meta[0], array.shape if kind == "numpy" else meta[1]))
         offset += -(-array.nbytes // _ALIGN) * _ALIGN
-    if not copied:
-        return buffer.getvalue(), None, layout
+    if not offset:  # every array copied here has at least MIN_SHM_BYTES
+        return pickled, None, layout
     name = f"{prefix}-{os.getpid()}-{next(_counter)}"
     path = os.path.join(SHM_DIR, name)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.ftruncate(fd, offset)
         with mmap.mmap(fd, offset) as mapped:
-            for (kind, array, _meta), (_, start, _dtype, _shape) in zip(pickler.arrays, layout):
+            for (kind, array, _meta), (_, start, _dtype, _shape) in zip(arrays, layout):
                 if kind != "torch_file" and array.nbytes:
                     target = np.frombuffer(mapped, dtype=np.uint8, count=array.nbytes, offset=start)
                     target[:] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
@@ -126,7 +138,7 @@ def encode(
         raise
     finally:
         os.close(fd)
-    return buffer.getvalue(), name, layout
+    return pickled, name, layout
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -95,13 +95,20 @@ class AutoScaler:
     Owned by the epoch iterator and called only from the consumer's thread.
     """
 
-    def __init__(self, executor: Any, busy_totals: Callable[[], float], wait_total: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        executor: Any,
+        busy_totals: Callable[[], float],
+        wait_total: Callable[[], float],
+        log: list[ScalingDecision],
+    ) -> None:
         """Start the first window.
 
         Args:
             executor: the thread pool (``num_workers``, ``add_worker()``, ``retire_worker()``).
             busy_totals: returns the workers' busy seconds this epoch, summed.
             wait_total: returns the seconds the loop waited this epoch.
+            log: where each decision is appended (the epoch's ``stats.scaling``).
         """
         self._executor = executor
         self._busy_totals = busy_totals
@@ -112,7 +119,7 @@ class AutoScaler:
         self._cpu_start = time.process_time()
         self._busy_start = 0.0
         self._wait_start = 0.0
-        self.decisions: list[ScalingDecision] = []
+        self._log = log
 
     def due(self) -> bool:
         """True when a window has passed (cheap enough to ask after every batch)."""
@@ -154,5 +161,5 @@ class AutoScaler:
             now - self._started, batches, workers, self._executor.num_workers, wait_share, busy_share, cpu_share,
             reason,
         )
-        self.decisions.append(decision)
+        self._log.append(decision)
         return decision

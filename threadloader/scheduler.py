@@ -220,8 +220,9 @@ class EpochIterator:
         self._scaler: AutoScaler | None = None
         if autoscale and self._stats is not None:
             stats = self._stats
-            self._scaler = AutoScaler(executor, partial(_busy_seconds, executor, generation), lambda: stats.wait_s)
-            stats.scaling = self._scaler.decisions
+            self._scaler = AutoScaler(
+                executor, partial(_busy_seconds, executor, generation), lambda: stats.wait_s, stats.scaling
+            )
         self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
         self._refill()
 

@@ -21,7 +21,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .autoscale import ScalingDecision
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class EpochStats:
     samples_per_s: float
     slowest_batch_s: float
     workers: tuple[WorkerStats, ...]
-    scaling: tuple[Any, ...] = ()
+    scaling: tuple[ScalingDecision, ...] = ()
 
     @property
     def mean_batch_s(self) -> float:
@@ -140,7 +143,7 @@ class StatsRecorder:
         self.batches = 0
         self.samples = 0
         self.wait_s = 0.0
-        self.scaling: list[Any] = []  # the epoch's autoscale decisions, appended by its AutoScaler
+        self.scaling: list[ScalingDecision] = []  # the epoch's autoscale decisions, appended by its AutoScaler
 
     def end(self) -> None:
         """Freeze the clock and the workers' totals at the epoch's end."""
