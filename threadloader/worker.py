@@ -116,10 +116,11 @@ class Failure:
             object.__setattr__(self, "traceback", self.exc.__traceback__)
 
 
-# A worker's ``totals`` array: the epoch's sums, then when the last collate started. 32 doubles (256
-# bytes): no other object shares its cache lines, so the worker's writes do not bounce lines that the
-# consumer writes when it frees objects this worker made (the allocator packs small blocks together).
-_GENERATION, _BUSY, _COLLATE, _BATCHES, _SLOWEST, _COLLATE_STARTED = range(6)
+# _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch and its sums, at these indices (the per-batch
+# path writes them as literals). 32 doubles (256 bytes): no other object shares its cache lines, so the
+# worker's writes do not bounce lines that the consumer writes when it frees objects this worker made (the
+# allocator packs small blocks together).
+_GENERATION, _BUSY, _COLLATE, _BATCHES, _SLOWEST = range(5)
 _TOTALS_SIZE = 32
 
 
@@ -187,8 +188,8 @@ class WorkerRuntime:
             else WorkerInfo(worker_id, num_workers, seed, spec.dataset, np.random.default_rng(seed))
         )
         self._init_failure: Failure | None = None
-        self.totals = _new_totals(-1)  # written only by this worker, replaced by it at each new epoch
-        self._timed = spec.timed
+        # Written only by this worker, replaced by it at each new epoch; None when untimed.
+        self.totals: array[float] | None = _new_totals(-1) if spec.timed else None
         self._iterator: Any = None
         self._generation: int | None = None
         self._exhausted = False
@@ -241,23 +242,21 @@ class WorkerRuntime:
             failed or not, a part of a split batch only as part 0, an
             exhausted iterator not at all).
         """
-        if not self._timed:
-            return self._run(generation, payload)
         totals = self.totals
-        if totals[_GENERATION] != generation:  # a new epoch: new sums, made here so this worker's heap holds them
+        if totals is None:
+            return self._run(generation, payload)
+        # Literal indices below (see ``_TOTALS_LAYOUT``): the free-threaded 3.13 interpreter does not
+        # specialise, so every global name read on this per-batch path is a dictionary lookup.
+        if totals[0] != generation:  # a new epoch: new sums, made here so this worker's heap holds them
             self.totals = totals = _new_totals(generation)
         started = perf_counter()
         status, value = self._run(generation, payload)
-        ended = perf_counter()
-        collate_started = totals[_COLLATE_STARTED]
-        busy = ended - started
-        totals[_BUSY] += busy
-        if collate_started > started:
-            totals[_COLLATE] += ended - collate_started
-        if busy > totals[_SLOWEST]:  # noqa: PLR1730  (a call to max() costs more on the hot path)
-            totals[_SLOWEST] = busy
+        busy = perf_counter() - started
+        totals[1] += busy  # busy
+        if busy > totals[4]:  # noqa: PLR1730  (slowest; a call to max() costs more on the hot path)
+            totals[4] = busy
         if status != EXHAUSTED and (type(payload) is not BatchPart or not payload.number or status == ERROR):
-            totals[_BATCHES] += 1.0
+            totals[3] += 1.0  # batches
         return status, value
 
     def totals_for(self, generation: int) -> tuple[float, float, int, float] | None:
@@ -267,7 +266,7 @@ class WorkerRuntime:
         snapshot taken while the worker runs may lag by the batch in progress.
         """
         totals = self.totals
-        if not self._timed or totals[_GENERATION] != generation:
+        if totals is None or totals[_GENERATION] != generation:
             return None
         collate_s = totals[_COLLATE]
         return totals[_BUSY] - collate_s, collate_s, int(totals[_BATCHES]), totals[_SLOWEST]
@@ -354,14 +353,17 @@ class WorkerRuntime:
         return self._collate(data)
 
     def _collate(self, data: Any) -> tuple[int, Any]:
-        if self._timed:
-            self.totals[_COLLATE_STARTED] = perf_counter()
+        totals = self.totals
+        started = 0.0 if totals is None else perf_counter()
         try:
             batch = self.spec.collate_fn(data)
             if self.spec.pin_memory:
                 batch = _pin(batch)
         except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
             return ERROR, Failure(exc, "collate_fn" if not self.spec.pin_memory else "collate_fn or pin_memory")
+        finally:
+            if totals is not None:
+                totals[2] += perf_counter() - started  # collate (the run's totals: run() renews them first)
         return OK, batch
 
 
