@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -59,25 +60,120 @@ def test_uncollated_numpy_arrays_travel_in_process_mode() -> None:
     assert all(isinstance(s["x"], np.ndarray) for b in batches for s in b)
 
 
-def test_arena_tensors_travel_by_file_name_and_the_rest_is_unlinked() -> None:
+def test_arena_tensors_travel_by_file_name_and_the_rest_is_freed() -> None:
     torch = pytest.importorskip("torch")
     from threadloader._shm_collate import ShmArena, make_collate
 
     prefix = f"threadloader-{os.getpid()}-arena"
     arena = ShmArena(prefix)
     collate = make_collate(arena)
-    batch = collate([{"x": torch.full((32, 32), float(i)), "y": i, "z": np.ones(2048)} for i in range(4)])
-    assert len(arena.files) == 2  # x and z stacked into files of their own; y is small
-    kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
-    pickled, name, layout = _shm.encode({"x": kept_x, "z": cut_z}, prefix, arena)
-    assert [kind for kind, *_ in layout] == ["torch_file", "torch"]
-    arena.release()
-    assert not arena.files
-    assert _leftovers(prefix) == 2  # the file x travels in, and the batch's own file for the slice
-    out = _shm.decode(pickled, name, layout)
-    assert _leftovers(prefix) == 0
-    assert torch.equal(out["x"], kept_x) and torch.equal(out["z"], cut_z)
-    assert out["x"].dtype == torch.float32 and out["x"].shape == (4, 32, 32)
+    try:
+        batch = collate([{"x": torch.full((32, 32), float(i)), "y": i, "z": np.ones(2048)} for i in range(4)])
+        assert len(arena.files) == 2  # x and z stacked into recycled files; y is small
+        kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
+        pickled, name, layout = _shm.encode({"x": kept_x, "z": cut_z}, prefix, arena)
+        assert [kind for kind, *_ in layout] == ["torch_file", "torch"]
+        x_file, _state_name, x_slot = layout[0][1]
+        arena.release()
+        assert not arena.files
+        assert list(arena._state[:3]) == [_shm.IN_USE if slot == x_slot else _shm.FREE for slot in range(3)]
+        assert _leftovers(prefix) == 4  # the state file, x's and z's recycled files, the batch's own file
+        out = _shm.decode(pickled, name, layout)
+        assert _leftovers(prefix) == 3  # the batch's file is unlinked once mapped; recycled files stay
+        assert torch.equal(out["x"], kept_x) and torch.equal(out["z"], cut_z)
+        assert out["x"].dtype == torch.float32 and out["x"].shape == (4, 32, 32)
+        view = out["x"][1:]
+        del out
+        gc.collect()
+        assert arena._state[x_slot] == _shm.IN_USE  # a view of the tensor still holds the file
+        del view
+        gc.collect()
+        assert arena._state[x_slot] == _shm.FREE
+    finally:
+        _shm.remove_leftovers(prefix)
+        _shm.forget_slot_tables(prefix)
+
+
+def _send(arena: object, batch: object, prefix: str) -> object:
+    """A worker's encode and release, then the parent's decode, in this one process."""
+    encoded = _shm.encode(batch, prefix, arena)
+    arena.release()  # type: ignore[attr-defined]
+    return _shm.decode(*encoded)
+
+
+def test_recycled_files_are_reused_only_once_the_parent_is_done() -> None:
+    torch = pytest.importorskip("torch")
+    from threadloader._shm_collate import ShmArena, make_collate
+
+    prefix = f"threadloader-{os.getpid()}-recycle"
+    arena = ShmArena(prefix, slots=2)
+    collate = make_collate(arena)
+    try:
+        first = _send(arena, collate([torch.full((64, 64), 1.0)] * 4), prefix)
+        names = set(os.listdir(_shm.SHM_DIR))
+        held = _send(arena, collate([torch.full((64, 64), 2.0)] * 4), prefix)  # first's file is in use
+        assert set(os.listdir(_shm.SHM_DIR)) - names  # so a second file was made
+        spill = _send(arena, collate([torch.full((64, 64), 3.0)] * 4), prefix)  # both in use: a one-off file
+        assert bool((first == 1.0).all()) and bool((held == 2.0).all()) and bool((spill == 3.0).all())
+        assert _leftovers(prefix) == 3  # the state file and two recycled files; the one-off one is unlinked
+        del first, spill
+        gc.collect()
+        names = set(os.listdir(_shm.SHM_DIR))
+        again = _send(arena, collate([torch.full((64, 64), 4.0)] * 4), prefix)
+        assert set(os.listdir(_shm.SHM_DIR)) == names  # written into first's file: no new file
+        assert bool((again == 4.0).all()) and bool((held == 2.0).all())  # the held batch is untouched
+        other_size = _send(arena, collate([torch.full((64, 32), 5.0)] * 4), prefix)
+        assert bool((other_size == 5.0).all()) and other_size.shape == (4, 64, 32)
+        assert bool((again == 4.0).all()) and bool((held == 2.0).all())
+    finally:
+        _shm.remove_leftovers(prefix)
+        _shm.forget_slot_tables(prefix)
+
+
+def test_a_dropped_batch_gives_its_recycled_file_back() -> None:
+    torch = pytest.importorskip("torch")
+    from threadloader._shm_collate import ShmArena, make_collate
+
+    prefix = f"threadloader-{os.getpid()}-dropped"
+    arena = ShmArena(prefix, slots=1)
+    collate = make_collate(arena)
+    try:
+        encoded = _shm.encode(collate([torch.zeros(64, 64)] * 4), prefix, arena)
+        arena.release()
+        assert arena._state[0] == _shm.IN_USE
+        _shm.discard_encoded(*encoded)  # e.g. a stale epoch's batch, never rebuilt
+        assert arena._state[0] == _shm.FREE
+    finally:
+        _shm.remove_leftovers(prefix)
+        _shm.forget_slot_tables(prefix)
+
+
+def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    files: list[str] = []
+    decode = _shm.decode
+
+    def spy(pickled: bytes, name: str | None, layout: list[tuple[str, object, object, object]]) -> object:
+        files.extend(where[0] for kind, where, *_ in layout if kind == "torch_file" and isinstance(where, tuple))
+        return decode(pickled, name, layout)
+
+    monkeypatch.setattr(_shm, "decode", spy)
+    dataset = ArrayDataset(48, size=8192)
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, mode="process", persistent_workers=True, shuffle=True)
+    held: list[tuple[list[int], torch.Tensor]] = []
+    try:
+        for epoch in range(4):
+            for batch in loader:
+                if epoch < 2:  # two epochs dropped as they go, two epochs all held to the end
+                    continue
+                held.append((batch["y"].tolist(), batch["x"]))
+    finally:
+        loader.close()
+    assert len(files) == 4 * 11  # every batch but each epoch's first (split over the workers) came in a file
+    assert len(set(files[: 2 * 11])) <= 2 * 8  # recycled while batches are dropped: a few files per worker
+    assert len(held) == 2 * 12
+    for indices, x in held:  # no batch was overwritten while it was held, though files were reused
+        np.testing.assert_array_equal(x[:, 0].numpy(), np.asarray(indices, dtype=x.numpy().dtype))
 
 
 def test_arena_collate_keeps_torch_semantics() -> None:
@@ -96,7 +192,8 @@ def test_arena_collate_keeps_torch_semantics() -> None:
     with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
         collate([torch.zeros(2048), torch.zeros(2049)])
     arena.release()
-    assert _leftovers(f"threadloader-{os.getpid()}-semantics") == 0
+    assert not any(arena._state[:])  # every file went back to the arena
+    assert _shm.remove_leftovers(f"threadloader-{os.getpid()}-semantics") == 2  # its state file, one recycled file
 
 
 def test_process_mode_stacks_batches_into_shared_memory_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,8 +135,12 @@ def _process_main(
     parent = multiprocessing.parent_process()
     arena = None
     if shm_prefix and torch is not None and spec.collate_fn is default_collate:
-        arena = ShmArena(shm_prefix)  # stack batches straight into shared memory, as torch's workers do
-        spec = replace(spec, collate_fn=make_collate(arena))
+        try:
+            arena = ShmArena(shm_prefix)  # stack batches straight into shared memory, as torch's workers do
+        except OSError:
+            arena = None  # no room for its state file: collate privately, encode copies the batch
+        else:
+            spec = replace(spec, collate_fn=make_collate(arena))
     runtime = WorkerRuntime(spec, worker_id, num_workers, seed)
     runtime.start()
     try:
@@ -312,6 +316,7 @@ class ProcessExecutor:
                 process.close()
         if self._shm_prefix is not None:
             _shm.remove_leftovers(self._shm_prefix)
+            _shm.forget_slot_tables(self._shm_prefix)
 
     @property
     def closed(self) -> bool:

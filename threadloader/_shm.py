@@ -11,7 +11,10 @@ Out (parent): the same structure, with arrays and tensors that are views of
 
 A tensor that the worker already stacked into a shared-memory file of its own
 (``_shm_collate``, the default collate in worker processes) is not copied:
-the batch refers to that file by name, and the parent maps it too.
+the batch refers to that file by name, and the parent maps it too. A one-off
+file is unlinked on receipt like a batch's file; a worker's recycled file
+(``ShmArena``'s slots) stays, the parent keeps it mapped (``SlotTable``) and
+marks it free again when the last tensor over it is freed.
 
 Ownership: the worker creates and fills a file and hands its name over; from
 then on the parent owns it. ``remove_leftovers(prefix)`` unlinks files of
@@ -27,12 +30,14 @@ import mmap
 import os
 import pickle
 import sys
+import weakref
 from itertools import count
 from typing import Any
 
 import numpy as np
 
 MIN_SHM_BYTES = 4096
+FREE, IN_USE = 0, 1  # a recycled file's state byte: the worker may write it / a batch over it is in use
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
 _counter = count()
@@ -69,8 +74,8 @@ class _ArrayPickler(pickle.Pickler):
             ):
                 return None
             owned = self._arena.take(obj) if self._arena is not None else None
-            if owned is not None:  # already in a shared-memory file of its own: send its name
-                self.arrays.append(("torch_file", owned[0], (obj.dtype, tuple(obj.shape))))
+            if owned is not None:  # already in a shared-memory file of its own: send where it is
+                self.arrays.append(("torch_file", owned, (obj.dtype, tuple(obj.shape))))
                 return len(self.arrays) - 1
             raw = obj.detach().contiguous().view(-1).view(torch.uint8).numpy()
             self.arrays.append(("torch", raw, (obj.dtype, tuple(obj.shape))))
@@ -94,7 +99,8 @@ def encode(
         array was copied to shared memory. ``layout[i]`` is ``(kind, where,
         dtype, shape)`` for the i-th array reference in ``pickled``: ``where``
         is the offset in ``shm_name``, or for kind ``"torch_file"`` the name
-        of the tensor's own file.
+        of the tensor's own file, or ``(name, state file, slot)`` for a
+        worker's recycled file.
     """
     buffer = io.BytesIO()
     pickler = _ArrayPickler(buffer, arena)
@@ -102,9 +108,9 @@ def encode(
         pickler.dump(batch)
         return _write_batch_file(buffer.getvalue(), pickler.arrays, prefix)
     except BaseException:
-        for kind, name, _meta in pickler.arrays:  # files taken from the arena now belong to no one
+        for kind, where, _meta in pickler.arrays:  # files taken from the arena go back to it
             if kind == "torch_file":
-                discard(name)
+                arena.give_back(where)
         raise
 
 
@@ -152,7 +158,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         if kind == "torch_file":
             import torch
 
-            raw = np.frombuffer(_map_and_unlink(offset), dtype=np.uint8)
+            if isinstance(offset, tuple):  # a worker's recycled file
+                name, state_name, slot = offset
+                raw = SlotTable.of(state_name).view(slot, name)
+            else:
+                raw = np.frombuffer(_map_and_unlink(offset), dtype=np.uint8)
             return torch.from_numpy(raw).view(dtype).reshape(shape)
         if kind == "numpy":
             count_ = int(np.prod(shape, dtype=np.int64))
@@ -162,6 +172,70 @@ class _ArrayUnpickler(pickle.Unpickler):
         nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         raw = np.frombuffer(self._mapped, dtype=np.uint8, count=nbytes, offset=offset)
         return torch.from_numpy(raw).view(dtype).reshape(shape)
+
+
+class SlotTable:
+    """The parent's side of one worker's recycled files: their state bytes and the parent's mappings of them.
+
+    One per worker process, made when its first recycled file arrives, kept
+    in ``_slot_tables`` until the pool shuts down (``forget_slot_tables``).
+    A file stays mapped while it is the slot's file, so a new batch in it
+    costs neither a new mapping nor page faults on either side.
+    """
+
+    def __init__(self, state_name: str) -> None:
+        """Args:
+        state_name: the worker's state file (``ShmArena.state_name``).
+        """
+        self._state = _map(state_name)
+        self._maps: dict[int, tuple[str, mmap.mmap]] = {}  # slot -> (its file's name, the mapping)
+
+    @classmethod
+    def of(cls, state_name: str) -> SlotTable:
+        """The table of the worker whose state file is ``state_name``."""
+        table = _slot_tables.get(state_name)
+        if table is None:
+            table = _slot_tables.setdefault(state_name, cls(state_name))
+        return table
+
+    def view(self, slot: int, name: str) -> np.ndarray:
+        """The bytes of ``slot``'s file ``name``; the slot is freed when this array (and every view of it) is."""
+        entry = self._maps.get(slot)
+        if entry is None or entry[0] != name:  # first use, or the worker made a new file for another size
+            entry = self._maps[slot] = (name, _map(name))
+        raw = np.frombuffer(entry[1], dtype=np.uint8)
+        weakref.finalize(raw, _mark_free, self._state, slot).atexit = False
+        return raw
+
+    def free(self, slot: int) -> None:
+        """Give ``slot`` back to its worker without reading it (a dropped or stale batch)."""
+        _mark_free(self._state, slot)
+
+
+_slot_tables: dict[str, SlotTable] = {}  # state file name -> table; read and written by consumers' threads
+
+
+def _mark_free(state: mmap.mmap, slot: int) -> None:
+    """Let the worker write ``slot`` again (runs when the last tensor over its file is freed)."""
+    try:
+        state[slot] = FREE
+    except ValueError:  # closed: the pool and its worker are gone
+        pass
+
+
+def forget_slot_tables(prefix: str) -> None:
+    """Drop the parent's tables of the pool ``prefix`` (at shutdown; tensors still alive keep their mappings)."""
+    for state_name in [name for name in _slot_tables if name.startswith(f"{prefix}-")]:
+        _slot_tables.pop(state_name, None)
+
+
+def _map(name: str) -> mmap.mmap:
+    """Map the whole of ``/dev/shm/<name>``, readable and writable."""
+    fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def _map_and_unlink(name: str) -> mmap.mmap:
@@ -189,7 +263,14 @@ def discard_encoded(pickled: bytes, shm_name: str | None, layout: list[tuple[str
     """Unlink every file of an encoded batch without reading it (a dropped or stale batch)."""
     discard(shm_name)
     for kind, where, _dtype, _shape in layout:
-        if kind == "torch_file":
+        if kind != "torch_file":
+            continue
+        if isinstance(where, tuple):
+            try:
+                SlotTable.of(where[1]).free(where[2])
+            except FileNotFoundError:  # the pool was swept: the worker is gone
+                pass
+        else:
             discard(where)
 
 
