@@ -116,11 +116,11 @@ class Failure:
             object.__setattr__(self, "traceback", self.exc.__traceback__)
 
 
-# _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch and its sums, at these indices (the per-batch
-# path writes them as literals). 32 doubles (256 bytes): no other object shares its cache lines, so the
-# worker's writes do not bounce lines that the consumer writes when it frees objects this worker made (the
-# allocator packs small blocks together).
-_GENERATION, _BUSY, _COLLATE, _BATCHES, _SLOWEST = range(5)
+# _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch, its sums, and when the current batch's
+# collate started, at these indices (the per-batch path writes them as literals). 32 doubles (256 bytes):
+# no other object shares its cache lines, so the worker's writes do not bounce lines that the consumer
+# writes when it frees objects this worker made (the allocator packs small blocks together).
+_GENERATION, _BUSY, _COLLATE, _BATCHES, _SLOWEST, _COLLATE_STARTED = range(6)
 _TOTALS_SIZE = 32
 
 
@@ -251,8 +251,12 @@ class WorkerRuntime:
             self.totals = totals = _new_totals(generation)
         started = perf_counter()
         status, value = self._run(generation, payload)
-        busy = perf_counter() - started
+        ended = perf_counter()
+        busy = ended - started
         totals[1] += busy  # busy
+        collate_started = totals[5]  # set by _collate, if this batch got that far
+        if collate_started > started:
+            totals[2] += ended - collate_started  # collate
         if busy > totals[4]:  # noqa: PLR1730  (slowest; a call to max() costs more on the hot path)
             totals[4] = busy
         if status != EXHAUSTED and (type(payload) is not BatchPart or not payload.number or status == ERROR):
@@ -354,16 +358,14 @@ class WorkerRuntime:
 
     def _collate(self, data: Any) -> tuple[int, Any]:
         totals = self.totals
-        started = 0.0 if totals is None else perf_counter()
+        if totals is not None:
+            totals[5] = perf_counter()  # collate started; run() reads it when the batch ends
         try:
             batch = self.spec.collate_fn(data)
             if self.spec.pin_memory:
                 batch = _pin(batch)
         except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
             return ERROR, Failure(exc, "collate_fn" if not self.spec.pin_memory else "collate_fn or pin_memory")
-        finally:
-            if totals is not None:
-                totals[2] += perf_counter() - started  # collate (the run's totals: run() renews them first)
         return OK, batch
 
 
