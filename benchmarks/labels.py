@@ -29,6 +29,12 @@ REFERENCE = "torch"
 #: where the GIL is off): they always run threads, whatever ``--mode`` says.
 THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats", "threadloader-auto"})
 
+#: Loaders whose numbers do not depend on threadloader's mode. A process-mode run leaves them out by
+#: default: the thread-mode run on the same interpreter measures them, and running them twice would
+#: cost about a minute and a half of the matrix's ten. torch's DataLoader stays in every run, since
+#: every ratio is taken against it in the same run.
+MODE_INDEPENDENT: frozenset[str] = frozenset({"torchdata", "threadpool", "serial"})
+
 #: Loaders measured by default on these workloads only (all of them when named
 #: with ``--loader``): ``replicate=True`` copies the dataset's Python objects,
 #: which only the Python-heavy and the memory workloads have; what

@@ -50,10 +50,10 @@ import torch.utils.data
 
 import threadloader
 
-from .labels import LOADER_ORDER, REFERENCE, THREAD_MODE_ONLY, label
+from .labels import LOADER_ORDER, MODE_INDEPENDENT, REFERENCE, THREAD_MODE_ONLY, label
 from .workloads.base import Workload
 
-__all__ = ["LOADERS", "LOADER_ORDER", "REFERENCE", "LoaderSession", "available_loaders", "label"]
+__all__ = ["LOADERS", "LOADER_ORDER", "REFERENCE", "LoaderSession", "available_loaders", "default_loaders", "label"]
 
 
 def torchdata_available() -> bool:
@@ -348,9 +348,28 @@ def available_loaders(mode: str = "auto") -> list[str]:
     Returns:
         The keys; torchdata only when importable.
     """
-    processes = mode == "process" or (mode == "auto" and threadloader.gil_enabled())
+    processes = _runs_processes(mode)
     return [
         name
         for name in LOADER_ORDER
         if (name != "torchdata" or torchdata_available()) and not (processes and name in THREAD_MODE_ONLY)
     ]
+
+
+def default_loaders(mode: str = "auto") -> list[str]:
+    """The loaders a run measures unless ``--loader`` names them: ``available_loaders``, and in a
+    process-mode run only threadloader and torch's DataLoader (``labels.MODE_INDEPENDENT``).
+
+    Args:
+        mode: the run's threadloader ``--mode``.
+
+    Returns:
+        The keys, in report order.
+    """
+    processes = _runs_processes(mode)
+    return [name for name in available_loaders(mode) if not (processes and name in MODE_INDEPENDENT)]
+
+
+def _runs_processes(mode: str) -> bool:
+    """True when threadloader's ``mode`` means worker processes here."""
+    return mode == "process" or (mode == "auto" and threadloader.gil_enabled())

@@ -18,8 +18,10 @@ that ``threadloader-replicate``, ``threadloader-nostats`` and
 first only on the python and memory workloads, the second only on the stats
 workload, which measures nothing else, the third only on the io workload
 (``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``,
-``labels.ONLY_LOADERS_OF``); loaders named with ``--loader`` run on every
-chosen workload.
+``labels.ONLY_LOADERS_OF``), and a process-mode run measures only
+threadloader and torch's DataLoader, since the other loaders do not depend on
+threadloader's mode (``labels.MODE_INDEPENDENT``); loaders named with
+``--loader`` run on every chosen workload.
 
 The memory workload runs in a fresh interpreter (this runner, started again
 for that workload alone, ``ISOLATED_WORKLOADS``) when other workloads run
@@ -55,7 +57,7 @@ import threadloader
 
 from . import report, system
 from .labels import default_loaders_for, label
-from .loaders import LOADERS, available_loaders
+from .loaders import LOADERS, available_loaders, default_loaders
 from .measure import MIB, forkserver_pids, run_pass
 from .metrics import PssSampler
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
@@ -102,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         metavar="NAME[,NAME]",
         help=f"loaders to compare, on every chosen workload (default: all of {','.join(LOADERS)}, "
-        "the threadloader variants in thread mode on some workloads only, see labels.py)",
+        "the threadloader variants in thread mode on some workloads only, and in process mode only "
+        "threadloader and torch, see labels.py)",
     )
     parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
     parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workloads = split_names(args.workload, DEFAULT_WORKLOADS, WORKLOADS)
     runnable = {name: None for name in available_loaders("thread")}  # --loader may name any of them
-    loaders = split_names(args.loader, available_loaders(args.mode), runnable)
+    loaders = split_names(args.loader, default_loaders(args.mode), runnable)
     output = args.output or Path("results") / f"{args.env_name}.json"
     started = time.perf_counter()
     doc: dict[str, Any] = {

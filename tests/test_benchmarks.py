@@ -36,6 +36,16 @@ def test_variant_loaders_run_on_their_workloads_only() -> None:
     assert {"threadloader", "torch", "serial"} <= set(image)
 
 
+def test_process_mode_runs_measure_threadloader_against_torch_only() -> None:
+    pytest.importorskip("torch")
+    from benchmarks.loaders import default_loaders
+
+    process_run = default_loaders("process")
+    assert process_run == ["threadloader", "torch"]  # the rest is measured by the thread-mode run
+    thread_run = default_loaders("thread")
+    assert {"threadloader", "threadloader-replicate", "torch", "threadpool", "serial"} <= set(thread_run)
+
+
 def _pass(throughput: float, pss: float) -> dict[str, Any]:
     return {"throughput": throughput, "ttfb_s": 0.01, "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss,
             "peak_anon_mib": pss, "cpu_s_per_sample": 1e-4, "data_wait": None}
