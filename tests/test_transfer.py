@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,6 +17,15 @@ pytestmark = pytest.mark.timeout(60)
 
 def _identity(batch: list[dict[str, object]]) -> list[dict[str, object]]:
     return batch
+
+
+@pytest.fixture
+def arena_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A file-name prefix for a test's own arena; every file and parent-side table of it is gone afterwards."""
+    prefix = f"threadloader-{os.getpid()}-{request.node.name[:40]}"
+    yield prefix
+    _shm.remove_leftovers(prefix)
+    _shm.forget_slot_tables(prefix)
 
 
 def test_encode_decode_round_trip_numpy_and_torch() -> None:
@@ -60,38 +70,33 @@ def test_uncollated_numpy_arrays_travel_in_process_mode() -> None:
     assert all(isinstance(s["x"], np.ndarray) for b in batches for s in b)
 
 
-def test_arena_tensors_travel_by_file_name_and_the_rest_is_freed() -> None:
+def test_arena_tensors_travel_by_file_name_and_the_rest_is_freed(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
     from threadloader._shm_collate import ShmArena, make_collate
 
-    prefix = f"threadloader-{os.getpid()}-arena"
-    arena = ShmArena(prefix)
+    arena = ShmArena(arena_prefix)
     collate = make_collate(arena)
-    try:
-        batch = collate([{"x": torch.full((32, 32), float(i)), "y": i, "z": np.ones(2048)} for i in range(4)])
-        assert len(arena.files) == 2  # x and z stacked into recycled files; y is small
-        kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
-        pickled, name, layout = _shm.encode({"x": kept_x, "z": cut_z}, prefix, arena)
-        assert [kind for kind, *_ in layout] == ["torch_file", "torch"]
-        x_file, _state_name, x_slot = layout[0][1]
-        arena.release()
-        assert not arena.files
-        assert list(arena._state[:3]) == [_shm.IN_USE if slot == x_slot else _shm.FREE for slot in range(3)]
-        assert _leftovers(prefix) == 4  # the state file, x's and z's recycled files, the batch's own file
-        out = _shm.decode(pickled, name, layout)
-        assert _leftovers(prefix) == 3  # the batch's file is unlinked once mapped; recycled files stay
-        assert torch.equal(out["x"], kept_x) and torch.equal(out["z"], cut_z)
-        assert out["x"].dtype == torch.float32 and out["x"].shape == (4, 32, 32)
-        view = out["x"][1:]
-        del out
-        gc.collect()
-        assert arena._state[x_slot] == _shm.IN_USE  # a view of the tensor still holds the file
-        del view
-        gc.collect()
-        assert arena._state[x_slot] == _shm.FREE
-    finally:
-        _shm.remove_leftovers(prefix)
-        _shm.forget_slot_tables(prefix)
+    batch = collate([{"x": torch.full((32, 32), float(i)), "y": i, "z": np.ones(2048)} for i in range(4)])
+    assert len(arena.files) == 2  # x and z stacked into recycled files; y is small
+    kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
+    pickled, name, layout = _shm.encode({"x": kept_x, "z": cut_z}, arena_prefix, arena)
+    assert [kind for kind, *_ in layout] == ["torch_file", "torch"]
+    _x_file, _state_name, x_slot = layout[0][1]
+    arena.release()
+    assert not arena.files
+    assert list(arena._state[:3]) == [_shm.IN_USE if slot == x_slot else _shm.FREE for slot in range(3)]
+    assert _leftovers(arena_prefix) == 4  # the state file, x's and z's recycled files, the batch's own file
+    out = _shm.decode(pickled, name, layout)
+    assert _leftovers(arena_prefix) == 3  # the batch's file is unlinked once mapped; recycled files stay
+    assert torch.equal(out["x"], kept_x) and torch.equal(out["z"], cut_z)
+    assert out["x"].dtype == torch.float32 and out["x"].shape == (4, 32, 32)
+    view = out["x"][1:]
+    del out
+    gc.collect()
+    assert arena._state[x_slot] == _shm.IN_USE  # a view of the tensor still holds the file
+    del view
+    gc.collect()
+    assert arena._state[x_slot] == _shm.FREE
 
 
 def _send(arena: object, batch: object, prefix: str) -> object:
@@ -101,51 +106,41 @@ def _send(arena: object, batch: object, prefix: str) -> object:
     return _shm.decode(*encoded)
 
 
-def test_recycled_files_are_reused_only_once_the_parent_is_done() -> None:
+def test_recycled_files_are_reused_only_once_the_parent_is_done(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
     from threadloader._shm_collate import ShmArena, make_collate
 
-    prefix = f"threadloader-{os.getpid()}-recycle"
-    arena = ShmArena(prefix, slots=2)
+    arena = ShmArena(arena_prefix, slots=2)
     collate = make_collate(arena)
-    try:
-        first = _send(arena, collate([torch.full((64, 64), 1.0)] * 4), prefix)
-        names = set(os.listdir(_shm.SHM_DIR))
-        held = _send(arena, collate([torch.full((64, 64), 2.0)] * 4), prefix)  # first's file is in use
-        assert set(os.listdir(_shm.SHM_DIR)) - names  # so a second file was made
-        spill = _send(arena, collate([torch.full((64, 64), 3.0)] * 4), prefix)  # both in use: a one-off file
-        assert bool((first == 1.0).all()) and bool((held == 2.0).all()) and bool((spill == 3.0).all())
-        assert _leftovers(prefix) == 3  # the state file and two recycled files; the one-off one is unlinked
-        del first, spill
-        gc.collect()
-        names = set(os.listdir(_shm.SHM_DIR))
-        again = _send(arena, collate([torch.full((64, 64), 4.0)] * 4), prefix)
-        assert set(os.listdir(_shm.SHM_DIR)) == names  # written into first's file: no new file
-        assert bool((again == 4.0).all()) and bool((held == 2.0).all())  # the held batch is untouched
-        other_size = _send(arena, collate([torch.full((64, 32), 5.0)] * 4), prefix)
-        assert bool((other_size == 5.0).all()) and other_size.shape == (4, 64, 32)
-        assert bool((again == 4.0).all()) and bool((held == 2.0).all())
-    finally:
-        _shm.remove_leftovers(prefix)
-        _shm.forget_slot_tables(prefix)
+    first = _send(arena, collate([torch.full((64, 64), 1.0)] * 4), arena_prefix)
+    names = set(os.listdir(_shm.SHM_DIR))
+    held = _send(arena, collate([torch.full((64, 64), 2.0)] * 4), arena_prefix)  # first's file is in use
+    assert set(os.listdir(_shm.SHM_DIR)) - names  # so a second file was made
+    spill = _send(arena, collate([torch.full((64, 64), 3.0)] * 4), arena_prefix)  # both in use: a one-off file
+    assert bool((first == 1.0).all()) and bool((held == 2.0).all()) and bool((spill == 3.0).all())
+    assert _leftovers(arena_prefix) == 3  # the state file and two recycled files; the one-off one is unlinked
+    del first, spill
+    gc.collect()
+    names = set(os.listdir(_shm.SHM_DIR))
+    again = _send(arena, collate([torch.full((64, 64), 4.0)] * 4), arena_prefix)
+    assert set(os.listdir(_shm.SHM_DIR)) == names  # written into first's file: no new file
+    assert bool((again == 4.0).all()) and bool((held == 2.0).all())  # the held batch is untouched
+    other_size = _send(arena, collate([torch.full((64, 32), 5.0)] * 4), arena_prefix)
+    assert bool((other_size == 5.0).all()) and other_size.shape == (4, 64, 32)
+    assert bool((again == 4.0).all()) and bool((held == 2.0).all())
 
 
-def test_a_dropped_batch_gives_its_recycled_file_back() -> None:
+def test_a_dropped_batch_gives_its_recycled_file_back(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
     from threadloader._shm_collate import ShmArena, make_collate
 
-    prefix = f"threadloader-{os.getpid()}-dropped"
-    arena = ShmArena(prefix, slots=1)
+    arena = ShmArena(arena_prefix, slots=1)
     collate = make_collate(arena)
-    try:
-        encoded = _shm.encode(collate([torch.zeros(64, 64)] * 4), prefix, arena)
-        arena.release()
-        assert arena._state[0] == _shm.IN_USE
-        _shm.discard_encoded(*encoded)  # e.g. a stale epoch's batch, never rebuilt
-        assert arena._state[0] == _shm.FREE
-    finally:
-        _shm.remove_leftovers(prefix)
-        _shm.forget_slot_tables(prefix)
+    encoded = _shm.encode(collate([torch.zeros(64, 64)] * 4), arena_prefix, arena)
+    arena.release()
+    assert arena._state[0] == _shm.IN_USE
+    _shm.discard_encoded(*encoded)  # e.g. a stale epoch's batch, never rebuilt
+    assert arena._state[0] == _shm.FREE
 
 
 def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(monkeypatch: pytest.MonkeyPatch) -> None:
