@@ -212,6 +212,18 @@ def test_process_mode_stacks_batches_into_shared_memory_once(monkeypatch: pytest
         batch["x"][0, 0] = -1.0  # a writable mapping of the worker's file
 
 
+def test_a_batch_held_past_the_pools_shutdown_keeps_its_data_and_lets_go_quietly() -> None:
+    pytest.importorskip("torch")
+    dataset = ArrayDataset(16, size=8192)
+    with DataLoader(dataset, batch_size=4, num_workers=2, mode="process") as loader:
+        batches = list(loader)  # the pool shut down at the epoch's end and swept its files
+    assert not _leftovers("threadloader-")
+    for number, batch in enumerate(batches):  # mappings outlive the names
+        assert [int(v) for v in batch["x"][:, 0]] == list(range(4 * number, 4 * number + 4))
+    del batches, batch
+    gc.collect()  # frees the recycled files' slots of a pool that is gone: nothing to raise
+
+
 def test_a_failing_collate_in_a_worker_process_leaves_no_file() -> None:
     pytest.importorskip("torch")
     dataset = RaggedDataset()
