@@ -81,7 +81,7 @@ def test_arena_tensors_travel_by_file_name_and_the_rest_is_freed(arena_prefix: s
     kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
     pickled, name, layout = _shm.encode({"x": kept_x, "z": cut_z}, arena_prefix, arena)
     assert [kind for kind, *_ in layout] == ["torch_file", "torch"]
-    _x_file, _state_name, x_slot = layout[0][1]
+    x_slot = layout[0][1].slot
     arena.release()
     assert not arena.files
     assert list(arena._state[:3]) == [_shm.IN_USE if slot == x_slot else _shm.FREE for slot in range(3)]
@@ -149,7 +149,7 @@ def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(mon
     decode = _shm.decode
 
     def spy(pickled: bytes, name: str | None, layout: list[tuple[str, object, object, object]]) -> object:
-        files.extend(where[0] for kind, where, *_ in layout if kind == "torch_file" and isinstance(where, tuple))
+        files.extend(where.name for kind, where, *_ in layout if isinstance(where, _shm.RecycledFile))
         return decode(pickled, name, layout)
 
     monkeypatch.setattr(_shm, "decode", spy)

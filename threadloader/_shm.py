@@ -32,7 +32,7 @@ import pickle
 import sys
 import weakref
 from itertools import count
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,6 +41,14 @@ FREE, IN_USE = 0, 1  # a recycled file's state byte: the worker may write it / a
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
 _counter = count()
+
+
+class RecycledFile(NamedTuple):
+    """Where a tensor in one of a worker's recycled files travels (``_shm_collate.ShmArena``)."""
+
+    name: str  # the file, in SHM_DIR
+    state_name: str  # the worker's state file: one FREE / IN_USE byte per slot
+    slot: int
 
 
 def shm_available() -> bool:
@@ -99,8 +107,8 @@ def encode(
         array was copied to shared memory. ``layout[i]`` is ``(kind, where,
         dtype, shape)`` for the i-th array reference in ``pickled``: ``where``
         is the offset in ``shm_name``, or for kind ``"torch_file"`` the name
-        of the tensor's own file, or ``(name, state file, slot)`` for a
-        worker's recycled file.
+        of the tensor's own file, or a ``RecycledFile`` for one of a
+        worker's recycled files.
     """
     buffer = io.BytesIO()
     pickler = _ArrayPickler(buffer, arena)
@@ -154,16 +162,16 @@ class _ArrayUnpickler(pickle.Unpickler):
         self._layout = layout
 
     def persistent_load(self, pid: Any) -> Any:
-        kind, offset, dtype, shape = self._layout[pid]
+        kind, where, dtype, shape = self._layout[pid]
         if kind == "torch_file":
             import torch
 
-            if isinstance(offset, tuple):  # a worker's recycled file
-                name, state_name, slot = offset
-                raw = SlotTable.of(state_name).view(slot, name)
+            if isinstance(where, RecycledFile):
+                raw = SlotTable.of(where.state_name).view(where.slot, where.name)
             else:
-                raw = np.frombuffer(_map_and_unlink(offset), dtype=np.uint8)
+                raw = np.frombuffer(_map_and_unlink(where), dtype=np.uint8)
             return torch.from_numpy(raw).view(dtype).reshape(shape)
+        offset = where
         if kind == "numpy":
             count_ = int(np.prod(shape, dtype=np.int64))
             return np.frombuffer(self._mapped, dtype=dtype, count=count_, offset=offset).reshape(shape)
@@ -265,9 +273,9 @@ def discard_encoded(pickled: bytes, shm_name: str | None, layout: list[tuple[str
     for kind, where, _dtype, _shape in layout:
         if kind != "torch_file":
             continue
-        if isinstance(where, tuple):
+        if isinstance(where, RecycledFile):
             try:
-                SlotTable.of(where[1]).free(where[2])
+                SlotTable.of(where.state_name).free(where.slot)
             except FileNotFoundError:  # the pool was swept: the worker is gone
                 pass
         else:

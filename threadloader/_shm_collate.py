@@ -27,7 +27,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable
-from itertools import count
+from itertools import chain, count
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,8 @@ class ShmArena:
         slots: how many files to recycle.
         """
         self._prefix = prefix
-        self.files: dict[int, tuple[Any, int]] = {}  # data_ptr -> (where it travels, bytes) of this batch's tensors
+        # data_ptr -> (where it travels, bytes) of this batch's tensors
+        self.files: dict[int, tuple[str | _shm.RecycledFile, int]] = {}
         self.state_name = f"{prefix}-{os.getpid()}-slots"
         self._state = _new_file(self.state_name, slots)
         self._slots: list[tuple[str, int, mmap.mmap] | None] = [None] * slots
@@ -72,7 +73,7 @@ class ShmArena:
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         slot = self._free_slot(nbytes)
-        where: Any
+        where: str | _shm.RecycledFile
         if slot is None:
             where = f"{self._prefix}-{os.getpid()}-c{next(_counter)}"
             mapped = _new_file(where, nbytes)
@@ -84,7 +85,7 @@ class ShmArena:
                 name = f"{self._prefix}-{os.getpid()}-s{next(_counter)}"
                 entry = self._slots[slot] = (name, nbytes, _new_file(name, nbytes))
             self._state[slot] = _shm.IN_USE
-            where, mapped = (entry[0], self.state_name, slot), entry[2]
+            where, mapped = _shm.RecycledFile(entry[0], self.state_name, slot), entry[2]
         raw = np.frombuffer(mapped, dtype=np.uint8, count=nbytes)  # keeps the mapping alive as long as the tensor
         result = torch.from_numpy(raw).view(dtype).reshape(shape)
         self.files[result.data_ptr()] = (where, nbytes)
@@ -92,18 +93,12 @@ class ShmArena:
 
     def _free_slot(self, nbytes: int) -> int | None:
         """A free slot: one whose file has ``nbytes`` first, then an empty one, then any; ``None`` if all are in use."""
-        state = self._state
-        fallback = None
-        for slot, entry in enumerate(self._slots):
-            if state[slot] != _shm.FREE:
-                continue
-            if entry is not None and entry[1] == nbytes:
-                return slot
-            if fallback is None or (entry is None and self._slots[fallback] is not None):
-                fallback = slot
-        return fallback
+        free = [slot for slot in range(len(self._slots)) if self._state[slot] == _shm.FREE]
+        sized = (slot for slot in free if (entry := self._slots[slot]) is not None and entry[1] == nbytes)
+        empty = (slot for slot in free if self._slots[slot] is None)
+        return next(chain(sized, empty, free), None)
 
-    def take(self, tensor: Any) -> Any:
+    def take(self, tensor: Any) -> str | _shm.RecycledFile | None:
         """Where ``tensor`` travels (``_shm``'s file reference) if it is exactly one of this batch's files, else ``None``.
 
         The file then belongs to the batch: the parent unlinks a one-off file
@@ -117,10 +112,10 @@ class ShmArena:
         del self.files[tensor.data_ptr()]
         return entry[0]
 
-    def give_back(self, where: Any) -> None:
+    def give_back(self, where: str | _shm.RecycledFile) -> None:
         """Free a file that ``take`` handed out but that was never sent (encoding the batch failed)."""
-        if isinstance(where, tuple):
-            self._state[where[2]] = _shm.FREE
+        if isinstance(where, _shm.RecycledFile):
+            self._state[where.slot] = _shm.FREE
         else:
             _shm.discard(where)
 
