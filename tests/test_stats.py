@@ -125,3 +125,82 @@ def test_advice_names_the_likely_cause() -> None:
     assert "replicate=True" in starvation_advice(_stats(9.5, 1.0), True, cpu_count=2)
     assert "in_order=False" in starvation_advice(_stats(3.0, 2.0), True, cpu_count=8)
     assert "prefetch_factor" in starvation_advice(_stats(3.0, 0.31), True, cpu_count=8)
+
+
+class _FakeClock:
+    """``perf_counter`` stand-in that moves 10 µs a call, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return self.calls * 1e-5
+
+
+def _timed_runtime(monkeypatch: pytest.MonkeyPatch, dataset: object) -> tuple[object, _FakeClock]:
+    from threadloader import worker
+
+    clock = _FakeClock()
+    monkeypatch.setattr(worker, "perf_counter", clock)
+    runtime = worker.WorkerRuntime(worker.FetchSpec(dataset, False, True, list), 0, 1, 0)
+    return runtime, clock
+
+
+def test_fast_batches_are_timed_one_in_a_doubling_gap_and_stand_for_the_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadloader import worker
+
+    runtime, clock = _timed_runtime(monkeypatch, RangeDataset(1000))
+    timed_at = []
+    for batch in range(127):
+        before = clock.calls
+        runtime.run(0, [batch])
+        if clock.calls > before:
+            assert clock.calls - before == 3  # started, collate started, ended
+            timed_at.append(batch)
+    assert timed_at == [0, 1, 3, 7, 15, 31, 63, 95]  # gaps 1, 2, 4, ... up to MAX_GAP
+    assert worker.MAX_GAP == 32
+    fetch_s, collate_s, slowest_s = runtime.totals_for(0)
+    # each timed batch took 20 µs (10 of them collating) and stands for itself and the untimed after it
+    assert collate_s == pytest.approx(127 * 1e-5)
+    assert fetch_s == pytest.approx(127 * 1e-5)
+    assert slowest_s == pytest.approx(2e-5)
+
+
+def test_one_slow_timed_batch_brings_back_timing_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadloader import worker
+
+    runtime, clock = _timed_runtime(monkeypatch, RangeDataset(1000))
+    for batch in range(40):
+        runtime.run(0, [batch])
+    monkeypatch.setattr(worker, "EXACT_ABOVE_S", 1e-5)  # now every batch (20 µs) counts as slow
+    calls = []
+    for batch in range(40, 80):
+        before = clock.calls
+        runtime.run(0, [batch])
+        calls.append(clock.calls - before)
+    first_timed = calls.index(3)
+    assert first_timed < worker.MAX_GAP  # the untimed run ends within one gap
+    assert calls[first_timed:] == [3] * (40 - first_timed)  # and from the slow one on, every batch is timed
+
+
+def test_a_new_epoch_starts_new_sums_and_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime, _clock = _timed_runtime(monkeypatch, RangeDataset(1000))
+    for batch in range(64):
+        runtime.run(0, [batch])
+    assert runtime.totals_for(1) is None
+    for batch in range(32):  # the old epoch's untimed run may carry over: within one gap, sums restart
+        runtime.run(1, [batch])
+    _fetch_s, collate_s, _slowest = runtime.totals_for(1)
+    assert 0 < collate_s <= 32 * 1e-5
+
+
+def test_trivial_batches_are_all_counted_though_few_are_timed(mode: str) -> None:
+    it = iter(DataLoader(RangeDataset(3000), batch_size=1, num_workers=2, mode=mode, starvation_warning=None))
+    assert [int(b) for b in it] == list(range(3000))
+    stats = it.stats
+    assert stats.batches == 3000 == sum(w.batches for w in stats.workers)
+    assert stats.samples == 3000
+    for worker in stats.workers:
+        assert worker.busy_s + worker.idle_s == pytest.approx(stats.wall_s, rel=1e-6)
+        assert 0 < worker.busy_s < stats.wall_s

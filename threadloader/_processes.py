@@ -254,7 +254,7 @@ class ProcessExecutor:
             self._timings[worker_id] = (generation, timing)
         return generation, seq, worker_id, status, value
 
-    def timings(self, generation: int) -> list[tuple[float, float, int, float] | None]:
+    def timings(self, generation: int) -> list[tuple[float, float, float] | None]:
         """Each worker's totals for epoch ``generation``, as carried by its latest result."""
         return [entry[1] if entry is not None and entry[0] == generation else None for entry in self._timings]
 

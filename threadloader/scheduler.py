@@ -241,7 +241,10 @@ class EpochIterator:
         self._refill()
         stats = self._stats
         if stats is not None:
-            stats.batches += 1
+            try:
+                stats.made[worker_id] += 1
+            except IndexError:  # this worker's first batch
+                stats.count(worker_id)
             if type(indices) is list:
                 stats.samples += len(indices)
             scaler = self._scaler
@@ -469,7 +472,10 @@ class SerialIterator:
         self.progress.retire(seq)
         stats = self._stats
         if stats is not None and status != EXHAUSTED:
-            stats.batches += 1
+            try:
+                stats.made[0] += 1
+            except IndexError:  # the first batch
+                stats.count(0)
             if type(indices) is list:
                 stats.samples += len(indices)
         if status == OK:

@@ -1,9 +1,9 @@
 """Where an epoch's time goes: worker busy time, fetch and collate, the training loop's wait.
 
 In:  each worker's running totals for the epoch (fetch and collate seconds,
-     batches, slowest batch; ``WorkerRuntime.totals_for``), read when a
-     snapshot is taken; from the consumer, batches and samples yielded and
-     seconds blocked waiting in ``next()``.
+     slowest batch; ``WorkerRuntime.totals_for``), read when a snapshot is
+     taken; from the consumer, batches yielded per worker, samples yielded
+     and seconds blocked waiting in ``next()``.
 Out: ``EpochStats`` (``iterator.stats``), a snapshot with per-worker busy and
      idle time, totals, throughput and the share of the epoch the training
      loop waited; ``str()`` of it is a short summary. ``starvation_advice``
@@ -13,6 +13,11 @@ Ownership: a ``StatsRecorder`` belongs to one epoch iterator and is only
 touched from the consumer's thread. Workers keep their own sums, so the
 consumer's per-batch bookkeeping is two counters, and it reads the workers'
 sums only for a snapshot (and once, to freeze them, at the epoch's end).
+
+Batch counts are exact. Busy, fetch and collate seconds are exact for
+batches of 100 µs or more; for faster ones the workers time a sample of the
+batches and scale it (``threadloader.worker.EXACT_ABOVE_S``), so that timing
+costs about 1% even when the loader's own overhead is the whole cost.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class WorkerStats:
 
     Attributes:
         worker_id: the worker's number.
-        batches: batches it delivered.
+        batches: batches of it the training loop took (a batch that raised counts).
         fetch_s: seconds in ``__getitem__`` / ``__getitems__`` / the dataset iterator.
         collate_s: seconds in ``collate_fn`` (and pinning).
         busy_s: ``fetch_s + collate_s``.
@@ -62,7 +67,8 @@ class EpochStats:
         in_flight: batches issued to workers and not yet consumed.
         batches_per_s: ``batches / wall_s``.
         samples_per_s: ``samples / wall_s``.
-        slowest_batch_s: the longest fetch + collate of one batch.
+        slowest_batch_s: the longest fetch + collate of one timed batch (every
+            batch of 100 µs or more is timed; see the module's docstring).
         workers: per-worker numbers (with ``num_workers="auto"``, every
             worker the epoch had, retired ones too).
         scaling: with ``num_workers="auto"``, each change of the pool's size
@@ -111,20 +117,21 @@ class EpochStats:
         return "\n".join(lines)
 
 
-Timings = list[tuple[float, float, int, float] | None]
-"""Per worker: ``(fetch_s, collate_s, batches, slowest_s)`` of the epoch so far, or ``None`` for none yet."""
+Timings = list[tuple[float, float, float] | None]
+"""Per worker: ``(fetch_s, collate_s, slowest_s)`` of the epoch so far, or ``None`` for none yet."""
 
 
 class StatsRecorder:
     """Accumulates one epoch's numbers; owned by the consumer's thread.
 
-    The consumer counts ``batches``, ``samples`` and ``wait_s``; the workers
-    keep their own sums (``WorkerRuntime.totals_for``), read through
-    ``read_timings`` at each snapshot and frozen by ``end()``.
+    The consumer counts the batches it took from each worker (``made``),
+    ``samples`` and ``wait_s``; the workers keep their own sums
+    (``WorkerRuntime.totals_for``), read through ``read_timings`` at each
+    snapshot and frozen by ``end()``.
     """
 
     __slots__ = (
-        "_ended", "_final", "_mode", "_read", "_serial", "_started", "batches", "samples", "scaling", "wait_s"
+        "_ended", "_final", "_mode", "_read", "_serial", "_started", "made", "samples", "scaling", "wait_s"
     )
 
     def __init__(self, mode: str, read_timings: Callable[[], Timings]) -> None:
@@ -140,10 +147,22 @@ class StatsRecorder:
         self._started = time.perf_counter()
         self._ended: float | None = None
         self._final: Timings | None = None
-        self.batches = 0
+        self.made: list[int] = []  # batches taken from worker i; ``count(i)`` grows it
         self.samples = 0
         self.wait_s = 0.0
         self.scaling: list[ScalingDecision] = []  # the epoch's autoscale decisions, appended by its AutoScaler
+
+    @property
+    def batches(self) -> int:
+        """Batches the training loop took so far."""
+        return sum(self.made)
+
+    def count(self, worker_id: int) -> None:
+        """Count a batch of worker ``worker_id`` taken by the loop (the hot path indexes ``made`` itself)."""
+        made = self.made
+        if worker_id >= len(made):
+            made.extend([0] * (worker_id + 1 - len(made)))
+        made[worker_id] += 1
 
     def end(self) -> None:
         """Freeze the clock and the workers' totals at the epoch's end."""
@@ -157,22 +176,26 @@ class StatsRecorder:
         timings = self._final if self._final is not None else self._read()
         workers = []
         slowest = 0.0
-        for worker_id, timing in enumerate(timings):
-            fetch_s, collate_s, made, worker_slowest = timing or (0.0, 0.0, 0, 0.0)
+        made = self.made
+        for worker_id in range(max(len(timings), len(made))):
+            timing = timings[worker_id] if worker_id < len(timings) else None
+            fetch_s, collate_s, worker_slowest = timing or (0.0, 0.0, 0.0)
+            batches = made[worker_id] if worker_id < len(made) else 0
             slowest = max(slowest, worker_slowest)
             busy = fetch_s + collate_s
-            workers.append(WorkerStats(worker_id, made, fetch_s, collate_s, busy, max(0.0, wall - busy)))
+            workers.append(WorkerStats(worker_id, batches, fetch_s, collate_s, busy, max(0.0, wall - busy)))
         wait_s = sum(w.busy_s for w in workers) if self._serial else self.wait_s
         per_s = 1 / wall if wall > 0 else 0.0
+        batches = sum(made)
         return EpochStats(
             mode=self._mode,
             wall_s=wall,
-            batches=self.batches,
+            batches=batches,
             samples=self.samples,
             wait_s=wait_s,
             wait_share=wait_s / wall if wall > 0 else 0.0,
             in_flight=in_flight,
-            batches_per_s=self.batches * per_s,
+            batches_per_s=batches * per_s,
             samples_per_s=self.samples * per_s,
             slowest_batch_s=slowest,
             workers=tuple(workers),
