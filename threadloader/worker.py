@@ -128,9 +128,10 @@ class Failure:
 
 # _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch, its sums, how many batches to leave
 # untimed before the next timed one, when the current batch's collate started, and how many batches the
-# next fast timed batch will stand for, at these indices (the per-batch path writes them as literals). 32 doubles (256 bytes): no other object shares its cache lines,
-# so the worker's writes do not bounce lines that the consumer writes when it frees objects this worker
-# made (the allocator packs small blocks together).
+# next fast timed batch will stand for, at these indices (the per-batch path writes them as literals).
+# 32 doubles (256 bytes): no other object shares its cache lines, so the worker's writes do not bounce
+# lines that the consumer writes when it frees objects this worker made (the allocator packs small
+# blocks together).
 _GENERATION, _BUSY, _COLLATE, _UNTIMED, _SLOWEST, _COLLATE_STARTED, _GAP = range(7)
 _TOTALS_SIZE = 32
 
@@ -292,8 +293,9 @@ class WorkerRuntime:
     def totals_for(self, generation: int) -> tuple[float, float, float] | None:
         """``(fetch_s, collate_s, slowest_s)`` of epoch ``generation``; ``None`` if untimed or none yet.
 
-        Safe to call from another thread: each number is read whole, and a
-        snapshot taken while the worker runs may lag by the batch in progress.
+        Safe to call from another thread: each number is read whole. A
+        snapshot taken while the worker runs may lag by the batch in progress,
+        or run ahead by the untimed batches a fast timed one stands for.
         """
         totals = self.totals
         if totals is None or totals[_GENERATION] != generation:
