@@ -124,9 +124,11 @@ class DataLoader:
         starvation_warning: when an epoch's training loop waits for data
             more than this share of the epoch, warn once, naming the likely
             cause (``None``: never).
-        stats: time every batch for ``iterator.stats`` (default). ``False``
-            skips the timing (``iterator.stats`` is then ``None`` and there is
-            no starvation warning); it costs about 1 µs a batch.
+        stats: keep ``iterator.stats`` (default): workers time every batch
+            while batches take 100 µs or more, and a sample of faster ones
+            (``threadloader.stats``). ``False`` skips the timing and the
+            counting (``iterator.stats`` is then ``None`` and there is no
+            starvation warning).
 
     ``num_workers="auto"`` starts two worker threads (one on a single CPU)
     and grows or shrinks the pool during each epoch from the measured wait

@@ -22,9 +22,10 @@ sums, with no specialising interpreter). While batches take at least
 faster one the worker leaves the next batch untimed, after another the next
 three, doubling up to ``MAX_GAP - 1``; each timed batch stands for the
 untimed ones after it, and one slow timed batch brings back timing every
-batch. So on trivial samples timing costs a thirty-second of a microsecond
-a batch, and the sums are estimates there (the batch counts, kept by the
-consumer, stay exact).
+batch. An untimed batch costs one small-int countdown, and ``_collate``
+reads the clock only during a timed batch. So on trivial samples the timing
+costs tens of nanoseconds a batch, and the sums are estimates there (the
+batch counts, kept by the consumer, stay exact).
 
 The same ``WorkerRuntime`` runs in a worker thread, a worker process and, for
 ``num_workers=0``, in the calling thread, so fetching semantics are written
@@ -126,13 +127,13 @@ class Failure:
             object.__setattr__(self, "traceback", self.exc.__traceback__)
 
 
-# _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch, its sums, how many batches to leave
-# untimed before the next timed one, when the current batch's collate started, and how many batches the
-# next fast timed batch will stand for, at these indices (the per-batch path writes them as literals).
+# _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch, its sums, when the current batch's collate
+# started, and how many batches the next fast timed batch will stand for, at these indices (the per-batch
+# path writes them as literals).
 # 32 doubles (256 bytes): no other object shares its cache lines, so the worker's writes do not bounce
 # lines that the consumer writes when it frees objects this worker made (the allocator packs small
 # blocks together).
-_GENERATION, _BUSY, _COLLATE, _UNTIMED, _SLOWEST, _COLLATE_STARTED, _GAP = range(7)
+_GENERATION, _BUSY, _COLLATE, _SLOWEST, _COLLATE_STARTED, _GAP = range(6)
 _TOTALS_SIZE = 32
 
 #: A batch that takes at least this long keeps every batch timed (the timing's microsecond is at most 1%).
@@ -208,6 +209,10 @@ class WorkerRuntime:
         self._init_failure: Failure | None = None
         # Written only by this worker, replaced by it at each new epoch; None when untimed.
         self.totals: array[float] | None = _new_totals(-1) if spec.timed else None
+        # Batches to leave untimed before the next timed one: a small int (no new object per batch), and
+        # whether _collate should read the clock (only during a timed batch). Both written by this worker.
+        self._untimed = 0
+        self._timing = False
         self._iterator: Any = None
         self._generation: int | None = None
         self._exhausted = False
@@ -259,35 +264,38 @@ class WorkerRuntime:
             ``generation``'s totals, or a fast timed batch's times stand for
             the untimed ones after it (see the module's docstring).
         """
+        untimed = self._untimed
+        if untimed:  # a fast batch that the last timed one stands for (in its epoch, if a new one began)
+            self._untimed = untimed - 1
+            return self._run(generation, payload)
         totals = self.totals
         if totals is None:
             return self._run(generation, payload)
         # Literal indices below (see ``_TOTALS_LAYOUT``): the free-threaded 3.13 interpreter does not
         # specialise, so every global name read on this per-batch path is a dictionary lookup.
-        untimed = totals[3]
-        if untimed:  # a fast batch that the last timed one stands for (in its epoch, if a new one began)
-            result = self._run(generation, payload)  # _collate sees untimed > 0: reads no clock
-            totals[3] = untimed - 1.0
-            return result
         if totals[0] != generation:  # a new epoch: new sums, made here so this worker's heap holds them
             self.totals = totals = _new_totals(generation)
+        self._timing = True
         started = perf_counter()
-        status, value = self._run(generation, payload)
+        try:
+            status, value = self._run(generation, payload)
+        finally:
+            self._timing = False
         ended = perf_counter()
         busy = ended - started
         if busy < EXACT_ABOVE_S and type(payload) is not BatchPart:  # a part of the first batch is no batch
-            gap = totals[6]  # this batch stands for itself and the next gap - 1, untimed
-            totals[3] = gap - 1.0
+            gap = totals[5]  # this batch stands for itself and the next gap - 1, untimed
+            self._untimed = int(gap) - 1
             if gap < MAX_GAP:
-                totals[6] = gap + gap
+                totals[5] = gap + gap
         else:
-            gap = totals[6] = 1.0
+            gap = totals[5] = 1.0
         totals[1] += busy * gap  # busy
-        collate_started = totals[5]  # set by _collate, if this batch got that far
+        collate_started = totals[4]  # set by _collate, if this batch got that far
         if collate_started > started:
             totals[2] += (ended - collate_started) * gap  # collate
-        if busy > totals[4]:  # noqa: PLR1730  (slowest; a call to max() costs more on the hot path)
-            totals[4] = busy
+        if busy > totals[3]:  # noqa: PLR1730  (slowest; a call to max() costs more on the hot path)
+            totals[3] = busy
         return status, value
 
     def totals_for(self, generation: int) -> tuple[float, float, float] | None:
@@ -385,9 +393,8 @@ class WorkerRuntime:
         return self._collate(data)
 
     def _collate(self, data: Any) -> tuple[int, Any]:
-        totals = self.totals
-        if totals is not None and not totals[3]:  # a timed batch
-            totals[5] = perf_counter()  # collate started; run() reads it when the batch ends
+        if self._timing:  # a timed batch (``run`` sets it)
+            self.totals[4] = perf_counter()  # type: ignore[index]  # collate started; run() reads it at the end
         try:
             batch = self.spec.collate_fn(data)
             if self.spec.pin_memory:
