@@ -6,6 +6,10 @@ In:  tickets ``(generation, seq, payload)`` from the scheduler, either on one
 Out: results ``(generation, seq, worker_id, status, value)`` on one result
      queue, read by the scheduler with a timeout slice.
 
+A thread that finds its queue empty yields the CPU and looks again a few
+times before it blocks (``_take``): on trivial batches the futex sleeps and
+wake-ups of blocking were most of a batch's cost.
+
 Ownership: the executor owns its threads, its task queues, its result queue
 and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
 never the executor or the iterator, so dropping the iterator can trigger
