@@ -14,10 +14,11 @@ touched from the consumer's thread. Workers keep their own sums, so the
 consumer's per-batch bookkeeping is two counters, and it reads the workers'
 sums only for a snapshot (and once, to freeze them, at the epoch's end).
 
-Batch counts are exact. Busy, fetch and collate seconds are exact for
-batches of 100 µs or more; for faster ones the workers time a sample of the
-batches and scale it (``threadloader.worker.EXACT_ABOVE_S``), so that timing
-costs about 1% even when the loader's own overhead is the whole cost.
+Batch and sample counts are exact. Busy, fetch and collate seconds are exact
+while batches take 100 µs or more; after faster ones the workers time a
+sample of the batches and scale it (``threadloader.worker.EXACT_ABOVE_S``),
+so that timing costs next to nothing even when the loader's own overhead is
+the whole cost.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class EpochStats:
         in_flight: batches issued to workers and not yet consumed.
         batches_per_s: ``batches / wall_s``.
         samples_per_s: ``samples / wall_s``.
-        slowest_batch_s: the longest fetch + collate of one timed batch (every
-            batch of 100 µs or more is timed; see the module's docstring).
+        slowest_batch_s: the longest fetch + collate of one timed batch (while
+            batches take 100 µs or more, every batch is timed; see the
+            module's docstring).
         workers: per-worker numbers (with ``num_workers="auto"``, every
             worker the epoch had, retired ones too).
         scaling: with ``num_workers="auto"``, each change of the pool's size
