@@ -178,9 +178,8 @@ class StatsRecorder:
         timings = self._final if self._final is not None else self._read()
         workers = []
         slowest = 0.0
-        made = self.made
-        for worker_id in range(max(len(timings), len(made))):
-            timing = timings[worker_id] if worker_id < len(timings) else None
+        made = self.made  # never longer than timings: every worker that made a batch has a runtime
+        for worker_id, timing in enumerate(timings):
             fetch_s, collate_s, worker_slowest = timing or (0.0, 0.0, 0.0)
             batches = made[worker_id] if worker_id < len(made) else 0
             slowest = max(slowest, worker_slowest)
