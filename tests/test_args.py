@@ -394,10 +394,16 @@ def _local_dataset() -> Any:
     return LocalDataset()
 
 
+# Under fork (Linux's default start method up to Python 3.13, as with torch) nothing is pickled; the
+# other start methods pickle every argument, and an unpicklable one must be named.
+_PICKLING_CONTEXT = "forkserver"
+
+
 def test_unpicklable_collate_fn_in_process_mode_names_it() -> None:
-    loader = DataLoader(RangeDataset(4), batch_size=2, num_workers=1, mode="process", collate_fn=lambda b: sum(b))
+    loader = DataLoader(RangeDataset(4), batch_size=2, num_workers=1, mode="process", collate_fn=lambda b: sum(b),
+                        multiprocessing_context=_PICKLING_CONTEXT)
     with pytest.raises(TypeError) as info:
-        iter(loader)
+        next(iter(loader))
     message = str(info.value)
     assert "collate_fn" in message
     assert "mode='thread'" in message
@@ -410,9 +416,10 @@ def test_unpicklable_collate_fn_works_in_thread_mode() -> None:
 
 
 def test_unpicklable_dataset_in_process_mode_names_it() -> None:
-    loader = DataLoader(_local_dataset(), batch_size=2, num_workers=1, mode="process")
+    loader = DataLoader(_local_dataset(), batch_size=2, num_workers=1, mode="process",
+                        multiprocessing_context=_PICKLING_CONTEXT)
     with pytest.raises(TypeError) as info:
-        iter(loader)
+        next(iter(loader))
     message = str(info.value)
     assert "dataset" in message
     assert "collate_fn" not in message
@@ -425,9 +432,10 @@ def test_unpicklable_dataset_works_in_thread_mode() -> None:
 
 
 def test_unpicklable_worker_init_fn_in_process_mode_names_it() -> None:
-    loader = DataLoader(RangeDataset(4), num_workers=1, mode="process", worker_init_fn=lambda worker_id: None)
+    loader = DataLoader(RangeDataset(4), num_workers=1, mode="process", worker_init_fn=lambda worker_id: None,
+                        multiprocessing_context=_PICKLING_CONTEXT)
     with pytest.raises(TypeError) as info:
-        iter(loader)
+        next(iter(loader))
     assert "worker_init_fn" in str(info.value)
     assert "mode='thread'" in str(info.value)
 

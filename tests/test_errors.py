@@ -164,8 +164,9 @@ def test_unpicklable_worker_exception_gets_a_clear_wrapper() -> None:
 
 
 def test_dataset_pickled_once_per_worker_not_per_batch() -> None:
-    PickleCountingDataset.pickled = 0
-    loader = DataLoader(PickleCountingDataset(40), batch_size=2, num_workers=2, mode="process")
+    PickleCountingDataset.pickled = 0  # fork, the default start method here, pickles nothing at all
+    loader = DataLoader(PickleCountingDataset(40), batch_size=2, num_workers=2, mode="process",
+                        multiprocessing_context="forkserver")
     assert len(list(loader)) == 20
     assert PickleCountingDataset.pickled == 2
 

@@ -91,10 +91,10 @@ def test_persistent_pool_survives_epochs_and_break(mode: str) -> None:
         pool = None
         for epoch in range(4):
             it = iter(loader)
+            got = next(it).tolist()  # the epoch starts at its first batch
             pool = pool or it._executor
             assert it._executor is pool  # the same workers every epoch
-            got = []
-            for i, batch in enumerate(it):
+            for i, batch in enumerate(it, start=1):
                 got.extend(batch.tolist())
                 if epoch % 2 == 1 and i == 2:
                     break  # a partial epoch: its batches in flight are dropped

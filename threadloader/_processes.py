@@ -38,16 +38,11 @@ from . import _lifecycle, _shm
 from ._shm_collate import ShmArena, make_collate
 from .collate import default_collate
 from .errors import RemoteTraceback, WorkerDiedError
-from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime, _local
+from .runtime import resolve_context
+from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime
 
 _JOIN_SECONDS = 1.0  # then terminate: a worker mid-sample does not delay shutdown
 _WORKER_POLL_SECONDS = 1.0
-
-def default_context() -> multiprocessing.context.BaseContext:
-    """``forkserver`` where the platform has it, else ``spawn``."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
 
 def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) -> None:
     """Have the fork server import what workers need, once, before it forks them.
@@ -65,26 +60,6 @@ def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) 
     if dataset_module not in ("__main__", "builtins") and dataset_module in sys.modules:
         modules.append(dataset_module)
     ctx.set_forkserver_preload(modules)
-
-
-def resolve_context(context: Any) -> multiprocessing.context.BaseContext:
-    """Turn the user's ``multiprocessing_context`` (None, a name, a context) into a context."""
-    if context is None:
-        return default_context()
-    if isinstance(context, str):
-        methods = multiprocessing.get_all_start_methods()
-        if context not in methods:
-            raise ValueError(
-                f"multiprocessing_context option should specify a valid start method in {methods!r}, "
-                f"but got multiprocessing_context={context!r}"
-            )
-        return multiprocessing.get_context(context)
-    if not isinstance(context, multiprocessing.context.BaseContext):
-        raise TypeError(
-            "multiprocessing_context option should be a valid context object or a string specifying "
-            f"the start method, but got multiprocessing_context={context!r}"
-        )
-    return context
 
 
 def _encode_failure(failure: Failure) -> tuple[Any, ...]:
@@ -141,7 +116,7 @@ def _process_main(
             arena = None  # no room for its state file: collate privately, encode copies the batch
         else:
             spec = replace(spec, collate_fn=make_collate(arena))
-    runtime = WorkerRuntime(spec, worker_id, num_workers, seed)
+    runtime = WorkerRuntime(spec, worker_id, num_workers, seed, in_thread=False)
     runtime.start()
     try:
         while not stop.is_set():
@@ -166,7 +141,7 @@ def _process_main(
                 value = _encode_failure(value)
             results.put((generation, seq, worker_id, status, value, runtime.totals_for(generation)))
     finally:
-        _local.info = None
+        runtime.stop()
         if stop.is_set():
             results.cancel_join_thread()  # the parent stopped reading: do not block exit on a full pipe
 

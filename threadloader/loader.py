@@ -5,7 +5,16 @@ In:  a dataset (map-style or iterable-style), sampling and batching options
 Out: per ``iter(loader)``, an iterator over the epoch's batches whose ``.mode``
      says where batches are made: ``"serial"`` (``num_workers=0``, in the
      calling thread), ``"thread"`` (worker threads sharing the dataset) or
-     ``"process"`` (worker processes, for builds with the GIL).
+     ``"process"`` (worker processes, for builds with the GIL). ``iter()``
+     only decides the mode; the epoch starts at the first ``next()``.
+
+Where torch is installed ``DataLoader`` derives from
+``torch.utils.data.DataLoader`` and keeps the attributes torch's code and the
+frameworks read (``_dataset_kind``, ``_auto_collation``, ``_index_sampler``,
+``multiprocessing_context``...), so ``isinstance`` checks, Lightning's
+sampler injection and re-instantiation from constructor arguments treat it
+as torch's; iteration is always threadloader's. A loader pickles at any time,
+without its live pool or iterator.
 
 Ownership: without ``persistent_workers`` each epoch iterator owns its worker
 pool and stops it when the epoch ends, on ``close()``, or when it is garbage
@@ -15,62 +24,39 @@ epochs; ``loader.close()`` (or the loader's garbage collection) stops it.
 
 from __future__ import annotations
 
-import random
+import os
 import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from math import ceil
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _resume, autoscale, collate, runtime
+from . import _resume, _torch, collate, runtime
+from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
 from .collate import default_collate, default_convert
 from .replication import ReplicaTemplate
-from .sampling import BatchSampler, RandomSampler, SequentialSampler
-from .scheduler import EpochIterator, Executor, Progress, SerialIterator
+from .sampling import BatchSampler, RandomSampler
+from .scheduler import EpochIterator, EpochPlan, Executor, Progress, SerialIterator, SerialPlan
 from .stats import EpochStats, starvation_advice
 from .worker import FetchSpec, WorkerRuntime, derive_seed
 
+__all__ = ["DataLoader", "is_iterable_dataset"]
+
+T_co = TypeVar("T_co", covariant=True)
+
+if TYPE_CHECKING:
+    _LoaderBase = object
+else:
+    _LoaderBase = _torch.base("DataLoader")
+
 _MIN_EPOCH_FOR_WARNING_S = 1.0  # shorter epochs are dominated by start-up; no advice from them
 _FROZEN_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
-
-
-def is_iterable_dataset(dataset: Any) -> bool:
-    """True for iterable-style datasets: torch ``IterableDataset``, or ``__iter__`` without ``__getitem__``."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(dataset, torch.utils.data.IterableDataset):
-        return True
-    return hasattr(dataset, "__iter__") and not hasattr(dataset, "__getitem__")
-
-
-def _seed_from(generator: Any, seed: int | None) -> int:
-    """The loader's base seed, from ``seed``, ``generator`` or the global RNG (like torch)."""
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed should be a non-negative integer, but got seed={seed!r}")
-        if generator is not None:
-            raise ValueError("seed and generator are mutually exclusive; pass one of them")
-        return seed
-    if generator is None:
-        torch = sys.modules.get("torch")
-        if torch is not None:  # torch.manual_seed(...) makes shuffling reproducible, as in torch
-            return int(torch.empty((), dtype=torch.int64).random_().item())
-        return random.getrandbits(63)
-    if isinstance(generator, int) and not isinstance(generator, bool) and generator >= 0:
-        return generator
-    import numpy as np
-
-    if isinstance(generator, np.random.Generator):
-        return int(generator.integers(0, 2**63 - 1))
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(generator, torch.Generator):
-        return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
-    raise TypeError(
-        "generator should be a torch.Generator, a numpy.random.Generator or a non-negative int seed, "
-        f"but got generator={generator!r}"
-    )
+_DATASET_KIND_MAP, _DATASET_KIND_ITERABLE = 0, 1  # torch's _DatasetKind values
+_LIVE_STATE = ("_pool", "_pool_finalizer", "_current")  # never pickled: a copy starts without them
 
 
 def _try_capture(index_sampler: Any) -> list[str | None] | ValueError:
@@ -87,6 +73,27 @@ def _told_epoch(sampler: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _is_distributed_sampler(sampler: Any) -> bool:
+    """True for samplers that give each rank its own shard (torch's, Lightning's and Accelerate's)."""
+    seen = 0
+    while sampler is not None and seen < 8:
+        if hasattr(sampler, "num_replicas") and hasattr(sampler, "rank"):  # torch's DistributedSampler family
+            return True
+        if hasattr(sampler, "num_processes") and hasattr(sampler, "process_index"):  # Accelerate's shards
+            return True
+        sampler = getattr(sampler, "sampler", None) or getattr(sampler, "batch_sampler", None)
+        seen += 1
+    return False
+
+
+def _distributed_world_size() -> int:
+    """The world size of an initialized ``torch.distributed`` process group, else 1."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return 1
+    return int(distributed.get_world_size())
+
+
 @dataclass(frozen=True)
 class _ResumePoint:
     """Where ``load_state_dict`` asks the next epoch to start."""
@@ -97,20 +104,14 @@ class _ResumePoint:
     sampler_state: list[str | None] | None
 
 
-def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} should be an integer, but got {name}={value!r}")
-
-
-class DataLoader:
+class DataLoader(_LoaderBase, Generic[T_co]):
     """A drop-in for ``torch.utils.data.DataLoader`` that runs workers as threads.
 
     Every torch argument keeps torch's meaning. On a free-threaded build
     (``sys._is_gil_enabled()`` False) ``mode="auto"`` runs ``num_workers``
     threads that share the one dataset object; on a build with the GIL it
     uses worker processes. ``num_workers=0`` loads in the calling thread.
+    Where torch is installed this class derives from torch's DataLoader.
 
     Extra keyword arguments:
         in_order: yield in sampler order (default) or as batches finish.
@@ -118,17 +119,15 @@ class DataLoader:
         seed: base seed for shuffling and worker seeds (instead of ``generator``).
         replicate: ``True`` gives each worker thread its own replica of the
             dataset (``threadloader.replicate``: Python objects copied, array
-            memory and the elements of containers longer than 65,536 shared);
-            a callable builds each worker's replica from the dataset. Process
-            workers already have their own copy; a callable still runs in each.
+            memory and the elements of large containers shared); a callable
+            builds each worker's replica from the dataset. Process workers
+            already have their own copy; a callable still runs in each.
         starvation_warning: when an epoch's training loop waits for data
             more than this share of the epoch, warn once, naming the likely
             cause (``None``: never).
-        stats: keep ``iterator.stats`` (default): workers time every batch
-            while batches take 100 µs or more, and a sample of faster ones
-            (``threadloader.stats``). ``False`` skips the timing and the
-            counting (``iterator.stats`` is then ``None`` and there is no
-            starvation warning).
+        stats: keep ``iterator.stats`` (default; ``threadloader.stats``).
+            ``False`` skips the timing and the counting (``iterator.stats``
+            is then ``None`` and there is no starvation warning).
 
     ``num_workers="auto"`` starts two worker threads (one on a single CPU)
     and grows or shrinks the pool during each epoch from the measured wait
@@ -165,130 +164,46 @@ class DataLoader:
         stats: bool = True,
     ) -> None:
         self.__initialized = False
-        auto_workers = isinstance(num_workers, str) and num_workers == "auto"
-        if auto_workers:
-            if not stats:
-                raise ValueError("num_workers='auto' sizes the pool from what it measures, so it needs stats=True")
-            num_workers = autoscale.initial_workers()
-        elif isinstance(num_workers, str):
-            raise TypeError(f"num_workers should be an integer or 'auto', but got num_workers={num_workers!r}")
-        _check_count("num_workers", num_workers)
-        num_workers = cast(int, num_workers)
-        if num_workers < 0:
-            raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable multiprocessing.")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout should be a number of seconds, but got timeout={timeout!r}")
-        if timeout < 0:
-            raise ValueError("timeout option should be non-negative")
-        _check_count("prefetch_factor", prefetch_factor, allow_none=True)
-        if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError(
-                "prefetch_factor option could only be specified in multiprocessing."
-                "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None."
+        options = check_options(
+            LoaderOptions(
+                dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn, drop_last, timeout,
+                worker_init_fn, multiprocessing_context, generator, prefetch_factor, persistent_workers, in_order,
+                mode, seed, replicate, starvation_warning, stats,
             )
-        if num_workers > 0 and prefetch_factor is None:
-            prefetch_factor = 2
-        elif prefetch_factor is not None and prefetch_factor < 0:
-            raise ValueError("prefetch_factor option should be non-negative")
-        if persistent_workers and num_workers == 0:
-            raise ValueError("persistent_workers option needs num_workers > 0")
-        if mode not in runtime.REQUESTED_MODES:
-            raise ValueError(f"mode should be one of {runtime.REQUESTED_MODES}, but got mode={mode!r}")
-        if not isinstance(in_order, bool):
-            raise TypeError(f"in_order should be a bool, but got in_order={in_order!r}")
-        if multiprocessing_context is not None and num_workers == 0:
-            raise ValueError(
-                "multiprocessing_context can only be used with multi-process loading "
-                f"(num_workers > 0), but got num_workers={num_workers}"
-            )
-        if multiprocessing_context is not None:
-            from ._processes import resolve_context
-
-            multiprocessing_context = resolve_context(multiprocessing_context)  # torch checks it up front too
-        if starvation_warning is not None and not (
-            isinstance(starvation_warning, (int, float)) and 0 <= starvation_warning <= 1
-        ):
-            raise ValueError(
-                f"starvation_warning should be a share of the epoch in [0, 1] or None, but got "
-                f"starvation_warning={starvation_warning!r}"
-            )
-        if not isinstance(stats, bool):
-            raise TypeError(f"stats should be a bool, but got stats={stats!r}")
-        if not (isinstance(replicate, bool) or callable(replicate)):
-            raise TypeError(f"replicate should be a bool or a callable, but got replicate={replicate!r}")
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"collate_fn should be callable, but got collate_fn={collate_fn!r}")
-        if worker_init_fn is not None and not callable(worker_init_fn):
-            raise TypeError(f"worker_init_fn should be callable, but got worker_init_fn={worker_init_fn!r}")
-
-        iterable = is_iterable_dataset(dataset)
-        if iterable:
-            if shuffle not in {False, None}:
-                raise ValueError(
-                    f"DataLoader with IterableDataset: expected unspecified shuffle option, but got shuffle={shuffle}"
-                )
-            if sampler is not None:
-                raise ValueError(
-                    f"DataLoader with IterableDataset: expected unspecified sampler option, but got sampler={sampler}"
-                )
-            if batch_sampler is not None:
-                raise ValueError(
-                    "DataLoader with IterableDataset: expected unspecified "
-                    f"batch_sampler option, but got batch_sampler={batch_sampler}"
-                )
-        else:
-            shuffle = bool(shuffle)
-        if sampler is not None and shuffle:
-            raise ValueError("sampler option is mutually exclusive with shuffle")
-        if batch_sampler is not None:
-            if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last")
-            batch_size = None
-            drop_last = False
-        elif batch_size is None:
-            if drop_last:
-                raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
-        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
-
-        self._seed = _seed_from(generator, seed)
-        self._owns_sampler = False
-        if not iterable:
-            if sampler is None:
-                if shuffle:
-                    sampler = RandomSampler(dataset, seed=self._seed)
-                    self._owns_sampler = True
-                else:
-                    sampler = SequentialSampler(dataset)
-            if batch_size is not None and batch_sampler is None:
-                batch_sampler = BatchSampler(sampler, batch_size, drop_last)
-
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.drop_last = drop_last
+        )
+        iterable = options.iterable
+        self._base_seed = options.base_seed
+        sampler, batch_sampler, self._owns_sampler = default_samplers(options)
+        self.dataset = options.dataset
+        self._dataset_kind = _DATASET_KIND_ITERABLE if iterable else _DATASET_KIND_MAP
+        self.batch_size = options.batch_size
+        self.drop_last = options.drop_last
         self.sampler = sampler
         self.batch_sampler = batch_sampler
-        self.num_workers = num_workers
-        self.prefetch_factor = prefetch_factor
+        self.num_workers = options.num_workers
+        self.prefetch_factor = options.prefetch_factor
         self.pin_memory = pin_memory
         self.pin_memory_device = pin_memory_device
         self.timeout = timeout
         self.worker_init_fn = worker_init_fn
         self.multiprocessing_context = multiprocessing_context
         self.generator = generator
+        self.seed = seed  # as given, like generator: a framework rebuilding the loader passes it back
         self.persistent_workers = persistent_workers
         self.in_order = in_order
         self.mode = mode
         self.replicate = replicate
         self.starvation_warning = starvation_warning
         self.stats = stats
-        self.auto_workers = auto_workers
+        self.auto_workers = options.auto_workers
         self._starvation_warned = False
+        self._distributed_warned = False
         self._iterable = iterable
-        self._auto_collation = batch_sampler is not None if not iterable else batch_size is not None
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
+        self._IterableDataset_len_called: int | None = None  # torch's name: len(loader) of an iterable dataset
+        self._iterator = None  # torch's attribute; threadloader keeps its iterators elsewhere
         self._epoch = 0
         self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
         self._resume: _ResumePoint | None = None
@@ -297,21 +212,83 @@ class DataLoader:
         self._pool_finalizer: weakref.finalize | None = None
         self._current: weakref.ref[Any] | None = None
         self.__initialized = True
+        if not self.auto_workers:
+            self.check_worker_number_rationality()
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _FROZEN_AFTER_INIT and getattr(self, "_DataLoader__initialized", False):
             raise ValueError(f"{name} attribute should not be set after {type(self).__name__} is initialized")
-        super().__setattr__(name, value)
+        object.__setattr__(self, name, value)  # torch's __setattr__ would repeat the check above
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The loader's settings and position, without its live pool or iterator (``ddp_spawn`` pickles it)."""
+        state = self.__dict__.copy()
+        for name in _LIVE_STATE:
+            state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)  # bypasses __setattr__: the frozen attributes come back as they were
+
+    # --- what torch's code and the frameworks read --------------------------------------------
 
     @property
-    def seed(self) -> int:
-        """The base seed that shuffling and worker seeds derive from."""
-        return self._seed
+    def multiprocessing_context(self) -> Any:
+        """The start method's context for process mode (``None``: the platform's default, as in torch)."""
+        return self._multiprocessing_context
+
+    @multiprocessing_context.setter
+    def multiprocessing_context(self, context: Any) -> None:
+        if context is not None:
+            if self.num_workers == 0:
+                raise ValueError(
+                    "multiprocessing_context can only be used with multi-process loading "
+                    f"(num_workers > 0), but got num_workers={self.num_workers}"
+                )
+            context = runtime.resolve_context(context)  # torch checks it when it is set, too
+        object.__setattr__(self, "_multiprocessing_context", context)
+
+    @property
+    def _auto_collation(self) -> bool:
+        """True when samples are grouped into batches (torch's property)."""
+        return self.batch_size is not None if self._iterable else self.batch_sampler is not None
+
+    @property
+    def _index_sampler(self) -> Any:
+        """What yields one epoch's index lists (or single indices without auto-collation), as in torch."""
+        return self.batch_sampler if self._auto_collation else self.sampler
+
+    @property
+    def base_seed(self) -> int:
+        """The base seed that shuffling, worker seeds and ``sample_rng()`` derive from."""
+        return self._base_seed
 
     @property
     def epoch(self) -> int:
-        """Number of epochs (iterations) started so far."""
+        """The number the next epoch will have (epochs are numbered from 0)."""
         return self._epoch
+
+    def check_worker_number_rationality(self) -> None:
+        """Warn, in torch's words, when ``num_workers`` exceeds the CPUs this process may use."""
+        if not self.num_workers:
+            return
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if usable is not None and self.num_workers <= usable:
+            return
+        if usable is None:
+            suggestion = "DataLoader is not able to compute a suggested max number of worker in current system."
+        else:
+            cpuset = "" if hasattr(os, "sched_getaffinity") else " (`cpuset` is not taken into account)"
+            suggestion = (
+                f"Our suggested max number of worker in current system is {usable}{cpuset}, which is smaller "
+                "than what this DataLoader is going to create."
+            )
+        warnings.warn(
+            f"This DataLoader will create {self.num_workers} worker processes in total. {suggestion} "
+            "Please be aware that excessive worker creation might get DataLoader running slow or even freeze, "
+            "lower the worker number to avoid potential slowness/freeze if necessary.",
+            stacklevel=3,
+        )
 
     def __len__(self) -> int:
         """Batches per epoch, by torch's rules (``len(dataset)`` for iterable-style)."""
@@ -319,56 +296,103 @@ class DataLoader:
             length = len(self.dataset)
             if self.batch_size is not None:
                 length = length // self.batch_size if self.drop_last else ceil(length / self.batch_size)
+            self._IterableDataset_len_called = length  # yielding more batches than this warns, as in torch
             return length
-        return len(self._index_sampler())
+        return len(self._index_sampler)
+
+    # --- epochs --------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        """Start an epoch and return its iterator (``.mode`` tells how it runs)."""
+        """Return the next epoch's iterator; workers start, and the epoch is numbered, at its first ``next()``.
+
+        The mode (``.mode`` of the iterator) is decided here, from whether the
+        GIL is on now.
+        """
+        mode = runtime.resolve_mode(self.mode, self.num_workers)
+        if mode == "serial":
+            return SerialIterator(self._launch_serial)
+        return EpochIterator(mode, partial(self._launch, mode))
+
+    def _get_iterator(self) -> Iterator[Any]:
+        """torch's name for making an epoch iterator: threadloader's, as ``iter()`` makes it."""
+        return iter(self)
+
+    def _open_epoch(self, iterator: Any) -> tuple[int, _ResumePoint | None, Iterator[Any] | None]:
+        """Start an epoch for ``iterator``: its number, where it resumes, and its index batches."""
         previous = self._current() if self._current is not None else None
-        if previous is not None and self.persistent_workers:
+        if previous is not None and previous is not iterator and self.persistent_workers:
             previous.close()  # one epoch at a time on a shared pool, as torch resets its iterator
         epoch = self._begin_epoch()
         resume, self._resume = self._resume, None
-        mode = runtime.resolve_mode(self.mode, self.num_workers)
+        self._current = weakref.ref(iterator)
+        self._warn_if_every_rank_loads_everything()
         collate.prepare(self.collate_fn)
+        if self._iterable:
+            return epoch, resume, None
+        index_sampler = self._index_sampler
+        if resume is not None and resume.sampler_state is not None:
+            _resume.restore(index_sampler, resume.sampler_state)
+        self._epoch_start_state = resume.sampler_state if resume is not None else _try_capture(index_sampler)
+        index_batches: Iterator[Any] = iter(index_sampler)
+        if resume is not None and resume.done:
+            next(islice(index_batches, resume.done - 1, None), None)  # skip consumed batches, unfetched
+        return epoch, resume, index_batches
+
+    def _launch_serial(self, iterator: SerialIterator) -> SerialPlan:
+        epoch, resume, index_batches = self._open_epoch(iterator)
+        spec = self._fetch_spec("serial", needs_replica=False)
+        return SerialPlan(
+            runtime=WorkerRuntime(spec, None, 0, 0),
+            index_batches=index_batches,
+            generation=epoch,
+            resume=None if resume is None else Progress(resume.done, set(resume.also_done)),
+            timed=self.stats,
+            length_hint=self._IterableDataset_len_called if self._iterable else None,
+            dataset=self.dataset,
+        )
+
+    def _launch(self, mode: str, iterator: EpochIterator) -> EpochPlan:
+        epoch, resume, index_batches = self._open_epoch(iterator)
         pool = self._pool
         reusing_pool = pool is not None and pool.mode == mode and not getattr(pool, "closed", False)
         spec = self._fetch_spec(mode, needs_replica=not (self.persistent_workers and reusing_pool))
-        index_batches = None
-        if not self._iterable:
-            index_sampler = self._index_sampler()
-            if resume is not None and resume.sampler_state is not None:
-                _resume.restore(index_sampler, resume.sampler_state)
-            self._epoch_start_state = resume.sampler_state if resume is not None else _try_capture(index_sampler)
-            index_batches = iter(index_sampler)  # type: ignore[arg-type]
-            if resume is not None and resume.done:
-                next(islice(index_batches, resume.done - 1, None), None)  # skip consumed batches, unfetched
-        progress = None if resume is None else Progress(resume.done, set(resume.also_done))
-        if mode == "serial":
-            iterator: Any = SerialIterator(
-                WorkerRuntime(spec, None, 0, 0), index_batches, epoch, progress, timed=self.stats
-            )
+        if self.persistent_workers:
+            executor = self._persistent_pool(mode, spec, epoch)
         else:
-            if self.persistent_workers:
-                executor = self._persistent_pool(mode, spec, epoch)
-            else:
-                executor = self._new_pool(mode, spec, epoch)
-            iterator = EpochIterator(
-                executor,
-                owns_executor=not self.persistent_workers,
-                generation=epoch,
-                index_batches=index_batches,
-                in_order=self.in_order,
-                prefetch_factor=self.prefetch_factor or 0,
-                timeout=self.timeout,
-                resume=progress,
-                on_epoch_end=self._check_starvation if self.stats else None,
-                split_first_batch=self._first_batch_splitter(spec),
-                timed=self.stats,
-                autoscale=self.auto_workers and mode == "thread" and not self._iterable,
-            )
-        self._current = weakref.ref(iterator)
-        return iterator
+            executor = self._new_pool(mode, spec, epoch)
+        return EpochPlan(
+            executor=executor,
+            owns_executor=not self.persistent_workers,
+            generation=epoch,
+            index_batches=index_batches,
+            in_order=self.in_order,
+            prefetch_factor=self.prefetch_factor or 0,
+            timeout=self.timeout,
+            resume=None if resume is None else Progress(resume.done, set(resume.also_done)),
+            on_epoch_end=self._check_starvation if self.stats else None,
+            split_first_batch=self._first_batch_splitter(spec),
+            timed=self.stats,
+            autoscale=self.auto_workers and mode == "thread" and not self._iterable,
+            length_hint=self._IterableDataset_len_called if self._iterable else None,
+            dataset=self.dataset,
+        )
+
+    def _warn_if_every_rank_loads_everything(self) -> None:
+        """Warn once when distributed training runs and this map-style loader does not shard by rank."""
+        if self._distributed_warned or self._iterable:
+            return
+        world = _distributed_world_size()
+        if world <= 1 or _is_distributed_sampler(self._index_sampler):
+            return
+        self._distributed_warned = True
+        warnings.warn(
+            f"threadloader: torch.distributed is initialized with {world} ranks, but this DataLoader's "
+            f"sampler ({type(self.sampler).__name__}) is not a DistributedSampler, so every rank loads "
+            "every sample. Pass sampler=torch.utils.data.DistributedSampler(dataset) (and shuffle it with "
+            "its shuffle= argument) to give each rank its own shard.",
+            RuntimeWarning,
+            stacklevel=5,  # the training loop's next()
+        )
 
     def _first_batch_splitter(self, spec: FetchSpec) -> Callable[[Any], Any] | None:
         """The collate function when the first batch may be fetched in parts, else ``None``.
@@ -399,7 +423,8 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Set the number of the next epoch (shuffling, worker seeds, ``sample_rng``, ``set_epoch`` samplers)."""
-        _check_count("epoch", epoch)
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise TypeError(f"epoch should be an integer, but got epoch={epoch!r}")
         if epoch < 0:
             raise ValueError(f"epoch should be non-negative, but got epoch={epoch}")
         self._epoch = epoch
@@ -432,12 +457,12 @@ class DataLoader:
         else:
             epoch, done, also_done, sampler_state = self._epoch, 0, [], None
         if sampler_state is None:
-            sampler_state = _resume.capture(self._index_sampler())
+            sampler_state = _resume.capture(self._index_sampler)
         elif isinstance(sampler_state, ValueError):
             raise sampler_state
         return {
             "format": "threadloader/1",
-            "seed": self._seed,
+            "seed": self._base_seed,
             "epoch": epoch,
             "batches_done": done,
             "also_done": also_done,
@@ -457,8 +482,8 @@ class DataLoader:
             raise ValueError("threadloader: load_state_dict() covers map-style datasets only")
         self.close()
         seed = state["seed"]
-        if seed != self._seed:
-            self._seed = seed
+        if seed != self._base_seed:
+            self._base_seed = seed
             if self._owns_sampler:  # the shuffle order derives from the seed
                 sampler = RandomSampler(self.dataset, seed=seed)
                 object.__setattr__(self, "sampler", sampler)
@@ -467,9 +492,6 @@ class DataLoader:
         self._epoch = state["epoch"]
         self._epoch_told = _told_epoch(self._epoch_sampler())
         self._resume = _ResumePoint(state["epoch"], state["batches_done"], set(state["also_done"]), state["sampler"])
-
-    def _index_sampler(self) -> Any:
-        return self.batch_sampler if self._auto_collation else self.sampler
 
     def _epoch_sampler(self) -> Any:
         """The sampler that takes ``set_epoch`` (ours for shuffle=True, a DistributedSampler, ...)."""
@@ -502,12 +524,16 @@ class DataLoader:
         current = self._current() if self._current is not None else None
         if current is not None:
             current.close()
+        self._drop_pool()
+
+    def _drop_pool(self) -> None:
+        """Stop the persistent pool, if any."""
         if self._pool_finalizer is not None:
             self._pool_finalizer()
         self._pool = None
         self._pool_finalizer = None
 
-    def __enter__(self) -> DataLoader:
+    def __enter__(self) -> DataLoader[T_co]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -530,7 +556,7 @@ class DataLoader:
             drop_last=self.drop_last,
             worker_init_fn=self.worker_init_fn,
             pin_memory=self._pin_memory_usable(),
-            seed=self._seed,
+            seed=self._base_seed,
             replicate=replicate,
             timed=self.stats,
         )
@@ -554,7 +580,7 @@ class DataLoader:
         return bool(available)
 
     def _new_pool(self, mode: str, spec: FetchSpec, epoch: int) -> Executor:
-        base_seed = derive_seed(self._seed, epoch)
+        base_seed = derive_seed(self._base_seed, epoch)
         if mode == "thread":
             from ._threads import ThreadExecutor
 
@@ -568,7 +594,7 @@ class DataLoader:
     def _persistent_pool(self, mode: str, spec: FetchSpec, epoch: int) -> Executor:
         pool = self._pool
         if pool is not None and (pool.mode != mode or getattr(pool, "closed", False)):
-            self.close()
+            self._drop_pool()
             pool = None
         if pool is None:
             pool = self._new_pool(mode, spec, epoch)

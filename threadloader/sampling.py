@@ -1,16 +1,33 @@
-"""Torch-compatible index samplers built on the standard library and numpy (no torch).
+"""Torch-compatible index samplers built on the standard library and numpy.
 
 In: a sized data source (only its ``len`` is used), or for :class:`BatchSampler` any
 iterable of indices, ours or torch's. Out: Python ``int`` indices, or lists of them
 from :class:`BatchSampler`. :class:`RandomSampler` orders depend only on ``(seed, epoch)``.
+
+Where torch is installed each class derives from torch's class of the same name,
+so code that checks ``isinstance(sampler, torch.utils.data.RandomSampler)`` (Lightning's
+shuffled-validation warning, Accelerate's seedable sampler) sees what it would see
+with torch's DataLoader; the sampling itself is always the code below.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sized
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from . import _torch
+
+if TYPE_CHECKING:
+    _SequentialBase = object
+    _RandomBase = object
+    _BatchBase = object
+else:
+    _SequentialBase = _torch.base("SequentialSampler")
+    _RandomBase = _torch.base("RandomSampler")
+    _BatchBase = _torch.base("BatchSampler")
 
 __all__ = ["BatchSampler", "RandomSampler", "SequentialSampler"]
 
@@ -32,7 +49,7 @@ def _check_non_negative_int(name: str, value: object, upper: int | None = None) 
     return value
 
 
-class SequentialSampler:
+class SequentialSampler(_SequentialBase):
     """Yields ``0, 1, ..., len(data_source) - 1`` in order.
 
     Args:
@@ -49,7 +66,7 @@ class SequentialSampler:
         return len(self.data_source)
 
 
-class RandomSampler:
+class RandomSampler(_RandomBase):
     """Yields indices in a random order that depends only on ``(seed, epoch)``.
 
     Without replacement the order is a permutation of ``range(n)``; when
@@ -89,6 +106,7 @@ class RandomSampler:
             )
         self._seed = _check_non_negative_int("seed", seed, _MAX_SEED)
         self._epoch = 0
+        self.generator = None  # torch's attribute; the order comes from (seed, epoch) instead
 
     @property
     def num_samples(self) -> int:
@@ -132,7 +150,7 @@ class RandomSampler:
         return self.num_samples
 
 
-class BatchSampler:
+class BatchSampler(_BatchBase):
     """Groups indices from another sampler into lists of ``batch_size``.
 
     Args:

@@ -21,9 +21,11 @@ and collated here, so it arrives after ``batch_size / num_workers`` samples.
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -150,88 +152,138 @@ class _SplitBatch:
             return worker_id, ERROR, Failure(exc, "collate_fn")
 
 
-class EpochIterator:
-    """Iterator over one epoch's batches, fed by an executor."""
+@dataclass
+class EpochPlan:
+    """What an epoch iterator needs when its epoch starts (at the first ``next()``).
 
-    def __init__(
-        self,
-        executor: Executor,
-        *,
-        owns_executor: bool,
-        generation: int,
-        index_batches: Iterator[Any] | None,
-        in_order: bool,
-        prefetch_factor: int,
-        timeout: float,
-        resume: Progress | None = None,
-        on_epoch_end: Callable[[EpochStats, bool], None] | None = None,
-        split_first_batch: Callable[[Any], Any] | None = None,
-        timed: bool = True,
-        autoscale: bool = False,
-    ) -> None:
-        """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets.
+    Attributes:
+        executor: the worker pool.
+        owns_executor: shut the pool down when this epoch ends or is
+            dropped (False for a persistent pool owned by the loader).
+        generation: the epoch's number; results of other epochs are ignored.
+        index_batches: the batch sampler's iterator (map-style), or
+            ``None`` for an iterable-style dataset.
+        in_order: yield in sampler order (True) or as batches finish.
+        prefetch_factor: tickets in flight per worker.
+        timeout: seconds to wait for one batch before raising (0: forever).
+        resume: batches of this epoch already consumed before a
+            checkpoint; ``index_batches`` must already be past the first
+            ``resume.done`` of them.
+        on_epoch_end: called with the epoch's stats and ``in_order``
+            when the epoch ends (not when it is abandoned).
+        split_first_batch: the collate function, to spread the epoch's
+            first batch over the workers and collate its parts here
+            (shorter time to first batch); ``None`` to not split.
+        timed: keep ``stats`` (else ``stats`` is ``None`` and the
+            workers' timings are ignored).
+        autoscale: grow or shrink the pool during the epoch
+            (``num_workers="auto"``; a thread pool with one shared task
+            queue, and ``timed``).
+        length_hint: ``len(loader)`` as last asked, for an iterable-style
+            dataset: yielding more batches warns, as torch does.
+        dataset: the dataset, named in that warning.
+    """
+
+    executor: Executor
+    owns_executor: bool
+    generation: int
+    index_batches: Iterator[Any] | None
+    in_order: bool
+    prefetch_factor: int
+    timeout: float
+    resume: Progress | None = None
+    on_epoch_end: Callable[[EpochStats, bool], None] | None = None
+    split_first_batch: Callable[[Any], Any] | None = None
+    timed: bool = True
+    autoscale: bool = False
+    length_hint: int | None = None
+    dataset: Any = None
+
+
+def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int) -> None:
+    """torch's warning for an iterable-style dataset that yields more batches than ``len(loader)`` said."""
+    message = (
+        f"Length of IterableDataset {dataset} was reported to be {length} "
+        f"(when accessing len(dataloader)), but {yielded} samples have been fetched. "
+    )
+    if num_workers > 0:
+        message += (
+            "For multiprocessing data-loading, this could be caused by not properly configuring the "
+            "IterableDataset replica at each worker. Please see "
+            "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset for examples."
+        )
+    warnings.warn(message, stacklevel=3)
+
+
+class EpochIterator:
+    """Iterator over one epoch's batches, fed by an executor.
+
+    Cheap to make: ``iter(loader)`` starts no worker and consumes no epoch.
+    The first ``next()`` asks the loader for the epoch's ``EpochPlan``
+    (``launch``), which numbers the epoch and starts or reuses the pool.
+    """
+
+    def __init__(self, mode: str, launch: Callable[[EpochIterator], EpochPlan]) -> None:
+        """Remember how to start the epoch.
 
         Args:
-            executor: the worker pool.
-            owns_executor: shut the pool down when this epoch ends or is
-                dropped (False for a persistent pool owned by the loader).
-            generation: epoch tag; results of other generations are ignored.
-            index_batches: the batch sampler's iterator (map-style), or
-                ``None`` for an iterable-style dataset.
-            in_order: yield in sampler order (True) or as batches finish.
-            prefetch_factor: tickets in flight per worker.
-            timeout: seconds to wait for one batch before raising (0: forever).
-            resume: batches of this epoch already consumed before a
-                checkpoint; ``index_batches`` must already be past the first
-                ``resume.done`` of them.
-            on_epoch_end: called with the epoch's stats and ``in_order``
-                when the epoch ends (not when it is abandoned).
-            split_first_batch: the collate function, to spread the epoch's
-                first batch over the workers and collate its parts here
-                (shorter time to first batch); ``None`` to not split.
-            timed: keep ``stats`` (else ``stats`` is ``None`` and the
-                workers' timings are ignored).
-            autoscale: grow or shrink the pool during the epoch
-                (``num_workers="auto"``; a thread pool with one shared task
-                queue, and ``timed``).
+            mode: ``"thread"`` or ``"process"``, decided by ``iter()``.
+            launch: called once, at the first ``next()``, with this iterator.
         """
-        self.mode = executor.mode
-        self.progress = resume or Progress()
+        self.mode = mode
+        self.progress = Progress()
+        self.generation = -1
+        self._launch: Callable[[EpochIterator], EpochPlan] | None = launch
+        self._halted = True  # True until the epoch starts, and again once it ended or was closed
+        self._closed = False
+        self._stats: StatsRecorder | None = None
+
+    def _start(self, plan: EpochPlan) -> None:
+        """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets."""
+        executor = plan.executor
+        self.progress = plan.resume or Progress()
         self._executor = executor
-        self.generation = generation
-        self._index_batches = index_batches
-        self._in_order = in_order
-        self._timeout = timeout
-        self._prefetch_factor = prefetch_factor
-        self._bound = max(1, prefetch_factor * executor.num_workers)
+        self.generation = plan.generation
+        self._index_batches = plan.index_batches
+        self._in_order = plan.in_order
+        self._timeout = plan.timeout
+        self._prefetch_factor = plan.prefetch_factor
+        self._bound = max(1, plan.prefetch_factor * executor.num_workers)
         self._next_seq = self.progress.done
         self._next_yield = self.progress.done
         self._issued: dict[int, Any] = {}  # seq -> indices (map) or worker id (iterable)
         self._done: dict[int, tuple[int, int, Any]] = {}  # seq -> (worker_id, status, value)
         self._arrivals: deque[int] = deque()  # completion order, for in_order=False
-        self._skipped: set[int] = set()  # iterable-style seqs answered "exhausted"
+        self._skipped: set[int] = set()  # seqs to pass over in order: exhausted (iterable) or consumed before a resume
         self._sampler_done = False
         self._live_workers: list[int] = list(range(executor.num_workers))
         self._rr = 0
-        self._closed = False
-        self._stats = StatsRecorder(self.mode, partial(executor.timings, generation)) if timed else None
-        self._on_epoch_end = on_epoch_end
-        self._split = _SplitBatch(split_first_batch) if split_first_batch and executor.num_workers > 1 else None
+        self._length_hint = plan.length_hint
+        self._dataset = plan.dataset
+        self._yielded = 0
+        self._stats = StatsRecorder(self.mode, partial(executor.timings, plan.generation)) if plan.timed else None
+        self._on_epoch_end = plan.on_epoch_end
+        split = plan.split_first_batch
+        self._split = _SplitBatch(split) if split and executor.num_workers > 1 else None
         self._scaler: AutoScaler | None = None
-        if autoscale and self._stats is not None:
+        if plan.autoscale and self._stats is not None:
             stats = self._stats
             self._scaler = AutoScaler(
-                executor, partial(_busy_seconds, executor, generation), lambda: stats.wait_s, stats.scaling
+                executor, partial(_busy_seconds, executor, plan.generation), lambda: stats.wait_s, stats.scaling
             )
-        self._finalizer = weakref.finalize(self, executor.shutdown) if owns_executor else None
+        self._finalizer = weakref.finalize(self, executor.shutdown) if plan.owns_executor else None
+        self._halted = False
         self._refill()
 
     def __iter__(self) -> EpochIterator:
         return self
 
     def __next__(self) -> Any:
-        if self._closed:
-            raise StopIteration
+        if self._halted:  # one check on the per-batch path covers "not started" and "ended"
+            launch, self._launch = self._launch, None
+            if launch is None:
+                raise StopIteration
+            self._start(launch(self))
         seq = self._ready()
         if seq is None:
             seq = self._wait_for_batch()
@@ -252,6 +304,10 @@ class EpochIterator:
                 self._bound = max(1, self._prefetch_factor * self._executor.num_workers)
                 self._refill()  # a new worker finds tickets waiting
         if status == OK:
+            if self._length_hint is not None:
+                self._yielded += 1
+                if self._yielded > self._length_hint:
+                    warn_longer_than_length(self._dataset, self._length_hint, self._yielded, self._executor.num_workers)
             return value
         raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))
 
@@ -286,6 +342,9 @@ class EpochIterator:
         """True once the epoch ended or the iterator was closed."""
         return self._closed
 
+    def __reduce__(self) -> Any:
+        raise TypeError(f"threadloader: a {type(self).__name__} cannot be pickled; pickle its DataLoader instead")
+
     def _end_epoch(self) -> None:
         stats = self._stats
         if stats is not None:
@@ -296,9 +355,11 @@ class EpochIterator:
 
     def close(self) -> None:
         """Stop this epoch: drop batches in flight; stop an owned pool. Idempotent."""
-        if self._closed:
+        self._launch = None  # an epoch that never started never will
+        if self._closed or self._halted:
+            self._closed = True
             return
-        self._closed = True
+        self._closed = self._halted = True
         if self._stats is not None:
             self._stats.end()
         self._issued.clear()
@@ -421,40 +482,70 @@ class EpochIterator:
         )
 
 
+@dataclass
+class SerialPlan:
+    """What a ``num_workers=0`` epoch needs when it starts (see ``EpochPlan`` for the shared fields).
+
+    Attributes:
+        runtime: fetch rules, without worker info (``get_worker_info()`` is None).
+        index_batches: the batch sampler's iterator, or ``None`` (iterable-style).
+        generation: the epoch's number (starts a fresh dataset iterator).
+        resume: batches consumed before a checkpoint.
+        timed: keep ``stats`` (else ``stats`` is ``None``).
+        length_hint: ``len(loader)`` for an iterable-style dataset, or ``None``.
+        dataset: the dataset, named in the length warning.
+    """
+
+    runtime: WorkerRuntime
+    index_batches: Iterator[Any] | None
+    generation: int
+    resume: Progress | None = None
+    timed: bool = True
+    length_hint: int | None = None
+    dataset: Any = None
+
+
 class SerialIterator:
-    """``num_workers=0``: fetch each batch in the calling thread, like torch."""
+    """``num_workers=0``: fetch each batch in the calling thread, like torch.
+
+    As with ``EpochIterator``, the epoch starts at the first ``next()``.
+    """
 
     mode = "serial"
 
-    def __init__(
-        self,
-        runtime: WorkerRuntime,
-        index_batches: Iterator[Any] | None,
-        generation: int,
-        resume: Progress | None = None,
-        timed: bool = True,
-    ) -> None:
+    def __init__(self, launch: Callable[[SerialIterator], SerialPlan]) -> None:
         """Args:
-        runtime: fetch rules, without worker info (``get_worker_info()`` is None).
-        index_batches: the batch sampler's iterator, or ``None`` (iterable-style).
-        generation: epoch tag (starts a fresh dataset iterator).
-        resume: batches consumed before a checkpoint (see ``EpochIterator``).
-        timed: keep ``stats`` (else ``stats`` is ``None``).
+        launch: called once, at the first ``next()``, with this iterator.
         """
-        self._runtime = runtime
-        self._index_batches = index_batches
-        self.generation = generation
-        self.progress = resume or Progress()
-        self._seq = self.progress.done
+        self.progress = Progress()
+        self.generation = -1
+        self._launch: Callable[[SerialIterator], SerialPlan] | None = launch
+        self._halted = True
         self._closed = False
-        self._stats = StatsRecorder(self.mode, lambda: [runtime.totals_for(generation)]) if timed else None
+        self._stats: StatsRecorder | None = None
+        self._runtime: WorkerRuntime | None = None
+
+    def _start(self, plan: SerialPlan) -> None:
+        runtime = self._runtime = plan.runtime
+        self._index_batches = plan.index_batches
+        generation = self.generation = plan.generation
+        self.progress = plan.resume or Progress()
+        self._seq = self.progress.done
+        self._length_hint = plan.length_hint
+        self._dataset = plan.dataset
+        self._yielded = 0
+        self._stats = StatsRecorder(self.mode, lambda: [runtime.totals_for(generation)]) if plan.timed else None
+        self._halted = False
 
     def __iter__(self) -> SerialIterator:
         return self
 
     def __next__(self) -> Any:
-        if self._closed:
-            raise StopIteration
+        if self._halted:
+            launch, self._launch = self._launch, None
+            if launch is None:
+                raise StopIteration
+            self._start(launch(self))
         indices = None
         if self._index_batches is not None:
             try:
@@ -466,6 +557,7 @@ class SerialIterator:
                 self.close()
                 raise
         runtime = self._runtime
+        assert runtime is not None
         status, value = runtime.run(self.generation, indices)
         seq = self._seq
         self._seq += 1
@@ -479,6 +571,10 @@ class SerialIterator:
             if type(indices) is list:
                 stats.samples += len(indices)
         if status == OK:
+            if self._length_hint is not None:
+                self._yielded += 1
+                if self._yielded > self._length_hint:
+                    warn_longer_than_length(self._dataset, self._length_hint, self._yielded, 0)
             return value
         if status == EXHAUSTED:
             self.close()
@@ -498,10 +594,15 @@ class SerialIterator:
 
     def close(self) -> None:
         """End the epoch; idempotent."""
-        self._closed = True
+        self._launch = None
+        self._closed = self._halted = True
         if self._stats is not None:
             self._stats.end()
-        self._runtime.stop()
+        if self._runtime is not None:
+            self._runtime.stop()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("threadloader: a SerialIterator cannot be pickled; pickle its DataLoader instead")
 
     def __enter__(self) -> SerialIterator:
         return self

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from . import randomness
+from . import _torch, randomness
 from .replication import ReplicaTemplate
 
 OK = 0
@@ -189,7 +189,9 @@ class WorkerRuntime:
     Owned by exactly one worker (thread or process); never shared.
     """
 
-    def __init__(self, spec: FetchSpec, worker_id: int | None, num_workers: int, seed: int) -> None:
+    def __init__(
+        self, spec: FetchSpec, worker_id: int | None, num_workers: int, seed: int, in_thread: bool = True
+    ) -> None:
         """Prepare a worker.
 
         Args:
@@ -198,9 +200,12 @@ class WorkerRuntime:
                 thread (``num_workers=0``: no ``WorkerInfo``, no init function).
             num_workers: total number of workers.
             seed: this worker's seed.
+            in_thread: a worker thread (what torch's ``WorkerInfo`` calls
+                ``worker_method="thread"``), not a worker process.
         """
         self.spec = spec
         self.worker_id = worker_id
+        self._in_thread = in_thread
         self.info = (
             None
             if worker_id is None
@@ -237,7 +242,10 @@ class WorkerRuntime:
             else:
                 self._use_dataset(replica)
                 self.info = replace(self.info, dataset=replica)
-        _local.info = self.info
+        _local.info = info = self.info
+        _torch.worker_local.torch_info = _torch.torch_worker_info(
+            info.id, info.num_workers, info.seed, info.dataset, thread=self._in_thread
+        )
         if self._init_failure is None and self.spec.worker_init_fn is not None:
             try:
                 self.spec.worker_init_fn(self.info.id)
@@ -249,6 +257,7 @@ class WorkerRuntime:
         self._iterator = None
         if self.info is not None:
             _local.info = None
+            _torch.worker_local.torch_info = None
 
     def run(self, generation: int, payload: Any) -> tuple[int, Any]:
         """Fetch and collate one batch.

@@ -1,0 +1,106 @@
+"""torch, where it is installed: the classes threadloader's public classes derive from, and worker info.
+
+In:  nothing; imported by threadloader's own modules. It imports torch when
+     torch is installed, because frameworks decide by ``isinstance`` whether a
+     loader is torch's (Lightning injects a ``DistributedSampler`` only then),
+     so ``threadloader.DataLoader`` and its samplers must derive from torch's
+     classes before the first loader exists.
+Out: ``data``, the ``torch.utils.data`` module or ``None``; ``base(name)``,
+     a class of ``torch.utils.data`` to derive from, or ``object``;
+     ``torch_worker_info(...)``, the object ``torch.utils.data.get_worker_info()``
+     returns inside a threadloader worker.
+
+``torch.utils.data.get_worker_info()`` returns a module global that torch's
+worker processes set. threadloader's worker threads share one process, so
+each needs its own answer: ``_install_worker_info_hook`` gives torch's
+function (the very function object, so ``from torch.utils.data import
+get_worker_info`` done before threadloader was imported sees it too) a body
+that first reads the calling thread's threadloader worker info, then falls
+back to torch's global, which torch's own workers still set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import random
+import threading
+from types import ModuleType
+from typing import Any
+
+
+def _import_torch_data() -> ModuleType | None:
+    try:
+        if importlib.util.find_spec("torch") is None:
+            return None
+        import torch.utils.data
+    except (ImportError, ValueError):  # ValueError: a stub module whose __spec__ is None
+        return None
+    return torch.utils.data
+
+
+data: ModuleType | None = _import_torch_data()
+
+#: Per-thread worker info torch's ``get_worker_info`` returns (``.torch_info``); owned by each worker.
+worker_local = threading.local()
+
+# The body torch's get_worker_info gets. Its names resolve in torch's worker module, where
+# ``_threadloader_local`` is put next to torch's own ``_worker_info``.
+_HOOK_SOURCE = '''
+def get_worker_info():
+    info = getattr(_threadloader_local, "torch_info", None)
+    return _worker_info if info is None else info
+'''
+
+
+def base(name: str) -> type:
+    """The class ``torch.utils.data.<name>`` to derive from, or ``object`` without torch."""
+    if data is None:
+        return object
+    cls = getattr(data, name)
+    assert isinstance(cls, type)
+    return cls
+
+
+def _install_worker_info_hook() -> None:
+    """Make torch's ``get_worker_info`` answer per thread inside threadloader workers (idempotent)."""
+    if data is None:
+        return
+    worker_module = data._utils.worker
+    function = worker_module.get_worker_info
+    if getattr(worker_module, "_threadloader_local", None) is worker_local:
+        return
+    namespace: dict[str, Any] = {}
+    exec(compile(_HOOK_SOURCE, "<threadloader worker-info hook>", "exec"), {}, namespace)
+    worker_module._threadloader_local = worker_local
+    function.__code__ = namespace["get_worker_info"].__code__
+
+
+def torch_worker_info(worker_id: int, num_workers: int, seed: int, dataset: Any, thread: bool) -> Any:
+    """torch's ``WorkerInfo`` for one threadloader worker, or ``None`` without torch.
+
+    Thread workers get what torch gives its own thread workers: ``worker_method
+    "thread"`` and private generators (``rng``) seeded with the worker's seed,
+    where this torch's ``WorkerInfo`` has those fields.
+    """
+    if data is None:
+        return None
+    worker_module = data._utils.worker
+    fields = {f.name for f in dataclasses.fields(worker_module.WorkerInfo)}
+    values: dict[str, Any] = {"id": worker_id, "num_workers": num_workers, "seed": seed, "dataset": dataset}
+    if "worker_method" in fields:
+        values["worker_method"] = "thread" if thread else "multiprocessing"
+    rng_type = getattr(worker_module, "_RNG", None)
+    if thread and "rng" in fields and rng_type is not None:
+        import numpy as np
+        import torch
+
+        values["rng"] = rng_type(
+            random_generator=random.Random(seed),
+            torch_generator=torch.Generator().manual_seed(seed),
+            numpy_generator=np.random.default_rng(seed),
+        )
+    return worker_module.WorkerInfo(**values)
+
+
+_install_worker_info_hook()
