@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(180)
 RANK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_rank.py")
 
 
-def test_two_ranks_shard_disjointly_cover_every_epoch_and_resume(tmp_path: object) -> None:
+def test_two_ranks_shard_disjointly_cover_every_epoch_resume_and_warn_without_a_shard(tmp_path: object) -> None:
     pytest.importorskip("torch.distributed.run")
     out = os.path.join(str(tmp_path), "result.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -33,3 +33,4 @@ def test_two_ranks_shard_disjointly_cover_every_epoch_and_resume(tmp_path: objec
         orders.append(rank0)
     assert orders[0] != orders[1]  # each epoch reshuffled (set_epoch passed automatically)
     assert gathered["resumed_exactly"] == [True, True]
+    assert gathered["warned"] == [[False, True], [False, True]]  # [with DistributedSampler, without]

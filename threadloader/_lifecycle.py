@@ -7,11 +7,14 @@ Out: at interpreter exit, ``shutdown()`` on each pool still registered, run
      non-daemon threads, so exiting while iterating does not hang.
 
 Ownership: this module owns one weak set of pools and one lock; it never
-keeps a pool alive.
+keeps a pool alive. A child made by ``fork`` (process mode's default start
+method on Linux) starts with the set empty: the pools in it are the parent's,
+and a worker process that stopped them at its exit would stop its siblings.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any
@@ -26,6 +29,16 @@ def _shutdown_all() -> None:
         pools = list(_live)
     for pool in pools:
         pool.shutdown()
+
+
+def _forget_all() -> None:
+    """In a forked child: the parent's pools are not this process's to stop."""
+    global _lock
+    _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_all)
 
 
 def register(pool: Any) -> None:

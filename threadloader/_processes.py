@@ -179,6 +179,7 @@ class ProcessExecutor:
         self._tasks = [ctx.Queue() for _ in range(num_workers if per_worker_queues else 1)]
         self._closed = False
         self._close_lock = threading.Lock()
+        self._owner_pid = os.getpid()  # a forked child's copy of this pool must never stop it
         self._processes: list[Any] = []
         _lifecycle.register(self)
         try:
@@ -240,14 +241,8 @@ class ProcessExecutor:
         for worker_id, process in enumerate(self._processes):
             code = process.exitcode
             if code is not None:
-                if code < 0:
-                    try:
-                        how = f"was killed by signal {signal.Signals(-code).name}"
-                    except ValueError:
-                        how = f"was killed by signal {-code}"
-                else:
-                    how = f"exited unexpectedly with exit code {code}"
-                message = f"threadloader: worker {worker_id} (pid {process.pid}) {how}; the remaining workers were stopped"
+                message = f"{died_message(process.pid, code)} (threadloader: worker {worker_id}"
+                message += f"{_signal_name(code)}; the remaining workers were stopped)"
                 self.shutdown()
                 raise WorkerDiedError(message)
 
@@ -258,6 +253,8 @@ class ProcessExecutor:
 
     def shutdown(self) -> None:
         """Stop every worker process and release their queues and shared memory. Idempotent."""
+        if os.getpid() != self._owner_pid:  # a copy inherited through fork: the workers are the parent's
+            return
         with self._close_lock:
             if self._closed:
                 return
@@ -310,6 +307,37 @@ class ProcessExecutor:
                 return
             if status == OK:
                 _shm.discard_encoded(*value)
+
+
+def died_message(pid: int | None, exitcode: int) -> str:
+    """What torch's DataLoader says when a worker process ends without reporting, in its words.
+
+    Log alerts written for torch's loader grep for these texts.
+    """
+    if exitcode < 0:
+        try:
+            how = signal.strsignal(-exitcode) or f"signal {-exitcode}"
+        except ValueError:
+            how = f"signal {-exitcode}"
+        text = f"DataLoader worker (pid {pid}) is killed by signal: {how}. "
+        if -exitcode == signal.SIGBUS:
+            text += ("It is possible that dataloader's workers are out of shared memory. "
+                     "Please try to raise your shared memory limit.")
+        return text.rstrip()
+    return (
+        f"DataLoader worker (pid {pid}) exited unexpectedly with exit code {exitcode}. Details are lost due "
+        "to multiprocessing. Rerunning with num_workers=0 may give better error trace."
+    )
+
+
+def _signal_name(exitcode: int) -> str:
+    """``", SIGKILL"`` for a worker killed by a signal, else ``""``."""
+    if exitcode >= 0:
+        return ""
+    try:
+        return f", {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f", signal {-exitcode}"
 
 
 def _drain(q: Any) -> None:

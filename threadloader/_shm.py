@@ -74,7 +74,8 @@ class _ArrayPickler(pickle.Pickler):
         torch = self._torch
         if torch is not None and type(obj) is torch.Tensor:
             if (
-                obj.device.type != "cpu"
+                obj.is_nested  # first: a nested tensor has no sizes to read; it pickles whole
+                or obj.device.type != "cpu"
                 or obj.layout != torch.strided
                 or obj.requires_grad
                 or obj.is_quantized

@@ -187,7 +187,9 @@ class ThreadExecutor:
             return
         for worker_id, thread in enumerate(self._threads):
             if not thread.is_alive() and worker_id not in self._retired:
-                raise WorkerDiedError(f"threadloader: worker thread {worker_id} ({thread.name}) ended unexpectedly")
+                raise WorkerDiedError(
+                    f"DataLoader worker thread {worker_id} ({thread.name}) exited unexpectedly (threadloader)"
+                )
 
     def discard_pending(self) -> None:
         """Drop tickets no worker has taken yet (a persistent pool's old epoch); keep retirement notices."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import random
+import sys
 import threading
 from types import ModuleType
 from typing import Any
@@ -53,10 +54,10 @@ def get_worker_info():
 '''
 
 
-def base(name: str) -> type:
-    """The class ``torch.utils.data.<name>`` to derive from, or ``object`` without torch."""
+def base(name: str, default: type = object) -> type:
+    """The class ``torch.utils.data.<name>`` to derive from, or ``default`` without torch."""
     if data is None:
-        return object
+        return default
     cls = getattr(data, name)
     assert isinstance(cls, type)
     return cls
@@ -101,6 +102,47 @@ def torch_worker_info(worker_id: int, num_workers: int, seed: int, dataset: Any,
             numpy_generator=np.random.default_rng(seed),
         )
     return worker_module.WorkerInfo(**values)
+
+
+def is_datapipe(dataset: Any) -> bool:
+    """True for a torch ``IterDataPipe``."""
+    return data is not None and isinstance(dataset, data.IterDataPipe)
+
+
+# torch walks a datapipe graph by installing a hook on the IterDataPipe class itself, so two threads
+# walking graphs at once collide ("Attempt to override existing reduce_ex_hook"): one walk at a time.
+_datapipe_lock = threading.Lock()
+
+
+def copy_datapipe(pipe: Any) -> Any:
+    """A worker thread's own copy of an ``IterDataPipe`` (a pipe allows one live iterator)."""
+    import copy
+
+    with _datapipe_lock:
+        return copy.deepcopy(pipe)
+
+
+def shard_datapipe(pipe: Any, worker_id: int, num_workers: int) -> None:
+    """Give one worker its shard of an ``IterDataPipe`` (its ``sharding_filter`` steps), as torch's workers do.
+
+    Shards across distributed ranks first, then across this rank's workers.
+    """
+    assert data is not None
+    world, rank = 1, 0
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        world, rank = distributed.get_world_size(), distributed.get_rank()
+    with _datapipe_lock:
+        data.graph_settings.apply_sharding(pipe, num_workers * world, worker_id * world + rank)
+
+
+def seed_datapipe(pipe: Any, seed: int) -> None:
+    """Seed an ``IterDataPipe``'s random steps for one epoch (in place, as torch's ``apply_random_seed``)."""
+    assert data is not None
+    import torch
+
+    with _datapipe_lock:
+        data.graph_settings.apply_random_seed(pipe, torch.Generator().manual_seed(seed))
 
 
 _install_worker_info_hook()

@@ -48,10 +48,16 @@ __all__ = ["DataLoader", "is_iterable_dataset"]
 
 T_co = TypeVar("T_co", covariant=True)
 
+
+
+class _WithoutTorch:
+    """The base without torch (``class X(object, Generic[T])`` has no consistent method order)."""
+
+
 if TYPE_CHECKING:
-    _LoaderBase = object
+    _LoaderBase = _WithoutTorch
 else:
-    _LoaderBase = _torch.base("DataLoader")
+    _LoaderBase = _torch.base("DataLoader", default=_WithoutTorch)
 
 _MIN_EPOCH_FOR_WARNING_S = 1.0  # shorter epochs are dominated by start-up; no advice from them
 _FROZEN_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
@@ -202,7 +208,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
-        self._IterableDataset_len_called: int | None = None  # torch's name: len(loader) of an iterable dataset
+        self._IterableDataset_len_called: int | None = None  # torch's name: len(dataset) when len(loader) ran
         self._iterator = None  # torch's attribute; threadloader keeps its iterators elsewhere
         self._epoch = 0
         self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
@@ -293,10 +299,10 @@ class DataLoader(_LoaderBase, Generic[T_co]):
     def __len__(self) -> int:
         """Batches per epoch, by torch's rules (``len(dataset)`` for iterable-style)."""
         if self._iterable:
-            length = len(self.dataset)
+            # torch keeps the dataset's length, and later warns when more *batches* than that arrive
+            length = self._IterableDataset_len_called = len(self.dataset)
             if self.batch_size is not None:
                 length = length // self.batch_size if self.drop_last else ceil(length / self.batch_size)
-            self._IterableDataset_len_called = length  # yielding more batches than this warns, as in torch
             return length
         return len(self._index_sampler)
 
@@ -559,6 +565,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
             seed=self._base_seed,
             replicate=replicate,
             timed=self.stats,
+            datapipe=_torch.is_datapipe(self.dataset),
         )
 
     def _pin_memory_usable(self) -> bool:

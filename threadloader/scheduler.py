@@ -179,8 +179,9 @@ class EpochPlan:
         autoscale: grow or shrink the pool during the epoch
             (``num_workers="auto"``; a thread pool with one shared task
             queue, and ``timed``).
-        length_hint: ``len(loader)`` as last asked, for an iterable-style
-            dataset: yielding more batches warns, as torch does.
+        length_hint: ``len(dataset)`` when ``len(loader)`` last ran, for an
+            iterable-style dataset: yielding more batches than that warns,
+            as torch does (torch compares batches with samples).
         dataset: the dataset, named in that warning.
     """
 
@@ -201,9 +202,9 @@ class EpochPlan:
 
 
 def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int) -> None:
-    """torch's warning for an iterable-style dataset that yields more batches than ``len(loader)`` said."""
+    """torch's warning for an iterable-style dataset that yields more batches than ``len(dataset)`` said."""
     message = (
-        f"Length of IterableDataset {dataset} was reported to be {length} "
+        f"Length of IterableDataset {dataset} was reported to be {length}"  # torch's text, missing space included
         f"(when accessing len(dataloader)), but {yielded} samples have been fetched. "
     )
     if num_workers > 0:
@@ -476,9 +477,8 @@ class EpochIterator:
         else:
             pending = sorted(s for s in self._issued if s not in self._done)
             detail = f"any of batches {pending[:8]}"
-        raise LoaderTimeoutError(
-            f"threadloader: DataLoader timed out after {waited:.1f} seconds (timeout={self._timeout}) "
-            f"waiting for {detail}"
+        raise LoaderTimeoutError(  # starts as torch's message does, for code and alerts that match it
+            f"DataLoader timed out after {self._timeout} seconds (threadloader: waited {waited:.1f} s for {detail})"
         )
 
 
@@ -492,7 +492,7 @@ class SerialPlan:
         generation: the epoch's number (starts a fresh dataset iterator).
         resume: batches consumed before a checkpoint.
         timed: keep ``stats`` (else ``stats`` is ``None``).
-        length_hint: ``len(loader)`` for an iterable-style dataset, or ``None``.
+        length_hint: ``len(dataset)`` seen by ``len(loader)`` (iterable-style), or ``None``.
         dataset: the dataset, named in the length warning.
     """
 

@@ -168,6 +168,9 @@ class FetchSpec:
             worker's dataset replica from the dataset (in the worker).
         timed: time each batch's fetch and collate (for ``iterator.stats``);
             without it no totals are kept (``totals_for`` is ``None``).
+        datapipe: the dataset is a torch ``IterDataPipe``: each worker
+            shards it and every epoch reseeds its shufflers, as torch's
+            workers do (``_torch.shard_datapipe``, ``_torch.seed_datapipe``).
     """
 
     dataset: Any
@@ -181,6 +184,7 @@ class FetchSpec:
     seed: int = 0
     replicate: Any = None
     timed: bool = True
+    datapipe: bool = False
 
 
 class WorkerRuntime:
@@ -232,7 +236,14 @@ class WorkerRuntime:
     def start(self) -> None:
         """Run in the worker before its first ticket: build its replica, publish info, call init."""
         if self.info is None:
+            if self.spec.datapipe:
+                _torch.shard_datapipe(self.dataset, 0, 1)  # only across distributed ranks, as torch does
             return
+        if self.spec.datapipe:  # a thread shares the pipe with the others: it iterates a copy of its own
+            pipe = _torch.copy_datapipe(self.dataset) if self._in_thread else self.dataset
+            _torch.shard_datapipe(pipe, self.info.id, self.info.num_workers)
+            self._use_dataset(pipe)
+            self.info = replace(self.info, dataset=pipe)
         if self.spec.replicate is not None:
             maker, self.spec = self.spec.replicate, replace(self.spec, replicate=None)  # drop the template
             try:
@@ -378,6 +389,8 @@ class WorkerRuntime:
             self._generation = generation
             self._exhausted = False
             try:
+                if spec.datapipe:  # the same seed in every worker: their shards split one shuffled order
+                    _torch.seed_datapipe(self.dataset, derive_seed(spec.seed, generation))
                 self._iterator = iter(self.dataset)
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 self._exhausted = True
