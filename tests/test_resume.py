@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import pytest
@@ -156,17 +157,34 @@ def test_user_set_epoch_is_followed() -> None:
     assert sampler.epoch == 8
 
 
-def test_unrestorable_sampler_is_named() -> None:
+def test_unrestorable_sampler_gives_an_inexact_state_that_names_it_and_warns_once() -> None:
     torch = pytest.importorskip("torch")
     loader = _make(RangeDataset(8), sampler=torch.utils.data.RandomSampler(range(8)), shuffle=False)
-    with pytest.raises(ValueError, match=r"cannot save the position of sampler .*RandomSampler.*generator="):
-        loader.state_dict()
+    it = iter(loader)
+    next(it), next(it)
+    with pytest.warns(RuntimeWarning, match=r"cannot save the position of sampler .*RandomSampler.*generator="):
+        state = loader.state_dict()  # frameworks call it on their own (Lightning, every checkpoint): never raises
+    assert state["exact"] is False and "RandomSampler" in state["reason"] and state["batches_done"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.state_dict()  # once per loader
+    it.close()
+    resumed = _make(RangeDataset(8), sampler=torch.utils.data.RandomSampler(range(8)), shuffle=False)
+    with pytest.warns(RuntimeWarning, match="resuming at epoch 0, skipping 2 batches of this loader's own order"):
+        resumed.load_state_dict(json.loads(json.dumps(state)))
+    assert len(list(resumed)) == len(loader) - 2 and resumed.epoch == 1
 
 
-def test_iterable_dataset_state_is_refused() -> None:
+def test_iterable_dataset_state_keeps_the_epoch_only() -> None:
     loader = DataLoader(ShardedIterable(4), batch_size=2)
-    with pytest.raises(ValueError, match="map-style"):
-        loader.state_dict()
+    list(loader)
+    with pytest.warns(RuntimeWarning, match="iterable-style dataset owns its position"):
+        state = loader.state_dict()
+    assert state["exact"] is False and state["epoch"] == 1
+    resumed = DataLoader(ShardedIterable(4), batch_size=2)
+    with pytest.warns(RuntimeWarning, match="resuming at epoch 1, from its start"):
+        resumed.load_state_dict(state)
+    assert resumed.epoch == 1 and len(list(resumed)) == 2
 
 
 def test_load_state_dict_rejects_foreign_state() -> None:

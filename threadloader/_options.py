@@ -22,6 +22,13 @@ from typing import Any
 from . import _torch, autoscale, runtime
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 
+#: The default batch and sequential samplers: torch's own classes where torch is installed (Lightning swaps
+#: in a DistributedSampler only under a batch sampler whose type is exactly torch's), else threadloader's.
+#: Shuffling always uses threadloader's RandomSampler (a subclass of torch's), whose order is a function
+#: of (seed, epoch).
+BATCH_SAMPLER: Any = _torch.base("BatchSampler", default=BatchSampler)
+SEQUENTIAL_SAMPLER: Any = _torch.base("SequentialSampler", default=SequentialSampler)
+
 
 def is_iterable_dataset(dataset: Any) -> bool:
     """True for iterable-style datasets: torch ``IterableDataset``, or ``__iter__`` without ``__getitem__``."""
@@ -216,8 +223,9 @@ def check_options(options: LoaderOptions) -> LoaderOptions:
 def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
     """``(sampler, batch_sampler, made_random_sampler)`` as torch fills them in for checked ``options``.
 
-    Map-style: a ``RandomSampler`` seeded with the base seed for ``shuffle``,
-    else a ``SequentialSampler``, batched by a ``BatchSampler``. Iterable-style
+    Map-style: threadloader's ``RandomSampler`` seeded with the base seed for
+    ``shuffle``, else a ``SequentialSampler``, batched by a ``BatchSampler``
+    (``SEQUENTIAL_SAMPLER``, ``BATCH_SAMPLER``). Iterable-style
     with torch installed: torch's infinite constant sampler, batched when
     ``batch_size`` is set, as torch shows them; without torch, ``None``.
     """
@@ -232,7 +240,7 @@ def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
         if options.shuffle:
             sampler, made_random = RandomSampler(options.dataset, seed=options.base_seed), True
         else:
-            sampler = SequentialSampler(options.dataset)
+            sampler = SEQUENTIAL_SAMPLER(options.dataset)
     if batch_size is not None and batch_sampler is None:
-        batch_sampler = BatchSampler(sampler, batch_size, options.drop_last)
+        batch_sampler = BATCH_SAMPLER(sampler, batch_size, options.drop_last)
     return sampler, batch_sampler, made_random

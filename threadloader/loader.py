@@ -36,10 +36,10 @@ from math import ceil
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _resume, _torch, collate, runtime
-from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
+from ._options import BATCH_SAMPLER, LoaderOptions, check_options, default_samplers, is_iterable_dataset
 from .collate import default_collate, default_convert
 from .replication import ReplicaTemplate
-from .sampling import BatchSampler, RandomSampler
+from .sampling import RandomSampler
 from .scheduler import EpochIterator, EpochPlan, Executor, Progress, SerialIterator, SerialPlan
 from .stats import EpochStats, starvation_advice
 from .worker import FetchSpec, WorkerRuntime, derive_seed
@@ -204,12 +204,12 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         self.auto_workers = options.auto_workers
         self._starvation_warned = False
         self._distributed_warned = False
+        self._inexact_warned = False
         self._iterable = iterable
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._IterableDataset_len_called: int | None = None  # torch's name: len(dataset) when len(loader) ran
-        self._iterator = None  # torch's attribute; threadloader keeps its iterators elsewhere
         self._epoch = 0
         self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
         self._resume: _ResumePoint | None = None
@@ -263,6 +263,21 @@ class DataLoader(_LoaderBase, Generic[T_co]):
     def _index_sampler(self) -> Any:
         """What yields one epoch's index lists (or single indices without auto-collation), as in torch."""
         return self.batch_sampler if self._auto_collation else self.sampler
+
+    @property
+    def _iterator(self) -> None:
+        """torch keeps its persistent workers' iterator here; threadloader keeps none, so this reads ``None``.
+
+        Frameworks stop torch's persistent workers by resetting it (Lightning's
+        teardown sets ``loader._iterator = None``): setting it to ``None``
+        stops this loader's persistent pool the same way.
+        """
+        return None
+
+    @_iterator.setter
+    def _iterator(self, value: object) -> None:
+        if value is None and self.persistent_workers and self._pool is not None:
+            self.close()
 
     @property
     def base_seed(self) -> int:
@@ -441,17 +456,13 @@ class DataLoader(_LoaderBase, Generic[T_co]):
 
         Taken between two batches, it names the epoch and the batches already
         consumed; taken between epochs, the next epoch. Small and
-        JSON-serialisable; nothing is recorded per batch.
-
-        Raises:
-            ValueError: for iterable-style datasets, and for samplers whose
-                order cannot be replayed (the message names the sampler).
+        JSON-serialisable; nothing is recorded per batch. Frameworks call it
+        on their own (Lightning stores it in every checkpoint), so it never
+        raises: where the epoch's order cannot be replayed (a sampler drawing
+        from torch's global generator, an iterable-style dataset, which owns
+        its position) the state says ``"exact": False`` and why, and this
+        warns once per loader.
         """
-        if self._iterable:
-            raise ValueError(
-                "threadloader: state_dict() covers map-style datasets; an iterable-style dataset owns its "
-                "position and must save it itself"
-            )
         current = self._current() if self._current is not None else None
         if current is not None and not current.finished:
             epoch, progress = current.generation, current.progress
@@ -462,31 +473,48 @@ class DataLoader(_LoaderBase, Generic[T_co]):
             sampler_state = self._resume.sampler_state
         else:
             epoch, done, also_done, sampler_state = self._epoch, 0, [], None
-        if sampler_state is None:
-            sampler_state = _resume.capture(self._index_sampler)
-        elif isinstance(sampler_state, ValueError):
-            raise sampler_state
-        return {
+        if self._iterable:
+            sampler_state = ValueError("an iterable-style dataset owns its position in its stream")
+        elif sampler_state is None:
+            sampler_state = _try_capture(self._index_sampler)
+        state: dict[str, Any] = {
             "format": "threadloader/1",
             "seed": self._base_seed,
             "epoch": epoch,
             "batches_done": done,
             "also_done": also_done,
-            "sampler": sampler_state,
+            "sampler": None if isinstance(sampler_state, ValueError) else sampler_state,
+            "exact": not isinstance(sampler_state, ValueError),
         }
+        if isinstance(sampler_state, ValueError):
+            state["reason"] = str(sampler_state)
+            self._warn_inexact(f"threadloader: state_dict() cannot record the order of epoch {epoch}: {sampler_state}. "
+                               "A resume from it continues at the right epoch, but not with the same batches")
+        return state
+
+    def _warn_inexact(self, message: str) -> None:
+        if not self._inexact_warned:
+            self._inexact_warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``: the next ``iter()`` yields that epoch's remaining batches.
 
         The loader may differ from the one that saved the state in
         ``num_workers``, ``mode``, ``in_order`` and ``persistent_workers``,
-        not in dataset, sampling or batching.
+        not in dataset, sampling or batching. A state that is not exact
+        (see ``state_dict``) resumes at its epoch, skipping as many batches of
+        this loader's own order for it (an iterable-style dataset: from the
+        epoch's start), and warns.
         """
         if not isinstance(state, dict) or state.get("format") != "threadloader/1":
             raise ValueError(f"load_state_dict expects a dict from DataLoader.state_dict(), but got {state!r:.200}")
-        if self._iterable:
-            raise ValueError("threadloader: load_state_dict() covers map-style datasets only")
         self.close()
+        epoch, done = state["epoch"], state["batches_done"]
+        if not state.get("exact", True):
+            where = "from its start" if self._iterable else f"skipping {done} batches of this loader's own order"
+            self._warn_inexact(f"threadloader: load_state_dict(): the state could not record the order of epoch "
+                               f"{epoch} ({state.get('reason')}); resuming at epoch {epoch}, {where}")
         seed = state["seed"]
         if seed != self._base_seed:
             self._base_seed = seed
@@ -494,10 +522,12 @@ class DataLoader(_LoaderBase, Generic[T_co]):
                 sampler = RandomSampler(self.dataset, seed=seed)
                 object.__setattr__(self, "sampler", sampler)
                 if self.batch_size is not None:
-                    object.__setattr__(self, "batch_sampler", BatchSampler(sampler, self.batch_size, self.drop_last))
-        self._epoch = state["epoch"]
+                    batch_sampler = BATCH_SAMPLER(sampler, self.batch_size, self.drop_last)
+                    object.__setattr__(self, "batch_sampler", batch_sampler)
+        self._epoch = epoch
         self._epoch_told = _told_epoch(self._epoch_sampler())
-        self._resume = _ResumePoint(state["epoch"], state["batches_done"], set(state["also_done"]), state["sampler"])
+        if not self._iterable:
+            self._resume = _ResumePoint(epoch, done, set(state["also_done"]), state["sampler"])
 
     def _epoch_sampler(self) -> Any:
         """The sampler that takes ``set_epoch`` (ours for shuffle=True, a DistributedSampler, ...)."""
