@@ -210,11 +210,25 @@ class PickleCountingDataset(RangeDataset):
 
 
 class SystemExitDataset(RangeDataset):
-    """Raises ``SystemExit`` (not an ``Exception``) at index 2: it ends a worker thread."""
+    """Raises ``SystemExit(5)`` (not an ``Exception``) at index 2, as ``sys.exit(5)`` in ``__getitem__`` would."""
 
     def __getitem__(self, index: int) -> int:
         if index == 2:
             raise SystemExit(5)
+        return index
+
+
+class RaisingDataset(RangeDataset):
+    """Raises ``exc()`` (any ``BaseException`` type) at index ``at``."""
+
+    def __init__(self, length: int, at: int, exc: type[BaseException]) -> None:
+        super().__init__(length)
+        self.at = at
+        self.exc = exc
+
+    def __getitem__(self, index: int) -> int:
+        if index == self.at:
+            raise self.exc()
         return index
 
 

@@ -13,6 +13,7 @@ from sample_datasets import (
     FailingIterable,
     GetItemsDataset,
     PickleCountingDataset,
+    RaisingDataset,
     SegfaultDataset,
     ShardedIterable,
     SlowDataset,
@@ -171,14 +172,31 @@ def test_dataset_pickled_once_per_worker_not_per_batch() -> None:
     assert PickleCountingDataset.pickled == 2
 
 
-def test_system_exit_in_user_code_is_raised_at_its_batch(mode: str) -> None:
+def test_system_exit_in_a_worker_is_an_error_at_its_batch_never_an_exit(mode: str) -> None:
     loader = DataLoader(SystemExitDataset(10), batch_size=1, num_workers=2, mode=mode)
     it = iter(loader)
     assert [int(next(it)), int(next(it))] == [0, 1]
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(WorkerDiedError, match=r"exited unexpectedly with exit code 5") as info:
         next(it)
-    assert "sample index 2" in _note(info.value)
+    assert isinstance(info.value.__cause__, SystemExit) and info.value.__cause__.code == 5
+    assert "sample index 2" in _note(info.value) and "dataset.__getitem__" in str(info.value)
     assert sorted(int(b) for b in it) == list(range(3, 10))  # like any in-band error, the rest still arrive
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, GeneratorExit])
+def test_other_base_exceptions_in_a_worker_are_errors_at_their_batch(mode: str, raised: type) -> None:
+    loader = DataLoader(RaisingDataset(6, at=1, exc=raised), batch_size=1, num_workers=2, mode=mode)
+    out = _collect(loader)
+    assert isinstance(out[1], WorkerDiedError) and raised.__name__ in str(out[1])
+    assert isinstance(out[1].__cause__, raised) and "sample index 1" in _note(out[1])
+    assert [o for i, o in enumerate(out) if i != 1] == [[0], [2], [3], [4], [5]]
+
+
+def test_system_exit_without_workers_exits_as_without_a_loader() -> None:
+    it = iter(DataLoader(SystemExitDataset(4), batch_size=1))
+    next(it), next(it)
+    with pytest.raises(SystemExit):  # num_workers=0 runs user code in the training loop's thread, as torch does
+        next(it)
 
 
 def test_iterable_worker_with_failed_init_reports_once_then_ends(mode: str) -> None:

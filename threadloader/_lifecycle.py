@@ -1,7 +1,8 @@
 """Stopping every live worker pool before the interpreter exits.
 
 In:  executors (thread or process pools) registered when they start and
-     unregistered when they shut down.
+     unregistered once they have shut down and joined their workers (a pool
+     stopped by Ctrl-C without waiting stays registered until then).
 Out: at interpreter exit, ``shutdown()`` on each pool still registered, run
      from ``threading._register_atexit``: before the interpreter joins
      non-daemon threads, so exiting while iterating does not hang.

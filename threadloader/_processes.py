@@ -1,22 +1,33 @@
 """The process executor: worker processes for builds where the GIL is on.
 
-In:  tickets ``(generation, seq, payload)`` from the scheduler, on one shared
-     task queue (map-style) or one queue per worker (iterable-style).
+In:  tickets ``(generation, seq, payload)`` from the scheduler. Each worker
+     has its own task queue: iterable-style tickets name their worker,
+     map-style ones go to the live worker holding the fewest.
 Out: results ``(generation, seq, worker_id, status, value)`` from ``poll``,
      exactly as the thread executor gives them: batches rebuilt from shared
      memory (``_shm``), errors as the original exception type with the remote
      traceback text attached as ``__cause__``; ``timings(generation)``, each
      worker's totals as its latest result carried them.
 
-Ownership: the executor owns its processes, task queues, result queue, stop
-event and the shared-memory name prefix. The loader's ``FetchSpec`` (dataset,
-``collate_fn``, ``worker_init_fn``) is pickled once per worker, as process
-arguments. Start method: ``forkserver`` where available, else ``spawn``
-(never plain ``fork`` from a parent that may run threads), unless the user
-passes ``multiprocessing_context``. ``shutdown()`` is idempotent: stop event,
-sentinels, bounded join, then terminate and kill; it unlinks every
-shared-memory file left behind. Workers exit by themselves when the parent
-dies.
+A dead worker (killed, crashed, ``os._exit``, an error in its own loop) costs
+only the tickets it held: each becomes a ``WorkerDiedError`` at its batch's
+position, naming the pid, the exit code or signal and the sample indices,
+and a new process takes the dead one's place (map-style; an iterable-style
+worker's stream ends with it, since its position in the stream died too).
+Results the worker sent before it died are still delivered. More than
+``num_workers`` deaths in one epoch end the epoch with a ``WorkerDiedError``.
+Each worker writes to a pipe of its own, so a worker killed in the middle of
+a write corrupts nobody else's.
+
+Ownership: the executor owns its processes, their task queues and result
+pipes, the stop event and the shared-memory name prefix. Start method: the
+platform's default, as torch's DataLoader uses (``fork`` on Linux up to 3.13:
+nothing is pickled), unless the user passes ``multiprocessing_context``; with
+``spawn`` or ``forkserver`` the loader's ``FetchSpec`` is pickled once per
+worker. ``shutdown()`` is idempotent: stop event, sentinels, bounded join,
+then terminate and kill; it unlinks every shared-memory file left behind.
+``shutdown(wait=False)`` (Ctrl-C) terminates the workers and leaves the rest
+to a later ``shutdown()``. Workers exit by themselves when the parent dies.
 """
 
 from __future__ import annotations
@@ -30,19 +41,20 @@ import signal
 import sys
 import threading
 import time
-import traceback
-from dataclasses import replace
+from collections import deque
+from multiprocessing.connection import wait as wait_for_connections
 from typing import Any
 
 from . import _lifecycle, _shm
-from ._shm_collate import ShmArena, make_collate
-from .collate import default_collate
-from .errors import RemoteTraceback, WorkerDiedError
+from ._process_worker import decode_failure, process_main
+from .errors import WorkerDiedError, describe_indices
 from .runtime import resolve_context
-from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime
+from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, FetchSpec
 
 _JOIN_SECONDS = 1.0  # then terminate: a worker mid-sample does not delay shutdown
-_WORKER_POLL_SECONDS = 1.0
+
+Result = tuple[int, int, int, int, Any]
+
 
 def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) -> None:
     """Have the fork server import what workers need, once, before it forks them.
@@ -53,7 +65,7 @@ def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) 
     """
     if ctx.get_start_method() != "forkserver":
         return
-    modules = ["threadloader._processes"]
+    modules = ["threadloader._process_worker"]
     if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
         modules.append("torch")
     dataset_module = type(dataset).__module__
@@ -62,88 +74,24 @@ def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) 
     ctx.set_forkserver_preload(modules)
 
 
-def _encode_failure(failure: Failure) -> tuple[Any, ...]:
-    text = "".join(traceback.format_exception(type(failure.exc), failure.exc, failure.exc.__traceback__))
-    try:
-        exc_bytes = pickle.dumps(failure.exc)
-        pickle.loads(exc_bytes)
-    except Exception:
-        exc_bytes = None
-    sample_index = failure.sample_index
-    try:
-        pickle.dumps(sample_index)
-    except Exception:
-        sample_index = repr(sample_index)
-    return (exc_bytes, type(failure.exc).__qualname__, str(failure.exc), text, failure.phase, sample_index)
+class _Worker:
+    """One worker process, its own channels, and the tickets it holds (sent, not yet answered)."""
 
+    __slots__ = ("held", "process", "results", "tasks", "worker_id")
 
-def _decode_failure(encoded: tuple[Any, ...]) -> Failure:
-    exc_bytes, type_name, message, text, phase, sample_index = encoded
-    exc: BaseException
-    if exc_bytes is not None:
-        exc = pickle.loads(exc_bytes)
-    else:
-        exc = RuntimeError(f"{type_name}: {message} (the worker's exception could not be pickled)")
-    exc.__cause__ = RemoteTraceback(text)
-    return Failure(exc, phase, sample_index)
+    def __init__(self, worker_id: int, process: Any, tasks: Any, results: Any) -> None:
+        self.worker_id = worker_id
+        self.process = process
+        self.tasks = tasks
+        self.results = results
+        self.held: list[tuple[int, int, Any]] = []
 
-
-def _process_main(
-    spec: FetchSpec,
-    worker_id: int,
-    num_workers: int,
-    seed: int,
-    tasks: Any,
-    results: Any,
-    stop: Any,
-    shm_prefix: str | None,
-) -> None:
-    """Entry point of a worker process: take tickets, post encoded results."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    import random
-
-    random.seed(seed)  # private to this process, unlike in a worker thread
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-    parent = multiprocessing.parent_process()
-    arena = None
-    if shm_prefix and torch is not None and spec.collate_fn is default_collate:
-        try:
-            arena = ShmArena(shm_prefix)  # stack batches straight into shared memory, as torch's workers do
-        except OSError:
-            arena = None  # no room for its state file: collate privately, encode copies the batch
-        else:
-            spec = replace(spec, collate_fn=make_collate(arena))
-    runtime = WorkerRuntime(spec, worker_id, num_workers, seed, in_thread=False)
-    runtime.start()
-    try:
-        while not stop.is_set():
-            try:
-                task = tasks.get(timeout=_WORKER_POLL_SECONDS)
-            except queue.Empty:
-                if parent is not None and not parent.is_alive():
-                    return
-                continue
-            if task is None:
+    def answered(self, generation: int, seq: int) -> None:
+        """Forget the first held ticket ``(generation, seq)`` (a split batch's parts share a seq)."""
+        for position, (held_generation, held_seq, _payload) in enumerate(self.held):
+            if held_seq == seq and held_generation == generation:
+                del self.held[position]
                 return
-            generation, seq, payload = task
-            status, value = runtime.run(generation, payload)
-            if status == OK:
-                try:
-                    value = _shm.encode(value, shm_prefix, arena) if shm_prefix else (pickle.dumps(value), None, [])
-                except Exception as exc:
-                    status, value = ERROR, Failure(exc, "sending the batch to the parent process")
-            if arena is not None:
-                arena.release()  # what the batch did not take (a failed batch, a tensor cut up)
-            if status == ERROR:
-                value = _encode_failure(value)
-            results.put((generation, seq, worker_id, status, value, runtime.totals_for(generation)))
-    finally:
-        runtime.stop()
-        if stop.is_set():
-            results.cancel_join_thread()  # the parent stopped reading: do not block exit on a full pipe
 
 
 class ProcessExecutor:
@@ -157,75 +105,101 @@ class ProcessExecutor:
         """Start ``num_workers`` processes.
 
         Args:
-            spec: batching rules and the dataset (pickled once per worker).
+            spec: batching rules and the dataset (pickled once per worker, except under fork).
             num_workers: number of processes.
             base_seed: worker ``i`` gets seed ``base_seed + i``.
-            per_worker_queues: one task queue per worker (iterable-style).
+            per_worker_queues: tickets name their worker (iterable-style).
             context: ``multiprocessing_context`` as the user gave it.
 
         Raises:
             TypeError: naming the argument that cannot be pickled.
         """
-        ctx: Any = resolve_context(context)  # typeshed's BaseContext lacks Process, Queue, Event
-        _preload_forkserver(ctx, spec.dataset)
+        self._ctx: Any = resolve_context(context)  # typeshed's BaseContext lacks Process, Queue, Event
+        _preload_forkserver(self._ctx, spec.dataset)
         self.num_workers = num_workers
+        self._spec = spec
         self._pin = spec.pin_memory
-        worker_spec = FetchSpec(**{**spec.__dict__, "pin_memory": False})  # pinning happens in the parent
+        self._worker_spec = FetchSpec(**{**spec.__dict__, "pin_memory": False})  # pinning happens in the parent
+        self._base_seed = base_seed
         self._shm_prefix = f"threadloader-{os.getpid()}-{id(self):x}" if _shm.shm_available() else None
-        self._stop = ctx.Event()
-        self._results = ctx.Queue()
+        self._stop = self._ctx.Event()
         self._per_worker = per_worker_queues
         self._timings: list[tuple[int, Any] | None] = [None] * num_workers  # worker -> (generation, its totals)
-        self._tasks = [ctx.Queue() for _ in range(num_workers if per_worker_queues else 1)]
-        self._closed = False
+        self._ready: deque[Result] = deque()  # decoded results to hand out before reading the pipes again
+        self._deaths = 0  # this epoch's
+        self._ended: set[int] = set()  # iterable-style workers that died: their streams end with them
+        self._stopped = self._joined = False
         self._close_lock = threading.Lock()
         self._owner_pid = os.getpid()  # a forked child's copy of this pool must never stop it
-        self._processes: list[Any] = []
+        self._workers: list[_Worker] = []
+        self._retired: list[_Worker] = []  # replaced workers, joined and released at shutdown
         _lifecycle.register(self)
         try:
             for worker_id in range(num_workers):
-                process = ctx.Process(
-                    target=_process_main,
-                    args=(
-                        worker_spec,
-                        worker_id,
-                        num_workers,
-                        base_seed + worker_id,
-                        self._tasks[worker_id if per_worker_queues else 0],
-                        self._results,
-                        self._stop,
-                        self._shm_prefix,
-                    ),
-                    name=f"threadloader-worker-{worker_id}",
-                    daemon=True,  # daemon: multiprocessing terminates it if the parent exits without shutdown()
-                )
-                try:
-                    process.start()
-                except (pickle.PicklingError, AttributeError, TypeError) as exc:
-                    raise _unpicklable_argument(spec, exc) from exc
-                self._processes.append(process)
+                self._workers.append(self._start_worker(worker_id))
         except BaseException:
             self.shutdown()
             raise
 
-    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
-        """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
-        self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(task)
-
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
-        """Return the next result (batch rebuilt from shared memory), or ``None``."""
+    def _start_worker(self, worker_id: int) -> _Worker:
+        tasks = self._ctx.Queue()
+        reader, writer = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(
+            target=process_main,
+            args=(self._worker_spec, worker_id, self.num_workers, self._base_seed + worker_id, tasks, writer,
+                  self._stop, self._shm_prefix),
+            name=f"threadloader-worker-{worker_id}",
+            daemon=True,  # daemon: multiprocessing terminates it if the parent exits without shutdown()
+        )
         try:
-            generation, seq, worker_id, status, value, timing = self._results.get(timeout=timeout)
-        except queue.Empty:
+            process.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            reader.close()
+            tasks.close()
+            raise _unpicklable_argument(self._spec, exc) from exc
+        finally:
+            writer.close()  # the worker's end: held only by the worker from now on
+        return _Worker(worker_id, process, tasks, reader)
+
+    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
+        """Queue a ticket for ``worker_id`` (iterable-style), or for the live worker holding the fewest."""
+        if self._per_worker and worker_id is not None:
+            if worker_id in self._ended:  # its stream died with it: nothing more will come from it
+                self._ready.append((task[0], task[1], worker_id, EXHAUSTED, None))
+                return
+            worker = self._workers[worker_id]
+        else:  # a worker found dead already gets nothing; check_workers will replace it
+            worker = min(self._workers, key=lambda w: (w.process.exitcode is not None, len(w.held)))
+        worker.held.append(task)
+        worker.tasks.put(task)
+
+    def poll(self, timeout: float) -> Result | None:
+        """Return the next result (batch rebuilt from shared memory), or ``None`` after ``timeout`` seconds."""
+        if self._ready:
+            return self._ready.popleft()
+        channels = {w.results: w for w in self._workers if w.worker_id not in self._ended}
+        for channel in wait_for_connections(list(channels), timeout):
+            result = self._receive(channels[channel])  # type: ignore[index]
+            if result is not None:
+                return result
+        return self._ready.popleft() if self._ready else None
+
+    def _receive(self, worker: _Worker) -> Result | None:
+        """Read one message from ``worker``'s pipe; ``None`` if it broke (``check_workers`` finds out why)."""
+        try:
+            message = worker.results.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):  # the worker died, maybe in the middle of a write
             return None
+        generation, seq, worker_id, status, value, timing = message
+        worker.answered(generation, seq)
         if status == OK:
             value = _shm.decode(*value)
             if self._pin:
-                from .worker import _pin
+                from .worker import pin_batch
 
-                value = _pin(value)
+                value = pin_batch(value)
         elif status == ERROR:
-            value = _decode_failure(value)
+            value = decode_failure(value)
         if timing is not None:
             self._timings[worker_id] = (generation, timing)
         return generation, seq, worker_id, status, value
@@ -235,57 +209,119 @@ class ProcessExecutor:
         return [entry[1] if entry is not None and entry[0] == generation else None for entry in self._timings]
 
     def check_workers(self) -> None:
-        """Raise ``WorkerDiedError`` naming the worker and pid if a process ended."""
-        if self._closed:
+        """Turn each dead worker's held tickets into errors and replace it; raise if workers keep dying.
+
+        Raises:
+            WorkerDiedError: more than ``num_workers`` workers died this epoch.
+        """
+        if self._stopped:
             return
-        for worker_id, process in enumerate(self._processes):
-            code = process.exitcode
-            if code is not None:
-                message = f"{died_message(process.pid, code)} (threadloader: worker {worker_id}"
-                message += f"{_signal_name(code)}; the remaining workers were stopped)"
+        for worker in list(self._workers):
+            code = worker.process.exitcode
+            if code is None or worker.worker_id in self._ended:
+                continue
+            while worker.results.poll():  # what it sent before it died still counts
+                result = self._receive(worker)
+                if result is None:
+                    break
+                self._ready.append(result)
+            self._deaths += 1
+            message = f"{died_message(worker.process.pid, code)} (threadloader: worker {worker.worker_id}"
+            message += f"{_signal_name(code)}"
+            if self._deaths > self.num_workers:
                 self.shutdown()
-                raise WorkerDiedError(message)
+                raise WorkerDiedError(
+                    f"{message}; {self._deaths} worker processes died in this epoch, more than num_workers="
+                    f"{self.num_workers}: the workers keep dying, so the epoch stops)"
+                )
+            untaken = [task for task in _drain(worker.tasks) if task is not None]
+            for generation, seq, _payload in untaken:
+                worker.answered(generation, seq)
+            self._report_lost(worker, message)
+            if self._per_worker:
+                self._ended.add(worker.worker_id)
+                self._ready.extend((generation, seq, worker.worker_id, EXHAUSTED, None) for generation, seq, _ in untaken)
+            else:
+                self._retired.append(worker)
+                self._workers[worker.worker_id] = replacement = self._start_worker(worker.worker_id)
+                for task in untaken:  # tickets it never took are not lost: its replacement takes them
+                    replacement.held.append(task)
+                    replacement.tasks.put(task)
+
+    def _report_lost(self, worker: _Worker, message: str) -> None:
+        """Queue one ``WorkerDiedError`` per ticket the dead ``worker`` held (an iterable's stream then ends)."""
+        lost, worker.held = worker.held, []
+        shown = [payload.indices if type(payload) is BatchPart else payload for _g, _s, payload in lost]
+        everything = f"; it held {len(lost)} batch{'es' if len(lost) != 1 else ''}"
+        if not self._per_worker:
+            everything += f" with sample indices {describe_indices(shown)}; a new worker process took its place"
+        for number, (generation, seq, payload) in enumerate(lost):
+            if self._per_worker and number > 0:  # one lost batch is known; the stream's rest is unknown
+                self._ready.append((generation, seq, worker.worker_id, EXHAUSTED, None))
+                continue
+            indices = payload.indices if type(payload) is BatchPart else payload
+            detail = "" if self._per_worker else f"; this batch's sample indices: {describe_indices(indices)}"
+            error = WorkerDiedError(f"{message}{everything}{detail})")
+            self._ready.append((generation, seq, worker.worker_id, ERROR, Failure(error, "the worker process")))
 
     def discard_pending(self) -> None:
-        """Drop tickets no worker has taken yet (a persistent pool's old epoch)."""
-        for tasks in self._tasks:
-            _drain(tasks)
+        """Drop tickets no worker has taken yet (a persistent pool's old epoch); start counting deaths anew."""
+        for worker in self._workers:
+            for task in _drain(worker.tasks):
+                if task is not None:
+                    worker.answered(task[0], task[1])
+        self._ready.clear()
+        self._deaths = 0
 
-    def shutdown(self) -> None:
-        """Stop every worker process and release their queues and shared memory. Idempotent."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every worker process and release their channels and shared memory. Idempotent.
+
+        Args:
+            wait: join the workers and release everything now. ``False``
+                (Ctrl-C) only stops them; a later ``shutdown()``, the loader's
+                garbage collection or the exit hook does the rest.
+        """
         if os.getpid() != self._owner_pid:  # a copy inherited through fork: the workers are the parent's
             return
         with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        _lifecycle.unregister(self)
-        self._stop.set()
-        for tasks in self._tasks:
-            _drain(tasks)
-        for worker_id, process in enumerate(self._processes):
-            if process.exitcode is None:
-                try:
-                    self._tasks[worker_id if self._per_worker else 0].put(None)
-                except (OSError, ValueError):
-                    pass
+            stop_now, self._stopped = not self._stopped, True
+            join_now = wait and not self._joined
+            self._joined = self._joined or join_now
+        if stop_now:
+            self._stop.set()
+            for worker in self._workers:
+                _drain(worker.tasks)
+                if worker.process.exitcode is None:
+                    try:
+                        worker.tasks.put(None)
+                    except (OSError, ValueError):
+                        pass
+            if not wait:
+                for worker in self._workers:
+                    if worker.process.exitcode is None:
+                        worker.process.terminate()
+        if join_now:
+            self._join_and_release()
+            _lifecycle.unregister(self)
+
+    def _join_and_release(self) -> None:
+        everyone = [*self._workers, *self._retired]
         deadline = time.monotonic() + _JOIN_SECONDS
-        for process in self._processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in self._processes:
-            if process.exitcode is None:
-                process.terminate()
-                process.join(1.0)
-            if process.exitcode is None:
-                process.kill()
-                process.join(1.0)
-        self._drain_results()
-        for q in [*self._tasks, self._results]:
-            q.close()
-            q.join_thread()
-        for process in self._processes:
-            if process.exitcode is not None:
-                process.close()
+        for worker in everyone:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in everyone:
+            for end in (worker.process.terminate, worker.process.kill):
+                if worker.process.exitcode is None:
+                    end()
+                    worker.process.join(1.0)
+        for worker in everyone:
+            _discard_sent(worker.results)
+            worker.results.close()
+            worker.tasks.close()
+            worker.tasks.cancel_join_thread()  # its reader is gone: nothing waits for the queue's pipe
+            if worker.process.exitcode is not None:
+                worker.process.close()
+        self._ready.clear()
         if self._shm_prefix is not None:
             _shm.remove_leftovers(self._shm_prefix)
             _shm.forget_slot_tables(self._shm_prefix)
@@ -293,20 +329,11 @@ class ProcessExecutor:
     @property
     def closed(self) -> bool:
         """True once ``shutdown()`` has started."""
-        return self._closed
+        return self._stopped
 
     def pids(self) -> list[int]:
         """Worker process ids (for tests and diagnostics)."""
-        return [p.pid for p in self._processes if p.pid is not None]
-
-    def _drain_results(self) -> None:
-        while True:
-            try:
-                _generation, _seq, _worker_id, status, value, _timing = self._results.get(timeout=0.05)
-            except (queue.Empty, OSError, ValueError, EOFError):
-                return
-            if status == OK:
-                _shm.discard_encoded(*value)
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
 
 def died_message(pid: int | None, exitcode: int) -> str:
@@ -321,8 +348,10 @@ def died_message(pid: int | None, exitcode: int) -> str:
             how = f"signal {-exitcode}"
         text = f"DataLoader worker (pid {pid}) is killed by signal: {how}. "
         if -exitcode == signal.SIGBUS:
-            text += ("It is possible that dataloader's workers are out of shared memory. "
-                     "Please try to raise your shared memory limit.")
+            text += (
+                "It is possible that dataloader's workers are out of shared memory. "
+                "Please try to raise your shared memory limit."
+            )
         return text.rstrip()
     return (
         f"DataLoader worker (pid {pid}) exited unexpectedly with exit code {exitcode}. Details are lost due "
@@ -340,12 +369,25 @@ def _signal_name(exitcode: int) -> str:
         return f", signal {-exitcode}"
 
 
-def _drain(q: Any) -> None:
+def _drain(tasks: Any) -> list[Any]:
+    """Take every ticket still in a task queue; return them."""
+    taken = []
     while True:
         try:
-            q.get_nowait()
+            taken.append(tasks.get_nowait())
         except (queue.Empty, OSError, ValueError):
-            return
+            return taken
+
+
+def _discard_sent(results: Any) -> None:
+    """Read what a worker sent and nobody will take, releasing its batches' shared memory."""
+    try:
+        while results.poll():
+            _generation, _seq, _worker_id, status, value, _timing = results.recv()
+            if status == OK:
+                _shm.discard_encoded(*value)
+    except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+        return
 
 
 def _unpicklable_argument(spec: FetchSpec, error: Exception) -> TypeError:
@@ -359,7 +401,7 @@ def _unpicklable_argument(spec: FetchSpec, error: Exception) -> TypeError:
     for name, value in arguments:
         try:
             pickle.dumps(value)
-        except Exception as exc:  # the first argument that fails is the one to name
+        except Exception as exc:  # noqa: BLE001  (the first argument that fails is the one to name)
             return TypeError(
                 f"threadloader: process mode sends {name} to each worker process by pickling it, but "
                 f"{name}={value!r} cannot be pickled ({type(exc).__name__}: {exc}). Define it at module "

@@ -15,9 +15,11 @@ and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
 never the executor or the iterator, so dropping the iterator can trigger
 shutdown. ``shutdown()`` is idempotent: it sets the stop event, posts one
 sentinel per worker, and joins for a bounded time (never while the
-interpreter is finalizing). A process-wide hook registered with
-``threading._register_atexit`` shuts down every live executor before the
-interpreter joins non-daemon threads, so exiting while iterating does not hang.
+interpreter is finalizing); ``shutdown(wait=False)`` (Ctrl-C) does not join.
+Workers are daemon threads, so one stuck in user code cannot keep the process
+alive once the loader has given up on it; a process-wide hook registered with
+``threading._register_atexit`` stops and joins every live executor first, so
+healthy workers finish their batch before the interpreter exits.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class ThreadExecutor:
         queue_count = num_workers if per_worker_queues else 1
         self._tasks: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(queue_count)]
         self._per_worker = per_worker_queues
-        self._closed = False
+        self._closed = self._joined = False
         self._close_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._runtimes: list[WorkerRuntime] = []
@@ -141,7 +143,11 @@ class ThreadExecutor:
             target=_worker_loop,
             args=(runtime, self._tasks[worker_id if self._per_worker else 0], self._results, self._stop, self._retired),
             name=f"threadloader-worker-{worker_id}",
-            daemon=False,  # non-daemon: stopped by shutdown() and the exit hook, never killed mid-batch
+            # daemon: a worker stuck in user code (a __getitem__ that never returns) must not keep the
+            # interpreter alive once the loader gave up on it (timeout, Ctrl-C, close, garbage collection), as
+            # torch's worker processes do not. A healthy worker is still joined, by shutdown() and by the exit
+            # hook, which runs before the interpreter stops daemon threads: it finishes its batch first.
+            daemon=True,
         )
         self._threads.append(thread)
         return thread
@@ -197,17 +203,28 @@ class ThreadExecutor:
             for _ in range(_drain(tasks)):
                 tasks.put(None)
 
-    def shutdown(self) -> None:
-        """Stop every worker; idempotent and safe from any thread or finalizer."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every worker; idempotent and safe from any thread or finalizer.
+
+        Args:
+            wait: also join the workers, for at most ``_JOIN_SECONDS`` (a
+                worker finishes its batch first). ``False`` (Ctrl-C) only
+                stops them, so the exception reaches the training loop at
+                once; a later ``shutdown()``, garbage collection or the exit
+                hook joins them.
+        """
         with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._stop.set()
-        for tasks in self._tasks:
-            _drain(tasks)
-        for worker_id in range(len(self._threads)):  # retired ones too: one may not have taken its sentinel yet
-            self._tasks[worker_id if self._per_worker else 0].put(None)
+            stop_now, self._closed = not self._closed, True
+            join_now = wait and not self._joined
+            self._joined = self._joined or join_now
+        if stop_now:
+            self._stop.set()
+            for tasks in self._tasks:
+                _drain(tasks)
+            for worker_id in range(len(self._threads)):  # retired ones too: one may not have taken its sentinel
+                self._tasks[worker_id if self._per_worker else 0].put(None)
+        if not join_now:
+            return
         _lifecycle.unregister(self)
         if not sys.is_finalizing():
             deadline = time.monotonic() + _JOIN_SECONDS

@@ -26,6 +26,24 @@ class WorkerDiedError(RuntimeError):
     """A worker ended without reporting a result (killed, crashed, exited)."""
 
 
+def user_exit_error(exc: BaseException, phase: str, where: str) -> WorkerDiedError:
+    """The error a ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` from user code in a worker becomes.
+
+    Re-raised as it is, it would end the training program without a
+    traceback (``sys.exit(7)`` in ``__getitem__`` exits with status 7), where
+    torch's loader reports that the worker "exited unexpectedly".
+    """
+    if isinstance(exc, SystemExit):
+        return WorkerDiedError(
+            f"DataLoader worker ({where}) exited unexpectedly with exit code {exc.code}: {phase} called "
+            f"sys.exit({exc.code!r}) (threadloader: the worker survived; only this batch failed)"
+        )
+    return WorkerDiedError(
+        f"DataLoader worker ({where}) stopped: {phase} raised {type(exc).__name__} "
+        "(threadloader: the worker survived; only this batch failed)"
+    )
+
+
 class RemoteTraceback(Exception):
     """Carries the text of a traceback formatted in a worker process."""
 

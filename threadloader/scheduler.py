@@ -27,10 +27,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from .autoscale import AutoScaler
-from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices
+from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices, user_exit_error
 from .stats import EpochStats, StatsRecorder, Timings
 from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, WorkerRuntime
 
@@ -48,7 +48,7 @@ class Executor(Protocol):
     def timings(self, generation: int) -> Timings: ...
     def check_workers(self) -> None: ...
     def discard_pending(self) -> None: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None: ...
 
 
 def _busy_seconds(executor: Executor, generation: int) -> float:
@@ -56,14 +56,21 @@ def _busy_seconds(executor: Executor, generation: int) -> float:
     return sum(timing[0] + timing[1] for timing in executor.timings(generation) if timing is not None)
 
 
-def raise_failure(failure: Failure, seq: int, indices: Any, where: str) -> None:
+def raise_failure(failure: Failure, seq: int, indices: Any, where: str, in_worker: bool = True) -> NoReturn:
     """Raise a worker's exception with the loader's note attached.
+
+    A ``BaseException`` that is not an ``Exception`` (``sys.exit()`` in
+    ``__getitem__``) would end the training program silently if re-raised:
+    it becomes a ``WorkerDiedError`` instead, with the original as its cause.
 
     Args:
         failure: the exception and where it happened.
         seq: batch number within the epoch.
         indices: the batch's sample indices (``None`` for iterable-style).
         where: which worker, e.g. ``"worker 1 (thread mode)"``.
+        in_worker: False for ``num_workers=0``, where user code runs in the
+            training loop's own thread and Ctrl-C or ``sys.exit()`` there
+            must act as they would without a loader, as in torch.
     """
     text = f"batch {seq} failed in {where}, in {failure.phase}"
     if failure.sample_index is not None:
@@ -71,6 +78,10 @@ def raise_failure(failure: Failure, seq: int, indices: Any, where: str) -> None:
     if indices is not None:
         text += f"; batch sample indices: {describe_indices(indices)}"
     exc = failure.exc
+    if in_worker and not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt, GeneratorExit
+        wrapper = user_exit_error(exc, failure.phase, where)
+        attach_note(wrapper, text)
+        raise wrapper from exc.with_traceback(failure.traceback)
     attach_note(exc, text)
     raise exc.with_traceback(failure.traceback)
 
@@ -329,8 +340,11 @@ class EpochIterator:
             if stats is not None:
                 stats.wait_s += time.perf_counter() - started
             return seq
-        except (KeyboardInterrupt, SystemExit, WorkerDiedError):
-            self.close()  # Ctrl-C, exit or a dead worker: stop the remaining workers
+        except KeyboardInterrupt:
+            self._stop(wait=False)  # the exception reaches the training loop now; workers are joined later
+            raise
+        except (SystemExit, WorkerDiedError):
+            self.close()  # exit, or workers that keep dying: stop the remaining workers
             raise
 
     @property
@@ -355,7 +369,11 @@ class EpochIterator:
             self._on_epoch_end(stats.snapshot(0), self._in_order)
 
     def close(self) -> None:
-        """Stop this epoch: drop batches in flight; stop an owned pool. Idempotent."""
+        """Stop this epoch: drop batches in flight; stop an owned pool and join it. Idempotent."""
+        self._stop(wait=True)
+
+    def _stop(self, wait: bool) -> None:
+        """End the epoch; ``wait=False`` stops an owned pool without joining (garbage collection joins it)."""
         self._launch = None  # an epoch that never started never will
         if self._closed or self._halted:
             self._closed = True
@@ -366,10 +384,12 @@ class EpochIterator:
         self._issued.clear()
         self._done.clear()
         self._arrivals.clear()
-        if self._finalizer is not None:
+        if self._finalizer is None:
+            self._executor.discard_pending()
+        elif wait:
             self._finalizer()
         else:
-            self._executor.discard_pending()
+            self._executor.shutdown(wait=False)  # the finalizer still joins it, when this iterator goes
 
     def __enter__(self) -> EpochIterator:
         return self
@@ -580,7 +600,7 @@ class SerialIterator:
             self.close()
             raise StopIteration
         assert status == ERROR
-        raise_failure(value, seq, indices, "the calling thread (num_workers=0)")
+        raise_failure(value, seq, indices, "the calling thread (num_workers=0)", in_worker=False)
 
     @property
     def stats(self) -> EpochStats | None:

@@ -420,13 +420,13 @@ class WorkerRuntime:
         try:
             batch = self.spec.collate_fn(data)
             if self.spec.pin_memory:
-                batch = _pin(batch)
+                batch = pin_batch(batch)
         except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
             return ERROR, Failure(exc, "collate_fn" if not self.spec.pin_memory else "collate_fn or pin_memory")
         return OK, batch
 
 
-def _pin(batch: Any) -> Any:
+def pin_batch(batch: Any) -> Any:
     """Pin the tensors of a batch (torch's own pinning walk)."""
     from torch.utils.data._utils.pin_memory import pin_memory
 

@@ -1,0 +1,166 @@
+"""What runs inside one worker process, and how its errors travel to the parent.
+
+In:  the loader's ``FetchSpec``, this worker's id and seed, its own task queue
+     (tickets ``(generation, seq, payload)``, ``None`` to stop), the write end
+     of its own result pipe, the pool's stop event and shared-memory prefix.
+Out: on the pipe, one message per ticket, ``(generation, seq, worker_id,
+     status, value, totals)``: a batch encoded through shared memory
+     (``_shm.encode``), or a failure encoded by ``encode_failure``, which
+     never raises, whatever the user's exception does (a ``__str__`` that
+     raises, an exception that will not pickle).
+
+A failure in user code is a result like any other: the worker goes on. An
+error in the worker's own loop (the pipe broke, no memory to encode) is not a
+batch's: the worker prints it and exits with status 1, so the parent sees a
+dead worker instead of waiting for a result that will never come. The pipe is
+written synchronously, in this thread; a ``multiprocessing.Queue`` would
+pickle in a feeder thread, where such an error is printed and the result
+silently dropped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from . import _shm
+from ._shm_collate import ShmArena, make_collate
+from .collate import default_collate
+from .errors import RemoteTraceback
+from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime
+
+_WORKER_POLL_SECONDS = 1.0  # how often an idle worker checks that its parent is alive
+_T = TypeVar("_T")
+
+
+def _or_else(make: Callable[[], _T], fallback: _T) -> _T:
+    """``make()``, or ``fallback`` if it raises anything: user objects may break in any method."""
+    try:
+        return make()
+    except BaseException:  # noqa: BLE001  (a broken __str__ may raise anything, even SystemExit)
+        return fallback
+
+
+def encode_failure(failure: Failure) -> tuple[Any, ...]:
+    """A failure as plain data for the pipe; never raises.
+
+    Returns:
+        ``(pickled exception or None, type name, message, traceback text,
+        phase, sample index or its repr)``.
+    """
+    exc = failure.exc
+    type_name = _or_else(lambda: type(exc).__qualname__, "Exception")
+    message = _or_else(lambda: str(exc), f"<str() of this {type_name} raised an exception>")
+    text = _or_else(
+        lambda: "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        f"{type_name}: {message}\n(the traceback could not be formatted)",
+    )
+
+    def pickled() -> bytes | None:
+        data = pickle.dumps(exc)
+        pickle.loads(data)  # an exception that pickles but will not unpickle travels as text
+        return data
+
+    index = failure.sample_index
+    sample_index = _or_else(lambda: (pickle.dumps(index), index)[1], _or_else(lambda: repr(index), "<unknown>"))
+    return (_or_else(pickled, None), type_name, message, text, failure.phase, sample_index)
+
+
+def decode_failure(encoded: tuple[Any, ...]) -> Failure:
+    """The parent's side of ``encode_failure``: the original exception, with the worker's traceback as cause."""
+    exc_bytes, type_name, message, text, phase, sample_index = encoded
+    exc: BaseException
+    if exc_bytes is not None:
+        exc = pickle.loads(exc_bytes)
+    else:
+        exc = RuntimeError(f"{type_name}: {message} (the worker's exception could not be pickled)")
+    exc.__cause__ = RemoteTraceback(text)
+    return Failure(exc, phase, sample_index)
+
+
+def _arena_spec(spec: FetchSpec, shm_prefix: str | None) -> tuple[FetchSpec, ShmArena | None]:
+    """With the default collate and torch, stack batches straight into shared memory, as torch's workers do."""
+    if not shm_prefix or sys.modules.get("torch") is None or spec.collate_fn is not default_collate:
+        return spec, None
+    try:
+        arena = ShmArena(shm_prefix)
+    except OSError:  # no room for its state file: collate privately, encode copies the batch
+        return spec, None
+    return replace(spec, collate_fn=make_collate(arena)), arena
+
+
+def process_main(
+    spec: FetchSpec,
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    tasks: Any,
+    results: Any,
+    stop: Any,
+    shm_prefix: str | None,
+) -> None:
+    """Entry point of a worker process: take tickets, send encoded results; exit 1 on an error of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        _serve(spec, worker_id, num_workers, seed, tasks, results, stop, shm_prefix)
+    except BaseException:  # noqa: BLE001  (anything that escapes is the worker's own failure, never a batch's)
+        if not stop.is_set():
+            print(f"threadloader: worker {worker_id} (pid {os.getpid()}) failed outside user code:", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
+        os._exit(1)
+
+
+def _serve(
+    spec: FetchSpec,
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    tasks: Any,
+    results: Any,
+    stop: Any,
+    shm_prefix: str | None,
+) -> None:
+    import random
+
+    random.seed(seed)  # private to this process, unlike in a worker thread
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+    parent = multiprocessing.parent_process()
+    spec, arena = _arena_spec(spec, shm_prefix)
+    runtime = WorkerRuntime(spec, worker_id, num_workers, seed, in_thread=False)
+    runtime.start()
+    try:
+        while not stop.is_set():
+            try:
+                task = tasks.get(timeout=_WORKER_POLL_SECONDS)
+            except queue.Empty:
+                if parent is not None and not parent.is_alive():
+                    return
+                continue
+            if task is None:
+                return
+            generation, seq, payload = task
+            status, value = runtime.run(generation, payload)
+            if status == OK:
+                try:
+                    value = _shm.encode(value, shm_prefix, arena) if shm_prefix else (pickle.dumps(value), None, [])
+                except Exception as exc:  # noqa: BLE001  (a batch that cannot travel fails at its position)
+                    status, value = ERROR, Failure(exc, "sending the batch to the parent process")
+            if arena is not None:
+                arena.release()  # what the batch did not take (a failed batch, a tensor cut up)
+            if status == ERROR:
+                value = encode_failure(value)
+            results.send((generation, seq, worker_id, status, value, runtime.totals_for(generation)))
+    finally:
+        runtime.stop()
