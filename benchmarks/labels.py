@@ -3,9 +3,10 @@
 In:  a loader key (``"threadloader"``, ``"torch"``, ...) and, for
      threadloader, the mode its epoch ran in; for the defaults, a workload
      name and whether the run's threadloader mode is threads.
-Out: labels for tables and plots; which loaders a run measures on a workload
-     by default. Kept free of heavy imports so that ``benchmarks.collect``
-     never imports torch.
+Out: labels for tables and plots, and ``REPORT_ORDER`` (the loaders and the
+     plain-launch entry of ``benchmarks.plain``); which loaders a run
+     measures on a workload by default. Kept free of heavy imports so that
+     ``benchmarks.collect`` never imports torch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ LOADER_ORDER: tuple[str, ...] = (
     "torchdata",
     "threadpool",
     "serial",
+)
+
+#: The entry for threadloader measured in a plain launch on 3.13t (``benchmarks.plain``): not a loader
+#: a run can be asked for, but a row of the training workload, made in a child interpreter.
+PLAIN_LAUNCH = "threadloader-plain"
+
+#: Entry keys in report order: the loaders, with the plain launch after threadloader's other rows.
+REPORT_ORDER: tuple[str, ...] = (
+    *LOADER_ORDER[: LOADER_ORDER.index("torch")], PLAIN_LAUNCH, *LOADER_ORDER[LOADER_ORDER.index("torch") :]
 )
 
 #: The loader every ratio is taken against.
@@ -51,11 +61,20 @@ DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {
 #: of them can run (the stats workload compares threadloader with itself).
 ONLY_LOADERS_OF: dict[str, tuple[str, ...]] = {"stats": ("threadloader", "threadloader-nostats")}
 
+#: Workloads that by default measure those of these loaders that the run has: the training workloads
+#: compare threadloader with torch's DataLoader and the serial loop, whose throughput is loading plus
+#: step back to back. The other thread pools load as threadloader's threads do, and the training
+#: workloads of all four environments must fit in about two minutes of the suite.
+AT_MOST_LOADERS_OF: dict[str, tuple[str, ...]] = {
+    name: ("threadloader", "torch", "serial") for name in ("train", "train-threads1", "train-spare")
+}
+
 _LABELS: dict[str, str] = {
     "threadloader": "threadloader",
     "threadloader-replicate": "threadloader (thread, replicate)",
     "threadloader-nostats": "threadloader (stats=False)",
     "threadloader-auto": 'threadloader (thread, num_workers="auto")',
+    PLAIN_LAUNCH: "threadloader (plain launch)",
 
     "torch": "torch DataLoader",
     "torchdata": "torchdata ParallelMapper",
@@ -65,7 +84,9 @@ _LABELS: dict[str, str] = {
 
 
 def label(name: str, mode: str | None = None) -> str:
-    """Human-readable loader name, e.g. ``"threadloader (thread)"``."""
+    """Human-readable loader name, e.g. ``"threadloader (thread)"``, ``"threadloader (plain launch, process)"``."""
+    if name == PLAIN_LAUNCH and mode:
+        return f"threadloader (plain launch, {mode})"
     text = _LABELS.get(name, name)
     return f"{text} ({mode})" if name == "threadloader" and mode else text
 
@@ -80,9 +101,14 @@ def default_loaders_for(workload: str, loaders: list[str]) -> list[str]:
     Returns:
         ``loaders`` without those that ``DEFAULT_WORKLOADS_OF`` keeps off
         this workload; for a workload of ``ONLY_LOADERS_OF``, its loaders,
-        or none where one of them is not among ``loaders``.
+        or none where one of them is not among ``loaders``; for a workload
+        of ``AT_MOST_LOADERS_OF``, those of its loaders that are among
+        ``loaders``.
     """
     only = ONLY_LOADERS_OF.get(workload)
     if only is not None:
         return [name for name in loaders if name in only] if all(name in loaders for name in only) else []
+    at_most = AT_MOST_LOADERS_OF.get(workload)
+    if at_most is not None:
+        return [name for name in loaders if name in at_most]
     return [name for name in loaders if workload in DEFAULT_WORKLOADS_OF.get(name, (workload,))]

@@ -1,17 +1,23 @@
 """One timed pass of one loader over one workload.
 
 In:  a ``LoaderSession`` (not started), its ``Workload``, the running
-     ``PssSampler`` and the simulated training step per batch.
+     ``PssSampler`` and the training step to call after each batch (the
+     workload's real ``step``, or ``SleepStep``, a simulated one; ``None``:
+     no step).
 Out: a ``PassResult``: time to first batch, steady-state throughput and time
-     per batch, the fraction of the steady window the training loop waited
-     for data, CPU seconds per sample (process tree), and peak tree PSS.
+     per batch (of the whole loop, the step included), the fraction of the
+     steady window the training loop waited for data, CPU seconds per sample
+     (process tree), peak tree PSS, and torch's intra-op thread count during
+     the pass.
 
 The loop takes exactly ``workload.batches`` batches and then closes the
 loader without exhausting it, so worker processes are still alive when the
 final CPU snapshot is taken. The first ``warmup_fraction`` of the batches
 (at least one) are excluded from the steady window: it starts once the
 pipeline runs at its own pace, after worker start-up and the initial
-prefetch burst.
+prefetch burst. torch's intra-op thread count is set for the pass from
+``workload.torch_threads`` before the loader starts and restored after it
+closes (``intraop``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .intraop import intra_op_threads, resolve
 from .loaders import LoaderSession
 from .metrics import ProcessTree, PssSampler
-from .workloads.base import Workload
+from .workloads.base import Step, Workload
 
 MIB = 1024 * 1024
 
@@ -43,6 +50,7 @@ class PassResult:
         per_batch_us: microseconds per batch in the steady window.
         wait_s: time the training loop spent in ``next()`` in the window.
         data_wait: ``wait_s / window_s``; ``None`` without a training step.
+        torch_threads: torch's intra-op thread count during the pass.
         cpu_s_per_sample: process-tree CPU seconds per sample in the window
             (the PSS sampler's own CPU subtracted).
         baseline_pss_mib: tree PSS just before the pass.
@@ -61,6 +69,7 @@ class PassResult:
     per_batch_us: float
     wait_s: float
     data_wait: float | None
+    torch_threads: int
     cpu_s_per_sample: float
     baseline_pss_mib: float
     peak_pss_mib: float
@@ -71,6 +80,28 @@ class PassResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON file."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SleepStep:
+    """The simulated training step: a sleep per batch (compute elsewhere that leaves this process's cores free).
+
+    Attributes:
+        seconds: the sleep per batch.
+    """
+
+    seconds: float
+
+    def __call__(self, batch: Any) -> None:
+        """Sleep ``seconds``, whatever the batch."""
+        time.sleep(self.seconds)
+
+
+def training_step(workload: Workload, step_s: float) -> Step | None:
+    """The step the loop calls per batch: the workload's real one, else a ``step_s`` sleep (none for 0)."""
+    if workload.step is not None:
+        return workload.step
+    return SleepStep(step_s) if step_s else None
 
 
 def forkserver_pids() -> list[int]:
@@ -98,7 +129,7 @@ def run_pass(
     session: LoaderSession,
     workload: Workload,
     sampler: PssSampler,
-    step_s: float,
+    step: Step | None,
     warmup_fraction: float = 0.2,
 ) -> PassResult:
     """Time one pass of ``session`` over ``workload``; always closes the session.
@@ -107,7 +138,8 @@ def run_pass(
         session: a loader session, not started yet.
         workload: the workload the session loads.
         sampler: the running PSS sampler (its peak is reset here).
-        step_s: seconds of simulated training step (a sleep) after each batch.
+        step: called with each batch, once per batch, before the next one is
+            asked for (``training_step``); ``None``: no step.
         warmup_fraction: leading fraction of batches left out of the steady window.
 
     The forkserver process (started up front by the runner) counts only
@@ -130,35 +162,36 @@ def run_pass(
     ttfb = window_start = 0.0
     cpu_before: dict[tuple[int, float], float] = {}
     own_before = 0.0
-    start = time.perf_counter()
-    try:
-        iterator = session.start()
-        for k in range(batches):
-            if k == warm:
-                cpu_before = tree.cpu_snapshot()
-                own_before = sampler.own_cpu
-                wait = 0.0
-                window_start = time.perf_counter()
-            before = time.perf_counter()
-            batch = next(iterator)
-            after = time.perf_counter()
-            wait += after - before
-            if k == 0:
-                ttfb = after - start
-                size = batch_length(batch)
-                if size != workload.batch_size:
-                    raise RuntimeError(
-                        f"{session.name}: first batch has {size} samples, expected {workload.batch_size}"
-                    )
-            del batch
-            if step_s:
-                time.sleep(step_s)
-        end = time.perf_counter()
-        cpu_after = tree.cpu_snapshot()
-        own_after = sampler.own_cpu
-        sampler.sample_now()
-    finally:
-        session.close()
+    with intra_op_threads(resolve(workload.torch_threads, session.workers)) as torch_threads:
+        start = time.perf_counter()
+        try:
+            iterator = session.start()
+            for k in range(batches):
+                if k == warm:
+                    cpu_before = tree.cpu_snapshot()
+                    own_before = sampler.own_cpu
+                    wait = 0.0
+                    window_start = time.perf_counter()
+                before = time.perf_counter()
+                batch = next(iterator)
+                after = time.perf_counter()
+                wait += after - before
+                if k == 0:
+                    ttfb = after - start
+                    size = batch_length(batch)
+                    if size != workload.batch_size:
+                        raise RuntimeError(
+                            f"{session.name}: first batch has {size} samples, expected {workload.batch_size}"
+                        )
+                if step is not None:
+                    step(batch)
+                del batch
+            end = time.perf_counter()
+            cpu_after = tree.cpu_snapshot()
+            own_after = sampler.own_cpu
+            sampler.sample_now()
+        finally:
+            session.close()
     window_batches = batches - warm
     window_s = end - window_start
     window_samples = window_batches * workload.batch_size
@@ -172,7 +205,8 @@ def run_pass(
         throughput=window_samples / window_s,
         per_batch_us=window_s / window_batches * 1e6,
         wait_s=wait,
-        data_wait=wait / window_s if step_s else None,
+        data_wait=wait / window_s if step is not None else None,
+        torch_threads=torch_threads,
         cpu_s_per_sample=max(cpu, 0.0) / window_samples,
         baseline_pss_mib=baseline[0] / MIB,
         peak_pss_mib=sampler.peak / MIB,

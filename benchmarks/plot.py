@@ -3,7 +3,8 @@
 In:  environment documents (the runner's JSON), already in report order.
 Out: one PNG: per environment a column with two panels: steady-state
      throughput (samples/s, log scale, whiskers from the slowest to the
-     fastest repetition) as bars grouped by workload, one colour per loader;
+     fastest repetition) as bars grouped by workload, one colour per loader
+     (the training workloads' plain launch on 3.13t has one of its own);
      and peak process-tree PSS (MiB) per loader over the memory workload
      (over every workload, grouped, when the memory workload was not run).
 
@@ -21,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .labels import LOADER_ORDER, label
+from .labels import PLAIN_LAUNCH, REPORT_ORDER, label
 
 MEMORY_WORKLOAD = "memory"
 
@@ -30,6 +31,7 @@ COLOURS: dict[str, str] = {
     "threadloader-replicate": "#ff7f0e",
     "threadloader-nostats": "#e377c2",
     "threadloader-auto": "#bcbd22",
+    PLAIN_LAUNCH: "#8c564b",
     "torch": "#1f77b4",
     "torchdata": "#9467bd",
     "threadpool": "#2ca02c",
@@ -39,7 +41,7 @@ COLOURS: dict[str, str] = {
 
 def _loaders_in(docs: Sequence[dict[str, Any]]) -> list[str]:
     seen = {e["loader"] for doc in docs for w in doc["workloads"] for e in w["results"]}
-    return [name for name in LOADER_ORDER if name in seen] + sorted(seen - set(LOADER_ORDER))
+    return [name for name in REPORT_ORDER if name in seen] + sorted(seen - set(REPORT_ORDER))
 
 
 def _workloads_in(doc: dict[str, Any]) -> list[str]:
@@ -50,7 +52,8 @@ def _title(doc: dict[str, Any]) -> str:
     system = doc["system"]
     build = "3.13t free-threaded" if system["free_threaded_build"] else "3.13 GIL"
     gil = "GIL on" if system.get("gil_enabled_end", system["gil_enabled"]) else "GIL off"
-    return f"{doc['env_name']}\n{build} ({gil}), threadloader mode={doc['config']['mode']}"
+    launch = f", launched {system['launch']}" if system.get("launch") else ""
+    return f"{doc['env_name']}{launch}\n{build} ({gil}), threadloader mode={doc['config']['mode']}"
 
 
 def _bars(ax: Any, doc: dict[str, Any], loaders: list[str], metric: str, whiskers: bool) -> None:
@@ -122,7 +125,8 @@ def plot(docs: Sequence[dict[str, Any]], path: Path) -> Path:
             top.set_ylabel("throughput, samples/s (log)")
             bottom.set_ylabel("peak PSS of process tree, MiB")
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS.get(name, "#bcbd22")) for name in loaders]
-    fig.legend(handles, [label(name) for name in loaders], loc="outside upper center", ncols=len(loaders), fontsize=9)
+    names = [label(name) for name in loaders]
+    fig.legend(handles, names, loc="outside upper center", ncols=min(len(loaders), 5), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

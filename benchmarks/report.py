@@ -4,10 +4,14 @@ In:  per (workload, loader) the list of pass results (dicts, as in the JSON);
      for the table, one or more environment documents (the JSON files).
 Out: ``summarise()`` adds ``summary`` (medians) and ``vs_torch`` (each median
      divided by torch's in the same run and workload) to each entry;
-     ``markdown()`` renders one table with every number next to its ratio,
-     then a "Targets" section: each of ``TARGETS`` evaluated, PASS or FAIL
-     with its numbers, on every environment it applies to ("not measured"
-     where the environment, workload or loader is missing).
+     ``markdown()`` renders one table with every number next to its ratio
+     and each row's launch (on 3.13t: ``PYTHON_GIL=0`` or plain), then a
+     "Training loop" section (the workloads with a real training step: the
+     loop's throughput, its share waiting for data, torch's intra-op
+     threads, the launch and the GIL), then a "Targets" section: each of
+     ``TARGETS`` evaluated, PASS or FAIL with its numbers, on every
+     environment it applies to ("not measured" where the environment,
+     workload or loader is missing).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .labels import LOADER_ORDER, REFERENCE, label
+from .labels import PLAIN_LAUNCH, REFERENCE, REPORT_ORDER, label
 
 #: summary key -> (pass-result key, scale to the unit of the summary key).
 METRICS: dict[str, tuple[str, float]] = {
@@ -106,10 +110,15 @@ def env_line(doc: dict[str, Any]) -> str:
     quick = ", quick" if config.get("quick") else ""
     forkserver = config.get("forkserver_pss_mib")
     forkserver_note = f"; forkserver {forkserver:.0f} MiB PSS" if forkserver else ""
+    launch = system.get("launch")
+    launch_note = f", launched {'plainly' if launch == 'plain' else 'with ' + launch}" if launch else ""
+    threads = system.get("torch_threads")
+    threads_note = f"; torch intra-op threads {threads} at start" if threads else ""
     return (
-        f"- **{doc['env_name']}**: CPython {system['python_version']} ({build}, {gil} at run time); "
+        f"- **{doc['env_name']}**: CPython {system['python_version']} ({build}, {gil} at run time{launch_note}); "
         f"threadloader mode `{config['mode']}`; {config['workers']} workers, "
-        f"prefetch {config['prefetch_factor']}, {repetitions(doc)}{quick}; {system['machine']}{forkserver_note}; "
+        f"prefetch {config['prefetch_factor']}, {repetitions(doc)}{quick}{threads_note}; "
+        f"{system['machine']}{forkserver_note}; "
         f"wall {doc.get('wall_s', 0):.0f} s"
     )
 
@@ -135,30 +144,43 @@ def sort_envs(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 HEADER = (
-    "| env | workload | loader | mode | samples/s | × serial | first batch ms | µs/batch "
+    "| env | workload | loader | mode | launch | samples/s | × serial | first batch ms | µs/batch "
     "| peak PSS MiB | peak anon PSS MiB | CPU µs/sample | data wait % |"
 )
+
+
+def launch_of(entry: dict[str, Any], doc: dict[str, Any]) -> str:
+    """How the interpreter of ``entry``'s passes was launched (``PYTHON_GIL=0``, ``plain``); ``–`` on a GIL build.
+
+    Documents from before launches were recorded have none: ``–`` too.
+    """
+    return entry.get("launch") or doc["system"].get("launch") or "–"
+
+
+def ordered(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A workload's entries in report order (``labels.REPORT_ORDER``), unknown loaders last."""
+    order = {name: i for i, name in enumerate(REPORT_ORDER)}
+    return sorted(entries, key=lambda e: order.get(e["loader"], len(order)))
 
 
 def table_rows(doc: dict[str, Any]) -> list[str]:
     """The Markdown rows of one environment document."""
     rows = []
     env = doc["env_name"]
-    order = {name: i for i, name in enumerate(LOADER_ORDER)}
     for workload in doc["workloads"]:
-        entries = sorted(workload["results"], key=lambda e: order.get(e["loader"], len(order)))
-        for entry in entries:
+        for entry in ordered(workload["results"]):
             summary, ratio = entry["summary"], entry["vs_torch"]
             ref = entry["loader"] == REFERENCE
-            per_batch = (
-                cell(summary["per_batch_us"], ratio["per_batch_us"], ref) if workload["name"] in PER_BATCH_WORKLOADS else "–"
-            )
+            per_batch = "–"
+            if workload["name"] in PER_BATCH_WORKLOADS:
+                per_batch = cell(summary["per_batch_us"], ratio["per_batch_us"], ref)
             speedup = summary.get("speedup_vs_serial")
             cells = [
                 env,
                 workload["name"],
                 entry["label"],
                 entry["mode"] if entry["passes"] else "failed",
+                launch_of(entry, doc),
                 cell(summary["throughput"], ratio["throughput"], ref),
                 f"{speedup:.2f}×" if speedup else "–",
                 cell(summary["ttfb_ms"], ratio["ttfb_ms"], ref),
@@ -170,6 +192,74 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
             ]
             rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+TRAINING_HEADER = (
+    "| env | workload | loader | mode | launch | GIL | torch threads | samples/s | slowest–fastest pass "
+    "| data wait % | × serial |"
+)
+
+
+def _on_off(value: bool | None) -> str:
+    """``on``/``off`` for a GIL state, ``–`` where it was not recorded."""
+    return "–" if value is None else ("on" if value else "off")
+
+
+def training_rows(doc: dict[str, Any]) -> list[str]:
+    """The rows of the "Training loop" section for one environment: its workloads with a real training step."""
+    rows = []
+    for workload in doc["workloads"]:
+        if workload.get("step") != "training":
+            continue
+        for entry in ordered(workload["results"]):
+            summary, ratio = entry["summary"], entry["vs_torch"]
+            ref = entry["loader"] == REFERENCE
+            gil = entry.get("plain_launch", {}).get("gil_enabled", workload.get("gil_enabled"))
+            threads = sorted({p["torch_threads"] for p in entry["passes"] if p.get("torch_threads") is not None})
+            speedup = summary.get("speedup_vs_serial")
+            cells = [
+                doc["env_name"],
+                workload["name"],
+                entry["label"],
+                entry["mode"] if entry["passes"] else "failed",
+                launch_of(entry, doc),
+                _on_off(gil),
+                ", ".join(str(t) for t in threads) or "–",
+                cell(summary["throughput"], ratio["throughput"], ref),
+                f"{fmt(summary['throughput_min'])}–{fmt(summary['throughput_max'])}" if entry["passes"] else "–",
+                fmt(summary["data_wait_pct"]),
+                f"{speedup:.2f}×" if speedup else "–",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def training_section(docs: Sequence[dict[str, Any]]) -> list[str]:
+    """The "Training loop" section (empty when no environment ran a training workload)."""
+    rows = [row for doc in docs for row in training_rows(doc)]
+    if not rows:
+        return []
+    return [
+        "## Training loop",
+        "",
+        (
+            "The workloads whose step is a real training step (a small CNN's forward, loss, backward and "
+            "SGD step on CPU, in the training loop's thread): samples/s of the whole loop, loading and step, "
+            "with its ratio to torch's DataLoader, and the range over the passes (with torch's default "
+            "threads a pass can be many times slower than the next: the step's OpenMP threads wait for one "
+            "another at every operator, and one of them may be off its core); data wait is the share of the "
+            "loop spent waiting in "
+            "next(). train keeps torch's default intra-op thread count, train-threads1 sets 1 for each pass "
+            "(train-spare: max(1, cores - workers)). Launch: how a free-threaded interpreter was started; "
+            f"{label(PLAIN_LAUNCH)} ran in a fresh interpreter without PYTHON_GIL, with mode=\"auto\", "
+            "where building the optimizer imports triton and turns the GIL on (GIL: while its loader ran)."
+        ),
+        "",
+        TRAINING_HEADER,
+        "|" + "|".join("---" for _ in TRAINING_HEADER.strip("|").split("|")) + "|",
+        *rows,
+        "",
+    ]
 
 
 @dataclass(frozen=True)
@@ -318,7 +408,8 @@ def targets_section(docs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def markdown(docs: Iterable[dict[str, Any]]) -> str:
-    """One Markdown table for all environments, a line per environment above it and the targets below."""
+    """One Markdown table for all environments, a line per environment above it, the training loop and the
+    targets below."""
     docs = sort_envs(docs)
     lines = [env_line(doc) for doc in docs]
     lines += [
@@ -326,9 +417,11 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
         (
             "Medians of the repetitions; in brackets each median divided by torch's DataLoader's in the "
             "same environment and workload (ref). samples/s, µs/batch and data wait are measured after a "
-            "warm-up of 20% of the batches, in a loop that runs a simulated training step after each batch "
-            "(a sleep: 2 ms, none for overhead and stats), so the serial loop pays for the step on top of "
-            "loading; µs/batch only for the overhead and stats workloads (batch size 1; stats runs only "
+            "warm-up of 20% of the batches, in a loop that runs a training step after each batch "
+            "(simulated by a sleep: 2 ms, none for overhead and stats; the train workloads run a real one, "
+            "see Training loop), so the serial loop pays for the step on top of loading; launch says how a "
+            "free-threaded interpreter was started (– on a GIL build); µs/batch only for the overhead and "
+            "stats workloads (batch size 1; stats runs only "
             "threadloader, with and without stats=False, so it has no torch ratios); the memory workload "
             "runs in a fresh interpreter of its own; data wait is the share of that loop "
             "spent waiting in next(). Peak PSS and CPU cover the whole process tree (multiprocessing's "
@@ -342,5 +435,5 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
     ]
     for doc in docs:
         lines += table_rows(doc)
-    lines += ["", *targets_section(docs)]
+    lines += ["", *training_section(docs), *targets_section(docs)]
     return "\n".join(lines) + "\n"

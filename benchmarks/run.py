@@ -2,10 +2,11 @@
 
 In:  command-line options (``--env-name``, ``--mode``, ``--workload``,
      ``--workers``, ``--batches``, ``--repeat``, ``--quick``, ``--output``, ...).
-Out: ``results/<env-name>.json`` (or ``--output``): interpreter and machine,
-     settings, and per workload and loader every pass plus medians and ratios
-     against torch's DataLoader; a Markdown table on stdout; a tqdm progress
-     bar on stderr.
+Out: ``results/<env-name>.json`` (or ``--output``): interpreter and machine
+     (with its launch: ``PYTHON_GIL=0`` or plain on 3.13t), settings, and per
+     workload and loader every pass plus medians and ratios against torch's
+     DataLoader, and each row's launch; a Markdown table on stdout; a tqdm
+     progress bar on stderr.
 
 Each workload is built once; then for each repetition every loader makes
 one pass, the loader order rotated by one per repetition so drift on a noisy
@@ -23,12 +24,23 @@ threadloader and torch's DataLoader, since the other loaders do not depend on
 threadloader's mode (``labels.MODE_INDEPENDENT``); loaders named with
 ``--loader`` run on every chosen workload.
 
+The training workloads (``train``, ``train-threads1``) measure only
+threadloader, torch's DataLoader and the serial loop
+(``labels.AT_MOST_LOADERS_OF``); their per-batch step is a real training
+step (``Workload.step``) where the other workloads sleep ``--step-ms``.
+
 The memory workload runs in a fresh interpreter (this runner, started again
-for that workload alone, ``ISOLATED_WORKLOADS``) when other workloads run
-too: its peak PSS is then measured over the interpreter and its imports,
-not over the heap that earlier workloads left with the allocator (about
-200-300 MiB here), and its own leftovers (gigabytes after a process-mode
-pass) reach no other workload's numbers.
+for that workload alone, ``ISOLATED_WORKLOADS``, ``benchmarks.child``) when
+other workloads run too: its peak PSS is then measured over the interpreter
+and its imports, not over the heap that earlier workloads left with the
+allocator (about 200-300 MiB here), and its own leftovers (gigabytes after a
+process-mode pass) reach no other workload's numbers.
+
+On a free-threaded build launched with ``PYTHON_GIL`` (or ``-X gil``), the
+``train`` workload's threadloader is measured once more in a fresh
+interpreter started without either, with ``mode="auto"``: what a user who
+launched plainly gets (``benchmarks.plain``; the row "threadloader (plain
+launch)"). Every row records its launch.
 
 Usage::
 
@@ -41,9 +53,7 @@ import argparse
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from datetime import datetime, timezone
@@ -55,10 +65,11 @@ import tqdm
 
 import threadloader
 
-from . import report, system
+from . import plain, report, system
+from .child import run_child
 from .labels import default_loaders_for, label
 from .loaders import LOADERS, available_loaders, default_loaders
-from .measure import MIB, forkserver_pids, run_pass
+from .measure import MIB, forkserver_pids, run_pass, training_step
 from .metrics import PssSampler
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
 from .workloads.overhead import TrivialDataset
@@ -117,7 +128,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"passes per loader and workload (default: {DEFAULT_REPEAT}; the 1 GiB memory workload: 1)",
     )
     parser.add_argument(
-        "--step-ms", type=float, default=None, help="simulated training step per batch in ms (default: per workload)"
+        "--step-ms",
+        type=float,
+        default=None,
+        help="simulated training step per batch in ms (default: per workload; the training workloads "
+        "always run their real step)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of about a minute")
     parser.add_argument("--seed", type=int, default=0, help="threadloader's base seed (default: 0)")
@@ -126,7 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--in-process",
         action="store_true",
-        help="run every workload in this interpreter (by default the memory workload gets a fresh one)",
+        help="run every workload in this interpreter (by default the memory workload gets a fresh one, "
+        "and on 3.13t the train workload's plain launch another)",
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -212,8 +228,10 @@ def run_workload(
     workload = build_workload(name, quick=args.quick, batches=args.batches)
     build_s = time.perf_counter() - built
     step_s = workload.step_s if args.step_ms is None else args.step_ms / 1000
+    step = training_step(workload, step_s)
+    launch = system.launch()
     entries: dict[str, dict[str, Any]] = {
-        loader: {"loader": loader, "label": label(loader), "mode": "?", "passes": [], "errors": []}
+        loader: {"loader": loader, "label": label(loader), "mode": "?", "launch": launch, "passes": [], "errors": []}
         for loader in loaders
     }
     repeat = args.repeat or workload.repeat or DEFAULT_REPEAT
@@ -226,7 +244,7 @@ def run_workload(
             entry = entries[loader]
             session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)
             try:
-                result = run_pass(session, workload, sampler, step_s)
+                result = run_pass(session, workload, sampler, step)
             except Exception as exc:  # noqa: BLE001  (one failing loader must not lose the others' numbers)
                 bar.write(f"{name}: {loader} pass {repetition + 1} failed:\n{traceback.format_exc()}", file=sys.stderr)
                 entry["errors"].append(f"{type(exc).__name__}: {exc}")
@@ -243,58 +261,50 @@ def run_workload(
         "batch_size": workload.batch_size,
         "batches": workload.batches,
         "samples": workload.samples,
-        "step_ms": step_s * 1000,
+        "step": "training" if workload.step is not None else ("sleep" if step is not None else "none"),
+        "step_ms": step_s * 1000 if workload.step is None else None,
         "repeat": repeat,
         "params": workload.params,
+        "gil_enabled": system.gil_enabled(),  # while the loaders ran: after the build, which may import triton
+        "torch_threads": sorted({p["torch_threads"] for e in entries.values() for p in e["passes"]}),
         "build_s": build_s,
         "wall_s": time.perf_counter() - built,
         "results": results,
     }
 
 
-def child_argv(name: str, loaders: list[str], args: argparse.Namespace, output: Path) -> list[str]:
-    """The command line that runs workload ``name`` alone in a fresh interpreter, writing ``output``."""
-    argv = [sys.executable, "-m", "benchmarks.run", "--env-name", args.env_name, "--mode", args.mode]
-    argv += ["--workload", name, "--loader", ",".join(loaders), "--workers", str(args.workers)]
-    argv += ["--prefetch-factor", str(args.prefetch_factor), "--seed", str(args.seed), "--output", str(output)]
-    argv += ["--no-progress", "--in-process"]
-    for flag, value in (("--batches", args.batches), ("--repeat", args.repeat), ("--step-ms", args.step_ms)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.quick:
-        argv.append("--quick")
-    return argv
-
-
-def run_isolated(name: str, loaders: list[str], args: argparse.Namespace, bar: tqdm.tqdm) -> dict[str, Any]:
-    """Run workload ``name`` in a fresh interpreter (``ISOLATED_WORKLOADS``) and return its JSON document.
+def run_isolated(
+    name: str, loaders: list[str], args: argparse.Namespace, bar: tqdm.tqdm, mode: str | None = None,
+    strip_gil: bool = False,
+) -> dict[str, Any]:
+    """Run workload ``name`` in a fresh interpreter (``child.run_child``) and advance the progress bar.
 
     Args:
         name: the workload.
         loaders: the loaders to run on it.
         args: the command line.
         bar: the progress bar, advanced by the child's passes when it ends.
+        mode: threadloader's mode in the child (default: ``--mode``).
+        strip_gil: start the child without ``PYTHON_GIL`` and ``-X gil`` (a plain launch).
 
     Returns:
-        The workload's document, as ``run_workload`` returns it; a child that
-        fails to produce one yields every loader with an error.
+        The workload's document, as ``run_workload`` returns it, with
+        ``child`` (``child.run_child``); a child that fails to produce one
+        yields every loader with an error.
     """
-    bar.set_description(f"{name}: in a fresh interpreter")
-    with tempfile.TemporaryDirectory(prefix="threadloader-bench-") as folder:
-        output = Path(folder) / f"{name}.json"
-        completed = subprocess.run(child_argv(name, loaders, args, output), stdout=subprocess.DEVNULL, check=False)
-        try:
-            document = json.loads(output.read_text())["workloads"][0]
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            reason = f"the {name} workload's interpreter exited with status {completed.returncode}, no results ({exc})"
-            entries = [{"loader": n, "label": label(n), "mode": "?", "passes": [], "errors": [reason]} for n in loaders]
-            report.summarise(entries)
-            document = {"name": name, "description": "", "batch_size": 0, "batches": 0, "samples": 0,
-                        "step_ms": 0.0, "repeat": 0, "params": {}, "build_s": 0.0, "wall_s": 0.0, "results": entries}
+    bar.set_description(f"{name}: in a fresh interpreter" + (" (plain launch)" if strip_gil else ""))
+    document = run_child(name, loaders, args, mode=mode, strip_gil=strip_gil)
     done = sum(len(e["passes"]) + len(e["errors"]) for e in document["results"])
     bar.total += done - len(loaders) * (args.repeat or DEFAULT_REPEAT)  # the bar assumed the default count
     bar.update(done)
     return document
+
+
+def add_plain_launch(document: dict[str, Any], args: argparse.Namespace, bar: tqdm.tqdm) -> None:
+    """Measure ``document``'s workload with threadloader in a plain launch and add that row to it (``plain``)."""
+    child = run_isolated(document["name"], [plain.CHILD_LOADER], args, bar, mode=plain.CHILD_MODE, strip_gil=True)
+    document["results"].append(plain.entry(child))
+    report.summarise(document["results"])  # the plain row's ratios, against this run's torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,16 +343,28 @@ def main(argv: list[str] | None = None) -> int:
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
     per_workload = {name: workload_loaders(name, loaders, args) for name in workloads}
     per_workload = {name: names for name, names in per_workload.items() if names}  # e.g. stats in process mode
-    total = sum(len(names) for names in per_workload.values()) * (args.repeat or DEFAULT_REPEAT)
+    free_threaded = bool(doc["system"]["free_threaded_build"])
+    launch = doc["system"]["launch"]
+    plain_launch = [
+        name
+        for name, names in per_workload.items()
+        if plain.applies(name, names, args.mode, args.in_process, free_threaded, launch)
+    ]
+    doc["config"]["plain_launch"] = plain_launch  # workloads whose threadloader also runs in a plain launch
+    passes = sum(len(names) for names in per_workload.values()) + len(plain_launch)
+    total = passes * (args.repeat or DEFAULT_REPEAT)
     with (
         PssSampler() as sampler,
         tqdm.tqdm(total=total, unit="pass", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True) as bar,
     ):
         for name in per_workload:
             if name in ISOLATED_WORKLOADS and len(per_workload) > 1 and not args.in_process:
-                doc["workloads"].append(run_isolated(name, per_workload[name], args, bar))
+                document = run_isolated(name, per_workload[name], args, bar)
             else:
-                doc["workloads"].append(run_workload(name, per_workload[name], args, sampler, bar))
+                document = run_workload(name, per_workload[name], args, sampler, bar)
+            if name in plain_launch:
+                add_plain_launch(document, args, bar)
+            doc["workloads"].append(document)
     for pid in forkserver_pids():  # measured at the end: it preloads its modules in the background
         doc["config"]["forkserver_pss_mib"] = psutil.Process(pid).memory_full_info().pss / MIB
     doc["system"]["gil_enabled_end"] = system.gil_enabled()

@@ -2,7 +2,9 @@
 
 In:  the running interpreter, ``/proc/cpuinfo``, psutil.
 Out: a JSON-ready dict: Python version, free-threaded build or not, GIL
-     enabled at run time, CPU model, core counts, memory, OS and architecture,
+     enabled at run time, how a free-threaded interpreter was launched
+     (``PYTHON_GIL=0``, ``-X gil=0`` or plain), torch's intra-op thread
+     count at start, CPU model, core counts, memory, OS and architecture,
      package versions, and a one-line machine description.
 """
 
@@ -36,6 +38,29 @@ def gil_enabled() -> bool:
     """True when the GIL is enabled right now (always on builds without ``sys._is_gil_enabled``)."""
     is_enabled = getattr(sys, "_is_gil_enabled", None)
     return True if is_enabled is None else bool(is_enabled())
+
+
+def launch() -> str | None:
+    """How a free-threaded interpreter was told about the GIL at start-up; ``None`` on a build with the GIL.
+
+    Returns:
+        ``"-X gil=N"`` when given (it overrides the environment),
+        ``"PYTHON_GIL=N"`` when set, else ``"plain"``: the GIL then stays off
+        until an extension module without free-threading support is imported.
+    """
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None
+    option = getattr(sys, "_xoptions", {}).get("gil")
+    if option is not None:
+        return f"-X gil={option}"
+    value = os.environ.get("PYTHON_GIL")
+    return f"PYTHON_GIL={value}" if value else "plain"
+
+
+def torch_threads() -> int | None:
+    """torch's intra-op thread count now, without importing torch (``None`` where it is not imported)."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
 
 
 def package_versions() -> dict[str, str | None]:
@@ -73,6 +98,8 @@ def describe() -> dict[str, Any]:
         "python_build": " ".join(platform.python_build()),
         "free_threaded_build": free_threaded,
         "gil_enabled": gil_enabled(),
+        "launch": launch(),
+        "torch_threads": torch_threads(),
         "cpu_model": model,
         "cpu_count_logical": logical,
         "cpu_count_usable": usable,

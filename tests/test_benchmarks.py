@@ -13,6 +13,7 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, run
+from benchmarks.child import child_argv
 from benchmarks.labels import LOADER_ORDER, THREAD_MODE_ONLY, default_loaders_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,7 +80,7 @@ def test_targets_judge_the_ratio_of_medians() -> None:
 def test_isolated_workload_child_gets_the_same_settings(tmp_path: Path) -> None:
     args = run.parse_args(["--env-name", "e", "--mode", "thread", "--workers", "3", "--repeat", "2", "--quick",
                            "--step-ms", "1.5", "--seed", "7"])
-    argv = run.child_argv("memory", ["threadloader", "torch"], args, tmp_path / "out.json")
+    argv = child_argv("memory", ["threadloader", "torch"], args, tmp_path / "out.json")
     assert argv[1:3] == ["-m", "benchmarks.run"]
     child = run.parse_args(argv[3:])
     assert child.workload == ["memory"] and child.loader == ["threadloader,torch"]

@@ -2,7 +2,8 @@
 
 In:  workload names as given on the command line.
 Out: ``Workload`` objects (``base.Workload``) built by each module's
-     ``build(quick, batches)``.
+     ``build(quick, batches)`` (or, for a variant, the function its
+     registry entry names after a colon).
 
 Every workload lives in its own module with a module-level dataset class, so
 worker processes (forkserver or spawn) can unpickle it by reference.
@@ -14,7 +15,8 @@ import importlib
 
 from .base import Workload
 
-#: name -> module under ``benchmarks.workloads``.
+#: name -> module under ``benchmarks.workloads``, or ``module:function`` for a variant built by another
+#: function of that module.
 WORKLOADS: dict[str, str] = {
     "overhead": "overhead",
     "image": "image",
@@ -23,11 +25,20 @@ WORKLOADS: dict[str, str] = {
     "io": "latency",
     "memory": "memory",
     "stats": "stats_cost",
+    "train": "train",
+    "train-threads1": "train:build_threads1",
+    "train-spare": "train:build_spare",
 }
 
 #: The workloads a plain ``python -m benchmarks.run`` measures (memory runs in
-#: a fresh interpreter of its own, see ``benchmarks.run``).
-DEFAULT_WORKLOADS: tuple[str, ...] = ("overhead", "stats", "image", "python", "numpy", "io", "memory")
+#: a fresh interpreter of its own, see ``benchmarks.run``). The training
+#: workloads come last: building their optimizer imports torch._dynamo and
+#: triton, which no other workload's numbers should carry. ``train-spare``
+#: runs only when named: on the 2-core development machine with two workers
+#: it sets the same single thread as ``train-threads1``.
+DEFAULT_WORKLOADS: tuple[str, ...] = (
+    "overhead", "stats", "image", "python", "numpy", "io", "memory", "train", "train-threads1",
+)  # fmt: skip
 
 
 def build_workload(name: str, quick: bool, batches: int | None) -> Workload:
@@ -46,8 +57,10 @@ def build_workload(name: str, quick: bool, batches: int | None) -> Workload:
     """
     if name not in WORKLOADS:
         raise KeyError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
-    module = importlib.import_module(f"{__name__}.{WORKLOADS[name]}")
-    return module.build(quick=quick, batches=batches)
+    module_name, _, function = WORKLOADS[name].partition(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    built: Workload = getattr(module, function or "build")(quick=quick, batches=batches)
+    return built
 
 
 __all__ = ["DEFAULT_WORKLOADS", "WORKLOADS", "Workload", "build_workload"]

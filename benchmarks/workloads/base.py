@@ -3,7 +3,9 @@
 In:  a workload module's ``build(quick, batches)``.
 Out: a ``Workload``: a picklable map-style dataset, the batch size, the epoch's
      sample indices (``batches * batch_size`` of them, so every batch is
-     full), and the simulated training step per batch.
+     full), and the training step per batch: simulated (a sleep of
+     ``step_s``) unless the workload brings a real one (``step``, a
+     ``Step``), and torch's intra-op thread count for its passes.
 
 Per-sample randomness comes from ``sample_rng(index, salt)``: a generator
 seeded from the sample's index, in every loader alike. (Handing threadloader's
@@ -15,11 +17,19 @@ reseeded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+#: A training step: called with each batch the loader yields, in the training loop's thread, before the
+#: next ``next()``; what it returns is ignored.
+Step = Callable[[Any], object]
+
+#: torch's intra-op thread count during a pass: a count; ``"spare"``, the cores the loader's workers
+#: leave free (``max(1, cores - num_workers)``); or ``None``, torch's setting as it is.
+TorchThreads = int | Literal["spare"] | None
 
 
 @dataclass
@@ -35,6 +45,11 @@ class Workload:
             ``batch_size`` long).
         step_s: seconds of simulated training step per batch (a sleep);
             0 disables it (the data-wait fraction is then not reported).
+            Ignored when ``step`` is set.
+        step: a real training step, called once per batch instead of the
+            sleep (``None``: the sleep).
+        torch_threads: torch's intra-op thread count while a pass runs,
+            restored after it (see ``TorchThreads``).
         repeat: passes per loader when the command line gives no
             ``--repeat`` (``None``: the runner's default of 3).
         params: sizes and knobs, recorded in the JSON.
@@ -46,6 +61,8 @@ class Workload:
     batch_size: int
     indices: Sequence[int]
     step_s: float = 0.002
+    step: Step | None = None
+    torch_threads: TorchThreads = None
     repeat: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,239 @@
+"""The benchmark's training loop: the per-batch step, torch's thread count per pass, the training workloads'
+loaders, the plain launch's child environment and its row in the report. Nothing here is timed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The benchmarks are not part of the installed package. Appended, not prepended: the installed
+# threadloader (what tox tests) still comes first on the path.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import plain, report, run, system
+from benchmarks.child import child_argv, child_env
+from benchmarks.labels import LOADER_ORDER, MODE_INDEPENDENT, PLAIN_LAUNCH, THREAD_MODE_ONLY, default_loaders_for
+from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS
+
+pytestmark = pytest.mark.timeout(120)
+
+THREAD_RUN = list(LOADER_ORDER)  # what a thread-mode run has (torchdata assumed importable)
+PROCESS_RUN = [name for name in LOADER_ORDER if name not in THREAD_MODE_ONLY | MODE_INDEPENDENT]
+TRAINING = ("train", "train-threads1", "train-spare")
+
+
+class CountingStep:
+    """A training step that records each batch's size and torch's intra-op thread count when it ran."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.threads: list[int] = []
+
+    def __call__(self, batch: Any) -> None:
+        import torch
+
+        self.sizes.append(int(batch.shape[0]))
+        self.threads.append(torch.get_num_threads())
+
+
+def _trivial_workload(batches: int, batch_size: int, **fields: Any) -> Any:
+    from benchmarks.workloads.base import Workload
+    from benchmarks.workloads.overhead import TrivialDataset
+
+    count = batches * batch_size
+    return Workload(name="t", description="", dataset=TrivialDataset(count), batch_size=batch_size,
+                    indices=range(count), **fields)  # fmt: skip
+
+
+def _serial_pass(workload: Any, step: Any) -> Any:
+    from benchmarks.loaders import SerialSession
+    from benchmarks.measure import run_pass
+    from benchmarks.metrics import PssSampler
+
+    with PssSampler() as sampler:
+        return run_pass(SerialSession(workload, 2, 2, "thread", 0), workload, sampler, step)
+
+
+def test_the_step_is_called_once_per_batch_with_the_batch() -> None:
+    pytest.importorskip("torch")
+    step = CountingStep()
+    result = _serial_pass(_trivial_workload(7, 3), step)
+    assert step.sizes == [3] * 7
+    assert result.data_wait is not None  # a loop with a step reports its share waiting for data
+
+
+def test_a_pass_without_a_step_reports_no_data_wait() -> None:
+    pytest.importorskip("torch")
+    assert _serial_pass(_trivial_workload(4, 1), None).data_wait is None
+
+
+def test_the_workloads_step_replaces_the_sleep_and_step_ms_only_sets_the_sleep() -> None:
+    pytest.importorskip("torch")
+    from benchmarks.measure import SleepStep, training_step
+
+    real = CountingStep()
+    assert training_step(_trivial_workload(2, 1, step=real), 0.005) is real
+    assert training_step(_trivial_workload(2, 1), 0.005) == SleepStep(0.005)
+    assert training_step(_trivial_workload(2, 1), 0.0) is None
+
+
+def test_torch_threads_are_set_for_the_pass_and_restored_after() -> None:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    step = CountingStep()
+    result = _serial_pass(_trivial_workload(3, 2, torch_threads=wanted), step)
+    assert step.threads == [wanted] * 3 and result.torch_threads == wanted
+    assert torch.get_num_threads() == before
+    untouched = CountingStep()
+    assert _serial_pass(_trivial_workload(2, 2), untouched).torch_threads == before
+    assert untouched.threads == [before] * 2
+
+
+def test_spare_threads_are_the_cores_the_workers_leave_free() -> None:
+    pytest.importorskip("torch")
+    from benchmarks.intraop import resolve
+
+    assert resolve(None, 2, cores=8) is None
+    assert resolve(3, 2, cores=8) == 3
+    assert resolve("spare", 2, cores=8) == 6
+    assert resolve("spare", 2, cores=2) == 1  # never below one thread
+    with pytest.raises(ValueError):
+        resolve(0, 2, cores=8)
+
+
+def test_training_workloads_run_last_and_measure_threadloader_torch_and_serial() -> None:
+    assert DEFAULT_WORKLOADS[-2:] == ("train", "train-threads1")  # after every workload triton must not touch
+    assert set(TRAINING) <= set(WORKLOADS)
+    for name in TRAINING:
+        assert default_loaders_for(name, THREAD_RUN) == ["threadloader", "torch", "serial"]
+        assert default_loaders_for(name, PROCESS_RUN) == ["threadloader", "torch"]
+        assert default_loaders_for(name, ["threadloader"]) == ["threadloader"]
+
+
+def test_the_training_workload_trains_a_model_on_the_loaders_batches() -> None:
+    torch = pytest.importorskip("torch")
+    from benchmarks.workloads import build_workload
+
+    workload = build_workload("train-threads1", quick=True, batches=2)
+    assert workload.torch_threads == 1 and workload.step is not None and workload.batches == 2
+    image, label = workload.dataset[5]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and 0 <= label < 10
+    batch = torch.utils.data.default_collate([workload.dataset[i] for i in range(workload.batch_size)])
+    before = [p.detach().clone() for p in workload.step.model.parameters()]
+    steps = workload.step.steps
+    workload.step(batch)
+    assert workload.step.steps == steps + 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, workload.step.model.parameters()))
+
+
+def test_the_plain_launch_child_has_no_python_gil_and_no_gil_option(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    environ = {"PYTHON_GIL": "0", "PATH": "/bin", "PYTHONPATH": "/src"}
+    assert child_env(True, environ) == {"PATH": "/bin", "PYTHONPATH": "/src"}
+    assert child_env(False, environ) == environ
+    monkeypatch.setattr(sys, "_xoptions", {"gil": "0"})
+    args = run.parse_args(["--env-name", "e", "--mode", "thread", "--quick"])
+    argv = child_argv("train", [plain.CHILD_LOADER], args, tmp_path / "o.json", mode=plain.CHILD_MODE, strip_gil=True)
+    assert "-X" not in argv and argv[1:3] == ["-m", "benchmarks.run"]
+    child = run.parse_args(argv[3:])
+    assert (child.mode, child.loader, child.workload, child.in_process) == ("auto", ["threadloader"], ["train"], True)
+    kept = child_argv("memory", ["threadloader"], args, tmp_path / "o.json")
+    assert kept[1:3] == ["-X", "gil=0"]  # an isolated workload keeps the parent's launch
+
+
+def test_launch_names_how_a_free_threaded_interpreter_was_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "_xoptions", {})
+    monkeypatch.setenv("PYTHON_GIL", "0")
+    free_threaded = system.launch() is not None
+    assert system.launch() == ("PYTHON_GIL=0" if free_threaded else None)
+    monkeypatch.delenv("PYTHON_GIL")
+    assert system.launch() == ("plain" if free_threaded else None)
+
+
+def test_the_plain_launch_runs_on_free_threaded_builds_launched_with_the_gil_kept_off_only() -> None:
+    loaders = ["threadloader", "torch", "serial"]
+    assert plain.applies("train", loaders, "thread", False, True, "PYTHON_GIL=0")
+    assert plain.applies("train", loaders, "auto", False, True, "-X gil=0")
+    assert not plain.applies("train", loaders, "thread", False, False, None)  # a GIL build
+    assert not plain.applies("train", loaders, "process", False, True, "PYTHON_GIL=0")  # processes already
+    assert not plain.applies("train", loaders, "thread", False, True, "plain")  # this run is the plain launch
+    assert not plain.applies("train", loaders, "thread", True, True, "PYTHON_GIL=0")  # --in-process
+    assert not plain.applies("train-threads1", loaders, "thread", False, True, "PYTHON_GIL=0")
+    assert not plain.applies("train", ["torch"], "thread", False, True, "PYTHON_GIL=0")
+
+
+def _pass(throughput: float) -> dict[str, Any]:
+    return {"throughput": throughput, "ttfb_s": 0.01, "per_batch_us": 1e6 / throughput, "peak_pss_mib": 500.0,
+            "peak_anon_mib": 300.0, "cpu_s_per_sample": 1e-4, "data_wait": 0.25, "torch_threads": 2}  # fmt: skip
+
+
+def _training_doc() -> dict[str, Any]:
+    child = {
+        "name": "train",
+        "results": [{"loader": "threadloader", "label": "threadloader (process)", "mode": "process",
+                     "launch": "plain", "passes": [_pass(150.0)], "errors": []}],
+        "child": {"returncode": 0, "mode_requested": "auto", "launch": "plain", "python_gil": None,
+                  "gil_enabled_at_start": False, "gil_enabled": True},
+    }  # fmt: skip
+    entries = [
+        {"loader": name, "label": name, "mode": mode, "launch": "PYTHON_GIL=0", "passes": [_pass(rate)], "errors": []}
+        for name, mode, rate in (("threadloader", "thread", 300.0), ("torch", "process", 200.0),
+                                 ("serial", "serial", 100.0))
+    ]  # fmt: skip
+    entries.append(plain.entry(child))
+    report.summarise(entries)
+    return {
+        "env_name": "bench-py313t-thread",
+        "system": {"free_threaded_build": True, "gil_enabled": False, "launch": "PYTHON_GIL=0",
+                   "python_version": "3.13.5", "machine": "m", "torch_threads": 2},
+        "config": {"mode": "thread", "workers": 2, "prefetch_factor": 2},
+        "workloads": [{"name": "train", "repeat": 1, "step": "training", "gil_enabled": False, "results": entries}],
+    }  # fmt: skip
+
+
+def test_the_plain_launch_row_records_the_childs_gil_and_mode() -> None:
+    entry = next(e for e in _training_doc()["workloads"][0]["results"] if e["loader"] == PLAIN_LAUNCH)
+    assert entry["launch"] == "plain" and entry["mode"] == "process"
+    assert entry["plain_launch"]["gil_enabled"] is True and entry["plain_launch"]["mode"] == "process"
+    assert entry["label"] == "threadloader (plain launch, process)"
+    assert entry["vs_torch"]["throughput"] == pytest.approx(0.75)  # against the parent's torch
+
+
+def test_a_plain_launch_that_measured_nothing_is_an_error_row() -> None:
+    entry = plain.entry({"name": "train", "results": [], "child": {"returncode": 1}})
+    assert entry["loader"] == PLAIN_LAUNCH and entry["errors"] and not entry["passes"]
+
+
+def test_the_report_says_each_rows_launch_and_has_a_training_section() -> None:
+    text = report.markdown([_training_doc()])
+    rows = [line for line in text.splitlines() if line.startswith("| bench-py313t-thread | train |")]
+    assert len(rows) == 8  # four loaders, in the main table and in the training section
+    assert sum("| plain |" in row for row in rows) == 2
+    assert sum("| PYTHON_GIL=0 |" in row for row in rows) == 6
+    assert "## Training loop" in text and "threadloader (plain launch, process)" in text
+    section = text[text.index("## Training loop") : text.index("## Targets")]
+    plain_row = next(row for row in section.splitlines() if row.startswith("|") and "plain launch" in row)
+    assert "| on |" in plain_row and "150 (0.75×)" in plain_row
+
+
+def test_the_report_reads_documents_from_before_launches_were_recorded() -> None:
+    doc = _training_doc()
+    del doc["system"]["launch"]
+    for entry in doc["workloads"][0]["results"]:
+        entry.pop("launch")
+    doc["workloads"][0].pop("step")
+    text = report.markdown([doc])
+    rows = [line for line in text.splitlines() if line.startswith("| bench-py313t-thread | train |")]
+    assert [row.strip("|").split("|")[4].strip() for row in rows] == ["–"] * 4  # the launch column
+    assert "## Training loop" not in text
+
+
+def test_the_plot_draws_the_plain_launch(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from benchmarks.plot import plot
+
+    assert plot([_training_doc()], tmp_path / "p.png").stat().st_size > 0
