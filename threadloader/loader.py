@@ -332,6 +332,11 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         mode = runtime.resolve_mode(self.mode, self.num_workers)
         if mode == "serial":
             return SerialIterator(self._launch_serial)
+        if not self.prefetch_factor or self.prefetch_factor <= 0:  # torch accepts 0, then refuses it here
+            raise AssertionError(
+                "prefetch_factor must be greater than 0 for MultiProcessingDataLoaderIter "
+                f"(threadloader: prefetch_factor={self.prefetch_factor} with num_workers={self.num_workers})"
+            )
         return EpochIterator(mode, partial(self._launch, mode))
 
     def _get_iterator(self) -> Iterator[Any]:
