@@ -56,3 +56,25 @@ def unregister(pool: Any) -> None:
     """Stop tracking ``pool`` (it has shut down)."""
     with _lock:
         _live.discard(pool)
+
+
+class ShutdownGate:
+    """When a pool stops its workers and when it joins them: each once, whoever calls ``shutdown`` first.
+
+    ``shutdown`` runs from the training loop, a finalizer or the exit hook,
+    in any thread; ``lock`` also guards a pool's own changes that must not
+    cross a shutdown (starting one more worker after the sentinels went out).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.joined = False
+
+    def enter(self, wait: bool) -> tuple[bool, bool]:
+        """``(stop now, join now)`` for a ``shutdown(wait)`` call."""
+        with self.lock:
+            stop_now, self.stopped = not self.stopped, True
+            join_now = wait and not self.joined
+            self.joined = self.joined or join_now
+        return stop_now, join_now

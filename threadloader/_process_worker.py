@@ -110,7 +110,11 @@ def process_main(
     """Entry point of a worker process: take tickets, send encoded results; exit 1 on an error of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        _serve(spec, worker_id, num_workers, seed, tasks, results, stop, shm_prefix)
+        runtime, arena = _start(spec, worker_id, num_workers, seed, shm_prefix)
+        try:
+            _serve(runtime, arena, tasks, results, stop, shm_prefix)
+        finally:
+            runtime.stop()
     except BaseException:  # noqa: BLE001  (anything that escapes is the worker's own failure, never a batch's)
         if not stop.is_set():
             print(f"threadloader: worker {worker_id} (pid {os.getpid()}) failed outside user code:", file=sys.stderr)
@@ -119,16 +123,10 @@ def process_main(
         os._exit(1)
 
 
-def _serve(
-    spec: FetchSpec,
-    worker_id: int,
-    num_workers: int,
-    seed: int,
-    tasks: Any,
-    results: Any,
-    stop: Any,
-    shm_prefix: str | None,
-) -> None:
+def _start(
+    spec: FetchSpec, worker_id: int, num_workers: int, seed: int, shm_prefix: str | None
+) -> tuple[WorkerRuntime, ShmArena | None]:
+    """Seed this process's generators, as torch's workers do, and start the worker's runtime."""
     import random
 
     random.seed(seed)  # private to this process, unlike in a worker thread
@@ -136,31 +134,35 @@ def _serve(
     if torch is not None:
         torch.manual_seed(seed)
         torch.set_num_threads(1)
-    parent = multiprocessing.parent_process()
     spec, arena = _arena_spec(spec, shm_prefix)
     runtime = WorkerRuntime(spec, worker_id, num_workers, seed, in_thread=False)
     runtime.start()
-    try:
-        while not stop.is_set():
-            try:
-                task = tasks.get(timeout=_WORKER_POLL_SECONDS)
-            except queue.Empty:
-                if parent is not None and not parent.is_alive():
-                    return
-                continue
-            if task is None:
+    return runtime, arena
+
+
+def _serve(
+    runtime: WorkerRuntime, arena: ShmArena | None, tasks: Any, results: Any, stop: Any, shm_prefix: str | None
+) -> None:
+    """Answer tickets until a sentinel, the stop event, or the parent's death."""
+    parent = multiprocessing.parent_process()
+    while not stop.is_set():
+        try:
+            task = tasks.get(timeout=_WORKER_POLL_SECONDS)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
                 return
-            generation, seq, payload = task
-            status, value = runtime.run(generation, payload)
-            if status == OK:
-                try:
-                    value = _shm.encode(value, shm_prefix, arena) if shm_prefix else (pickle.dumps(value), None, [])
-                except Exception as exc:  # noqa: BLE001  (a batch that cannot travel fails at its position)
-                    status, value = ERROR, Failure(exc, "sending the batch to the parent process")
-            if arena is not None:
-                arena.release()  # what the batch did not take (a failed batch, a tensor cut up)
-            if status == ERROR:
-                value = encode_failure(value)
-            results.send((generation, seq, worker_id, status, value, runtime.totals_for(generation)))
-    finally:
-        runtime.stop()
+            continue
+        if task is None:
+            return
+        generation, seq, payload = task
+        status, value = runtime.run(generation, payload)
+        if status == OK:
+            try:
+                value = _shm.encode(value, shm_prefix, arena) if shm_prefix else (pickle.dumps(value), None, [])
+            except Exception as exc:  # noqa: BLE001  (a batch that cannot travel fails at its position)
+                status, value = ERROR, Failure(exc, "sending the batch to the parent process")
+        if arena is not None:
+            arena.release()  # what the batch did not take (a failed batch, a tensor cut up)
+        if status == ERROR:
+            value = encode_failure(value)
+        results.send((generation, seq, runtime.worker_id, status, value, runtime.totals_for(generation)))

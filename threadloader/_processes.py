@@ -39,7 +39,6 @@ import pickle
 import queue
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait as wait_for_connections
@@ -128,8 +127,7 @@ class ProcessExecutor:
         self._ready: deque[Result] = deque()  # decoded results to hand out before reading the pipes again
         self._deaths = 0  # this epoch's
         self._ended: set[int] = set()  # iterable-style workers that died: their streams end with them
-        self._stopped = self._joined = False
-        self._close_lock = threading.Lock()
+        self._gate = _lifecycle.ShutdownGate()
         self._owner_pid = os.getpid()  # a forked child's copy of this pool must never stop it
         self._workers: list[_Worker] = []
         self._retired: list[_Worker] = []  # replaced workers, joined and released at shutdown
@@ -214,7 +212,7 @@ class ProcessExecutor:
         Raises:
             WorkerDiedError: more than ``num_workers`` workers died this epoch.
         """
-        if self._stopped:
+        if self._gate.stopped:
             return
         for worker in list(self._workers):
             code = worker.process.exitcode
@@ -283,10 +281,7 @@ class ProcessExecutor:
         """
         if os.getpid() != self._owner_pid:  # a copy inherited through fork: the workers are the parent's
             return
-        with self._close_lock:
-            stop_now, self._stopped = not self._stopped, True
-            join_now = wait and not self._joined
-            self._joined = self._joined or join_now
+        stop_now, join_now = self._gate.enter(wait)
         if stop_now:
             self._stop.set()
             for worker in self._workers:
@@ -329,7 +324,7 @@ class ProcessExecutor:
     @property
     def closed(self) -> bool:
         """True once ``shutdown()`` has started."""
-        return self._stopped
+        return self._gate.stopped
 
     def pids(self) -> list[int]:
         """Worker process ids (for tests and diagnostics)."""

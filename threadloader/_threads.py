@@ -124,8 +124,7 @@ class ThreadExecutor:
         queue_count = num_workers if per_worker_queues else 1
         self._tasks: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(queue_count)]
         self._per_worker = per_worker_queues
-        self._closed = self._joined = False
-        self._close_lock = threading.Lock()
+        self._gate = _lifecycle.ShutdownGate()
         self._threads: list[threading.Thread] = []
         self._runtimes: list[WorkerRuntime] = []
         for _ in range(num_workers):
@@ -156,8 +155,8 @@ class ThreadExecutor:
         """Start one more worker on the shared task queue (map-style pools only)."""
         if self._per_worker:
             raise RuntimeError("threadloader: a pool with one task queue per worker cannot grow")
-        with self._close_lock:
-            if self._closed:
+        with self._gate.lock:
+            if self._gate.stopped:
                 return
             self.num_workers += 1
             self._new_thread(self.num_workers).start()
@@ -166,8 +165,8 @@ class ThreadExecutor:
         """Let the next worker that is free end (map-style pools only); it finishes its batch first."""
         if self._per_worker:
             raise RuntimeError("threadloader: a pool with one task queue per worker cannot shrink")
-        with self._close_lock:
-            if self._closed or self.num_workers <= 1:
+        with self._gate.lock:
+            if self._gate.stopped or self.num_workers <= 1:
                 return
             self.num_workers -= 1
             self._tasks[0].put(None)
@@ -189,7 +188,7 @@ class ThreadExecutor:
 
     def check_workers(self) -> None:
         """Raise ``WorkerDiedError`` if a worker thread ended while the pool is open."""
-        if self._closed:
+        if self._gate.stopped:
             return
         for worker_id, thread in enumerate(self._threads):
             if not thread.is_alive() and worker_id not in self._retired:
@@ -213,10 +212,7 @@ class ThreadExecutor:
                 once; a later ``shutdown()``, garbage collection or the exit
                 hook joins them.
         """
-        with self._close_lock:
-            stop_now, self._closed = not self._closed, True
-            join_now = wait and not self._joined
-            self._joined = self._joined or join_now
+        stop_now, join_now = self._gate.enter(wait)
         if stop_now:
             self._stop.set()
             for tasks in self._tasks:
@@ -237,7 +233,7 @@ class ThreadExecutor:
     @property
     def closed(self) -> bool:
         """True once ``shutdown()`` has started."""
-        return self._closed
+        return self._gate.stopped
 
 
 def _drain(q: queue.SimpleQueue[Any]) -> int:
