@@ -1,12 +1,13 @@
 """Loader keys, their display names, the order reports list them in, and where each runs.
 
-In:  a loader key (``"threadloader"``, ``"torch"``, ...) and, for
+In:  a loader key (``"threadloader"``, ``"torch"``, ``"spdl"``, ...) and, for
      threadloader, the mode its epoch ran in; for the defaults, a workload
-     name and whether the run's threadloader mode is threads.
+     name and whether the run's threadloader mode means worker processes.
 Out: labels for tables and plots, and ``REPORT_ORDER`` (the loaders and the
      plain-launch entry of ``benchmarks.plain``); which loaders a run
-     measures on a workload by default. Kept free of heavy imports so that
-     ``benchmarks.collect`` never imports torch.
+     measures on a workload by default; which of them are the thread-based
+     peers the targets judge threadloader against (``PEERS``). Kept free of
+     heavy imports so that ``benchmarks.collect`` never imports torch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ LOADER_ORDER: tuple[str, ...] = (
     "threadloader-nostats",
     "threadloader-auto",
     "torch",
+    "spdl",
+    "grain",
     "torchdata",
+    "spdl-sample",
     "threadpool",
     "serial",
 )
@@ -35,15 +39,28 @@ REPORT_ORDER: tuple[str, ...] = (
 #: The loader every ratio is taken against.
 REFERENCE = "torch"
 
+#: The thread-based peers: other libraries' loaders that run their workers as threads in the training
+#: process, as threadloader's thread mode does. The targets compare threadloader with the best of those
+#: a run measured.
+PEERS: tuple[str, ...] = ("spdl", "grain", "torchdata")
+
+#: Loaders measured only when named with ``--loader``: ``spdl-sample`` is SPDL's per-sample pipeline,
+#: which measured slower than its batch-level one (``spdl``) on every workload, and the bare thread pool
+#: does what threadloader's thread mode does with none of its features, so the peers stand for it.
+NAMED_ONLY: frozenset[str] = frozenset({"spdl-sample", "threadpool"})
+
 #: Loaders measured only in thread-mode runs (``--mode thread``, or ``auto``
 #: where the GIL is off): they always run threads, whatever ``--mode`` says.
 THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats", "threadloader-auto"})
 
 #: Loaders whose numbers do not depend on threadloader's mode. A process-mode run leaves them out by
-#: default: the thread-mode run on the same interpreter measures them, and running them twice would
-#: cost about a minute and a half of the matrix's ten. torch's DataLoader stays in every run, since
-#: every ratio is taken against it in the same run.
-MODE_INDEPENDENT: frozenset[str] = frozenset({"torchdata", "threadpool", "serial"})
+#: default (but see ``PROCESS_RUN_WORKLOADS_OF``): the thread-mode run on the same interpreter measures
+#: them. torch's DataLoader stays in every run, since every ratio is taken against it in the same run.
+MODE_INDEPENDENT: frozenset[str] = frozenset({*PEERS, "spdl-sample", "threadpool", "serial"})
+
+#: Mode-independent loaders that a process-mode run still measures, on these workloads only: the memory
+#: target is the peak PSS above the serial loop's in the same run.
+PROCESS_RUN_WORKLOADS_OF: dict[str, tuple[str, ...]] = {"serial": ("memory",)}
 
 #: Loaders measured by default on these workloads only (all of them when named
 #: with ``--loader``): ``replicate=True`` copies the dataset's Python objects,
@@ -62,11 +79,10 @@ DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {
 ONLY_LOADERS_OF: dict[str, tuple[str, ...]] = {"stats": ("threadloader", "threadloader-nostats")}
 
 #: Workloads that by default measure those of these loaders that the run has: the training workloads
-#: compare threadloader with torch's DataLoader and the serial loop, whose throughput is loading plus
-#: step back to back. The other thread pools load as threadloader's threads do, and the training
-#: workloads of all four environments must fit in about two minutes of the suite.
+#: compare threadloader with torch's DataLoader, the peers and the serial loop, whose throughput is
+#: loading plus step back to back.
 AT_MOST_LOADERS_OF: dict[str, tuple[str, ...]] = {
-    name: ("threadloader", "torch", "serial") for name in ("train", "train-threads1", "train-spare")
+    name: ("threadloader", "torch", *PEERS, "serial") for name in ("train", "train-threads1", "train-spare")
 }
 
 _LABELS: dict[str, str] = {
@@ -75,9 +91,11 @@ _LABELS: dict[str, str] = {
     "threadloader-nostats": "threadloader (stats=False)",
     "threadloader-auto": 'threadloader (thread, num_workers="auto")',
     PLAIN_LAUNCH: "threadloader (plain launch)",
-
     "torch": "torch DataLoader",
+    "spdl": "SPDL Pipeline",
+    "grain": "Grain MapDataset",
     "torchdata": "torchdata ParallelMapper",
+    "spdl-sample": "SPDL Pipeline (per sample)",
     "threadpool": "bare thread pool",
     "serial": "serial loop",
 }
@@ -91,12 +109,15 @@ def label(name: str, mode: str | None = None) -> str:
     return f"{text} ({mode})" if name == "threadloader" and mode else text
 
 
-def default_loaders_for(workload: str, loaders: list[str]) -> list[str]:
+def default_loaders_for(workload: str, loaders: list[str], processes: bool = False) -> list[str]:
     """The loaders of ``loaders`` that a run measures on ``workload`` unless told otherwise.
 
     Args:
         workload: a workload name.
         loaders: the run's loaders, in report order.
+        processes: the run's threadloader mode means worker processes: the
+            mode-independent loaders are left out, except where
+            ``PROCESS_RUN_WORKLOADS_OF`` keeps them.
 
     Returns:
         ``loaders`` without those that ``DEFAULT_WORKLOADS_OF`` keeps off
@@ -105,6 +126,12 @@ def default_loaders_for(workload: str, loaders: list[str]) -> list[str]:
         of ``AT_MOST_LOADERS_OF``, those of its loaders that are among
         ``loaders``.
     """
+    if processes:
+        loaders = [
+            name
+            for name in loaders
+            if name not in MODE_INDEPENDENT or workload in PROCESS_RUN_WORKLOADS_OF.get(name, ())
+        ]
     only = ONLY_LOADERS_OF.get(workload)
     if only is not None:
         return [name for name in loaders if name in only] if all(name in loaders for name in only) else []

@@ -27,41 +27,127 @@ Loaders (keys of ``LOADERS``):
                   by default only the io workload.
     torch         ``torch.utils.data.DataLoader``: worker processes (torch's
                   default start method), torch's default collate.
+    spdl          Meta's SPDL (``spdl_core``), batch level: ``PipelineBuilder``
+                  with the index lists as source, one stage fetching and
+                  collating a batch with ``concurrency=num_workers`` and
+                  ``output_order="input"``, and a sink of ``prefetch_factor *
+                  num_workers`` batches (``SpdlSession``).
+    grain         Google's Grain: ``MapDataset.source(indices).map(fetch)
+                  .batch(batch_size, batch_fn=default_collate)
+                  .to_iter_dataset(ReadOptions(num_threads=num_workers,
+                  prefetch_buffer_size=prefetch_factor * num_workers))``.
     torchdata     ``torchdata.nodes.ParallelMapper(method="thread")`` mapping
-                  index lists to collated batches (when importable).
+                  index lists to collated batches.
+    spdl-sample   SPDL per sample: sample indices as source, a fetch stage with
+                  ``concurrency=num_workers``, ``aggregate(batch_size)``, a
+                  collate stage, the same sink. Only when named with
+                  ``--loader`` (``labels.NAMED_ONLY``).
     threadpool    a bare ``concurrent.futures.ThreadPoolExecutor`` pipeline:
                   index lists -> fetch + collate, bounded prefetch, in order.
+                  Only when named with ``--loader``.
     serial        ``threadloader.DataLoader(num_workers=0)``: the 1x reference.
 
-All of them read the same index lists in the same order and collate with
-torch's ``default_collate`` (threadloader's delegates to it).
+The peers (spdl, grain, torchdata, spdl-sample) need packages that may not
+install on every interpreter (Grain has no wheel for free-threaded CPython):
+``absent_loaders()`` says, per loader, why it cannot run here, and
+``available_loaders()`` leaves those out. Checking imports the peer, so a
+run imports every peer it measures before its first pass: every pass, of
+every loader, then carries the same modules in its memory figures.
+
+All of them read the same index lists (or, per sample, the same indices) in
+the same order and collate with torch's ``default_collate`` (threadloader's
+delegates to it).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import multiprocessing
+import functools
+import importlib
+import sysconfig
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, ClassVar
 
 import torch.utils.data
 
 import threadloader
 
-from .labels import LOADER_ORDER, MODE_INDEPENDENT, REFERENCE, THREAD_MODE_ONLY, label
+from .labels import LOADER_ORDER, MODE_INDEPENDENT, NAMED_ONLY, PROCESS_RUN_WORKLOADS_OF, REFERENCE, THREAD_MODE_ONLY, label
 from .workloads.base import Workload
 
-__all__ = ["LOADERS", "LOADER_ORDER", "REFERENCE", "LoaderSession", "available_loaders", "default_loaders", "label"]
+__all__ = [
+    "LOADERS",
+    "LOADER_ORDER",
+    "REFERENCE",
+    "LoaderSession",
+    "absent_loaders",
+    "available_loaders",
+    "default_loaders",
+    "label",
+]
 
 
-def torchdata_available() -> bool:
-    """True when ``torchdata.nodes`` can be imported."""
+@dataclass(frozen=True)
+class Requirement:
+    """What an optional loader needs: a module to import, from a distribution.
+
+    Attributes:
+        module: the module the loader imports.
+        distribution: the distribution (pip name) that provides it.
+        free_threaded_note: why the distribution is missing on a
+            free-threaded build, where that is known (``None``: not known).
+    """
+
+    module: str
+    distribution: str
+    free_threaded_note: str | None = None
+
+
+#: The loaders that need a package beyond torch and threadloader.
+REQUIREMENTS: dict[str, Requirement] = {
+    "spdl": Requirement("spdl.pipeline", "spdl_core"),
+    "spdl-sample": Requirement("spdl.pipeline", "spdl_core"),
+    "grain": Requirement("grain", "grain", "grain publishes no wheel for free-threaded CPython (cp313t)"),
+    "torchdata": Requirement("torchdata.nodes", "torchdata"),
+}
+
+
+@functools.cache
+def why_absent(name: str) -> str | None:
+    """Why loader ``name`` cannot run here, or ``None`` when it can (importing its module to find out).
+
+    Args:
+        name: a loader key.
+
+    Returns:
+        ``None`` for a loader without a requirement or whose module imports;
+        otherwise one line: the distribution is not installed (and why, where
+        known), or it is installed and its import fails (with the error).
+    """
+    requirement = REQUIREMENTS.get(name)
+    if requirement is None:
+        return None
     try:
-        return importlib.util.find_spec("torchdata.nodes") is not None
-    except (ImportError, ValueError):
-        return False
+        importlib.import_module(requirement.module)
+    except Exception as exc:  # noqa: BLE001  (any import failure means the loader cannot run; say which)
+        try:
+            version = metadata.version(requirement.distribution)
+        except metadata.PackageNotFoundError:
+            note = requirement.free_threaded_note if sysconfig.get_config_var("Py_GIL_DISABLED") else None
+            return f"{requirement.distribution} is not installed" + (f": {note}" if note else "")
+        return f"{requirement.distribution} {version} is installed, but importing {requirement.module} fails: " + (
+            f"{type(exc).__name__}: {exc}"
+        )
+    return None
+
+
+def absent_loaders(names: Iterable[str]) -> dict[str, str]:
+    """The loaders of ``names`` that cannot run here, each with the reason (``why_absent``)."""
+    reasons = {name: why_absent(name) for name in names}
+    return {name: reason for name, reason in reasons.items() if reason is not None}
 
 
 class FetchCollate:
@@ -74,6 +160,16 @@ class FetchCollate:
     def __call__(self, indices: list[int]) -> Any:
         dataset = self.dataset
         return self.collate([dataset[i] for i in indices])
+
+
+class Fetch:
+    """``index -> dataset[index]``: one sample's work, for the per-sample pipelines."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, index: int) -> Any:
+        return self.dataset[index]
 
 
 class LoaderSession:
@@ -97,11 +193,6 @@ class LoaderSession:
         self.requested_mode = mode
         self.seed = seed
         self.mode = "?"
-
-    @property
-    def uses_forkserver(self) -> bool:
-        """True when this loader's workers are forked by multiprocessing's forkserver."""
-        return False
 
     def start(self) -> Iterator[Any]:
         """Create the epoch iterator (workers start here)."""
@@ -130,13 +221,6 @@ class ThreadloaderSession(LoaderSession):
         self._options = options or {}
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
-
-    @property
-    def uses_forkserver(self) -> bool:
-        """Process mode (threadloader's default start method is forkserver where available)."""
-        if self._serial or "forkserver" not in multiprocessing.get_all_start_methods():
-            return False
-        return self.requested_mode == "process" or (self.requested_mode == "auto" and threadloader.gil_enabled())
 
     def start(self) -> Iterator[Any]:
         workload = self.workload
@@ -230,6 +314,149 @@ class TorchSession(LoaderSession):
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+def _no_task_hooks(_stage: Any) -> list[Any]:
+    """SPDL's ``task_hook_factory`` for no hooks: no per-task timing and statistics."""
+    return []
+
+
+class SpdlSession(LoaderSession):
+    """SPDL's ``Pipeline``, batch level: index lists -> fetch + collate (``num_workers`` at once, in order) -> sink.
+
+    Configured as SPDL's documentation and its own ``get_pytorch_dataloader``
+    do for a map-style dataset with a batch sampler: the source yields the
+    batch sampler's index lists, one stage fetches and collates a whole batch,
+    the sink buffers ``prefetch_factor * num_workers`` batches; the stage runs
+    on the pipeline's thread pool of ``num_workers`` threads, with
+    ``output_order="input"`` (batches in the sampler's order, as every loader
+    here yields them). The low-overhead options of ``PipelineBuilder.build``
+    are on: no task hooks (``TaskStatsHook`` times every task otherwise),
+    plain ``AsyncQueue`` between stages instead of ``StatsQueue``, and
+    ``use_thread_output_queue=True``, a ``queue.Queue`` sink that the training
+    loop reads without a round trip through the event loop.
+
+    Besides its ``num_workers`` pool threads a pipeline runs its asyncio event
+    loop on a thread of its own, and (0.8.0) iterates a synchronous source on
+    another. ``close()`` is ``Pipeline.stop()``: it cancels the stages and
+    joins the event loop thread, whose ``asyncio.run`` waits for the pool's
+    running tasks.
+    """
+
+    name = "spdl"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pipeline: Any = None
+
+    def builder(self) -> Any:
+        """The pipeline's ``PipelineBuilder``, source to sink."""
+        from spdl.pipeline import PipelineBuilder
+
+        workload = self.workload
+        return (
+            PipelineBuilder()
+            .add_source(workload.index_batches())
+            .pipe(
+                FetchCollate(workload.dataset, torch.utils.data.default_collate),
+                concurrency=self.workers,
+                output_order="input",
+            )
+            .add_sink(buffer_size=self.prefetch * self.workers)
+        )
+
+    def start(self) -> Iterator[Any]:
+        from spdl.pipeline import AsyncQueue
+
+        self._pipeline = self.builder().build(
+            num_threads=self.workers,
+            queue_class=AsyncQueue,
+            task_hook_factory=_no_task_hooks,
+            use_thread_output_queue=True,
+        )
+        self._pipeline.start()
+        self.mode = "thread"
+        return iter(self._pipeline.get_iterator())
+
+    def close(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.stop()
+
+
+class SpdlPerSampleSession(SpdlSession):
+    """SPDL per sample: indices -> fetch (``num_workers`` at once, in order) -> ``aggregate`` -> collate -> sink.
+
+    The layout of SPDL's own ``spdl.dataloader.DataLoader`` (a preprocessor
+    per source item, ``aggregate(batch_size)``, an aggregator function), with
+    the same pool, sink, order and low-overhead options as ``SpdlSession``.
+    Every sample is then a task on the event loop and a hop to the pool.
+    """
+
+    name = "spdl-sample"
+
+    def builder(self) -> Any:
+        from spdl.pipeline import PipelineBuilder
+
+        workload = self.workload
+        return (
+            PipelineBuilder()
+            .add_source(list(workload.indices[: workload.samples]))
+            .pipe(Fetch(workload.dataset), concurrency=self.workers, output_order="input")
+            .aggregate(workload.batch_size)
+            .pipe(torch.utils.data.default_collate, concurrency=self.workers, output_order="input")
+            .add_sink(buffer_size=self.prefetch * self.workers)
+        )
+
+
+class GrainSession(LoaderSession):
+    """Grain's dataset API: ``MapDataset.source(indices).map(fetch).batch(...).to_iter_dataset(ReadOptions(...))``.
+
+    As Grain's documentation builds a pipeline over a random-access source:
+    the epoch's sample indices are the source, ``map`` fetches a sample,
+    ``batch`` collates with torch's ``default_collate`` (``batch_fn``), and
+    ``to_iter_dataset`` reads with ``ReadOptions(num_threads=num_workers,
+    prefetch_buffer_size=prefetch_factor * num_workers)``. Its iterator keeps
+    that many batches submitted to a ``ThreadPoolExecutor`` of
+    ``num_threads`` threads and returns them in order: a thread makes a whole
+    batch (``BatchMapDataset.__getitem__`` reads its parent's elements, then
+    calls ``batch_fn``). Grain's execution statistics are off by default
+    (``ExecutionTrackingMode.DISABLED``) and stay so.
+
+    ``close()`` is the iterator's ``close()``, which cancels the batches not
+    started and shuts the pool down without waiting; this then waits for the
+    pool, so that no batch of this pass is still being made when the next
+    pass starts.
+    """
+
+    name = "grain"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._iterator: Any = None
+
+    def start(self) -> Iterator[Any]:
+        import grain
+
+        workload = self.workload
+        dataset = (
+            grain.MapDataset.source(workload.indices[: workload.samples])
+            .map(Fetch(workload.dataset))
+            .batch(workload.batch_size, batch_fn=torch.utils.data.default_collate)
+        )
+        options = grain.ReadOptions(num_threads=self.workers, prefetch_buffer_size=self.prefetch * self.workers)
+        self._iterator = iter(dataset.to_iter_dataset(options))
+        self.mode = "thread"
+        return self._iterator
+
+    def close(self) -> None:
+        iterator, self._iterator = self._iterator, None
+        if iterator is None:
+            return
+        iterator.close()
+        pool = getattr(iterator, "_executor", None)  # PrefetchDatasetIterator's ThreadPoolExecutor
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class TorchdataSession(LoaderSession):
@@ -331,34 +558,57 @@ LOADERS: dict[str, type[LoaderSession]] = {
     "threadloader-nostats": NoStatsSession,
     "threadloader-auto": AutoWorkersSession,
     "torch": TorchSession,
+    "spdl": SpdlSession,
+    "grain": GrainSession,
     "torchdata": TorchdataSession,
+    "spdl-sample": SpdlPerSampleSession,
     "threadpool": ThreadPoolSession,
     "serial": SerialSession,
 }
 
 
-def available_loaders(mode: str = "auto") -> list[str]:
-    """Loader keys that can run here, in report order.
+def candidate_loaders(mode: str = "auto") -> list[str]:
+    """The loaders a run measures unless ``--loader`` names them, before checking that they can run here.
 
     Args:
-        mode: the run's threadloader ``--mode``; thread-mode-only loaders
-            (``labels.THREAD_MODE_ONLY``) are left out where it means processes
-            (``"process"``, or ``"auto"`` with the GIL on).
+        mode: the run's threadloader ``--mode``.
 
     Returns:
-        The keys; torchdata only when importable.
+        The keys in report order, less ``labels.NAMED_ONLY``; where ``mode``
+        means processes (``"process"``, or ``"auto"`` with the GIL on), less
+        the thread-mode-only loaders and the mode-independent ones, except
+        those a process-mode run keeps for some workloads
+        (``labels.PROCESS_RUN_WORKLOADS_OF``).
     """
-    processes = _runs_processes(mode)
+    processes = runs_processes(mode)
     return [
         name
         for name in LOADER_ORDER
-        if (name != "torchdata" or torchdata_available()) and not (processes and name in THREAD_MODE_ONLY)
+        if name not in NAMED_ONLY
+        and not (processes and name in THREAD_MODE_ONLY)
+        and not (processes and name in MODE_INDEPENDENT and name not in PROCESS_RUN_WORKLOADS_OF)
     ]
 
 
+def available_loaders(mode: str = "auto") -> list[str]:
+    """Every loader key that can run here, in report order (``--loader`` may name any of them).
+
+    Args:
+        mode: the run's threadloader ``--mode``; thread-mode-only loaders
+            (``labels.THREAD_MODE_ONLY``) are left out where it means processes.
+
+    Returns:
+        The keys, less those whose package is missing or fails to import
+        (``absent_loaders``).
+    """
+    processes = runs_processes(mode)
+    names = [name for name in LOADER_ORDER if not (processes and name in THREAD_MODE_ONLY)]
+    absent = absent_loaders(names)
+    return [name for name in names if name not in absent]
+
+
 def default_loaders(mode: str = "auto") -> list[str]:
-    """The loaders a run measures unless ``--loader`` names them: ``available_loaders``, and in a
-    process-mode run only threadloader and torch's DataLoader (``labels.MODE_INDEPENDENT``).
+    """The loaders a run measures unless ``--loader`` names them: ``candidate_loaders`` that can run here.
 
     Args:
         mode: the run's threadloader ``--mode``.
@@ -366,10 +616,11 @@ def default_loaders(mode: str = "auto") -> list[str]:
     Returns:
         The keys, in report order.
     """
-    processes = _runs_processes(mode)
-    return [name for name in available_loaders(mode) if not (processes and name in MODE_INDEPENDENT)]
+    names = candidate_loaders(mode)
+    absent = absent_loaders(names)
+    return [name for name in names if name not in absent]
 
 
-def _runs_processes(mode: str) -> bool:
+def runs_processes(mode: str) -> bool:
     """True when threadloader's ``mode`` means worker processes here."""
     return mode == "process" or (mode == "auto" and threadloader.gil_enabled())

@@ -104,15 +104,6 @@ def training_step(workload: Workload, step_s: float) -> Step | None:
     return SleepStep(step_s) if step_s else None
 
 
-def forkserver_pids() -> list[int]:
-    """The pid of multiprocessing's forkserver, when this process has started one."""
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    return [pid] if pid else []
-
-
 def batch_length(batch: Any) -> int:
     """Number of samples in a collated batch (leading dimension of its first leaf)."""
     if isinstance(batch, Mapping):
@@ -142,9 +133,6 @@ def run_pass(
             asked for (``training_step``); ``None``: no step.
         warmup_fraction: leading fraction of batches left out of the steady window.
 
-    The forkserver process (started up front by the runner) counts only
-    for loaders whose workers it forks; its children always count.
-
     Returns:
         The pass's measurements.
 
@@ -154,7 +142,6 @@ def run_pass(
     tree: ProcessTree = sampler.tree
     batches = workload.batches
     warm = min(max(1, int(batches * warmup_fraction)), batches - 1)
-    tree.exclude = frozenset() if session.uses_forkserver else frozenset(forkserver_pids())
     gc.collect()
     baseline = sampler.sample_now()
     sampler.reset_peak(baseline)

@@ -33,26 +33,18 @@ _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
 class ProcessTree:
-    """This process and its live descendants (worker processes, the forkserver, their children).
-
-    Attributes:
-        exclude: pids left out of every sum (their descendants still count);
-            the runner puts multiprocessing's forkserver here for loaders that
-            do not use it.
-    """
+    """This process and its live descendants (worker processes and their children)."""
 
     def __init__(self) -> None:
         self.root = psutil.Process()
-        self.exclude: frozenset[int] = frozenset()
 
     def members(self) -> list[psutil.Process]:
-        """The root and every live descendant, less the excluded pids."""
+        """The root and every live descendant."""
         try:
             children = self.root.children(recursive=True)
         except _GONE:
             children = []
-        exclude = self.exclude
-        return [self.root, *(child for child in children if child.pid not in exclude)]
+        return [self.root, *children]
 
     def pss_bytes(self) -> tuple[int, int]:
         """Sums over the tree of PSS and of its anonymous + shared-memory part, in bytes.

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -60,19 +59,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import psutil
 import tqdm
-
-import threadloader
 
 from . import plain, report, system
 from .child import run_child
 from .labels import default_loaders_for, label
-from .loaders import LOADERS, available_loaders, default_loaders
-from .measure import MIB, forkserver_pids, run_pass, training_step
+from .loaders import LOADERS, absent_loaders, candidate_loaders, runs_processes
+from .measure import run_pass, training_step
 from .metrics import PssSampler
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
-from .workloads.overhead import TrivialDataset
 
 DEFAULT_REPEAT = 3
 
@@ -178,30 +173,26 @@ def pass_order(loaders: list[str], repetition: int) -> list[str]:
     return rotated(loaders, repetition + max(lead, 1))
 
 
-def start_forkserver() -> list[str]:
-    """Start multiprocessing's forkserver before any measurement, as threadloader starts it.
-
-    One tiny process-mode epoch lets threadloader start the forkserver with
-    its own preload list (it imports torch there once, not in every worker),
-    so no timed pass pays for starting it.
-
-    Returns:
-        The modules the forkserver preloaded (empty where there is none).
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return []
-    with threadloader.DataLoader(TrivialDataset(2), batch_size=1, num_workers=1, mode="process") as loader:
-        for _ in loader:
-            pass
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    return list(getattr(server, "_preload_modules", None) or [])
-
-
 def workload_loaders(name: str, loaders: list[str], args: argparse.Namespace) -> list[str]:
     """The loaders measured on workload ``name``: all of ``loaders`` when named with ``--loader``, else the defaults."""
-    return list(loaders) if args.loader else default_loaders_for(name, loaders)
+    return list(loaders) if args.loader else default_loaders_for(name, loaders, processes=runs_processes(args.mode))
+
+
+def choose_loaders(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The run's loaders, and those it would measure but cannot run here, each with the reason.
+
+    Args:
+        args: the command line; ``--loader`` names loaders (any key of
+            ``LOADERS``), else the run measures ``loaders.candidate_loaders``.
+
+    Returns:
+        ``(loaders, absent)``: the loaders to measure, in the order named (or
+        report order), and ``{loader: why it cannot run}`` for the others
+        (``loaders.absent_loaders``).
+    """
+    wanted = split_names(args.loader, candidate_loaders(args.mode), LOADERS)
+    absent = absent_loaders(wanted)
+    return [name for name in wanted if name not in absent], absent
 
 
 def run_workload(
@@ -311,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the JSON; returns the exit status (1 if any pass failed)."""
     args = parse_args(argv)
     workloads = split_names(args.workload, DEFAULT_WORKLOADS, WORKLOADS)
-    runnable = {name: None for name in available_loaders("thread")}  # --loader may name any of them
-    loaders = split_names(args.loader, default_loaders(args.mode), runnable)
+    loaders, absent = choose_loaders(args)
+    for name, reason in absent.items():
+        print(f"not measured here: {label(name)}: {reason}", file=sys.stderr)
     output = args.output or Path("results") / f"{args.env_name}.json"
     started = time.perf_counter()
     doc: dict[str, Any] = {
@@ -330,15 +322,12 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "seed": args.seed,
             "loaders": loaders,
+            "absent_loaders": absent,
             "workloads": workloads,
             "warmup_fraction": 0.2,
-            "forkserver_preload": [],
         },
         "workloads": [],
     }
-    uses_processes = args.mode == "process" or (args.mode == "auto" and system.gil_enabled())
-    if "threadloader" in loaders and uses_processes:
-        doc["config"]["forkserver_preload"] = start_forkserver()
 
     tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread: the only helper thread is the PSS sampler
     per_workload = {name: workload_loaders(name, loaders, args) for name in workloads}
@@ -365,8 +354,6 @@ def main(argv: list[str] | None = None) -> int:
             if name in plain_launch:
                 add_plain_launch(document, args, bar)
             doc["workloads"].append(document)
-    for pid in forkserver_pids():  # measured at the end: it preloads its modules in the background
-        doc["config"]["forkserver_pss_mib"] = psutil.Process(pid).memory_full_info().pss / MIB
     doc["system"]["gil_enabled_end"] = system.gil_enabled()
     doc["wall_s"] = time.perf_counter() - started
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -130,6 +130,7 @@ class ProcessExecutor:
         self._gate = _lifecycle.ShutdownGate()
         self._owner_pid = os.getpid()  # a forked child's copy of this pool must never stop it
         self._workers: list[_Worker] = []
+        self._channels: dict[Any, _Worker] = {}  # the result pipes to wait on: live workers' only
         self._retired: list[_Worker] = []  # replaced workers, joined and released at shutdown
         _lifecycle.register(self)
         try:
@@ -157,7 +158,9 @@ class ProcessExecutor:
             raise _unpicklable_argument(self._spec, exc) from exc
         finally:
             writer.close()  # the worker's end: held only by the worker from now on
-        return _Worker(worker_id, process, tasks, reader)
+        worker = _Worker(worker_id, process, tasks, reader)
+        self._channels[reader] = worker
+        return worker
 
     def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
         """Queue a ticket for ``worker_id`` (iterable-style), or for the live worker holding the fewest."""
@@ -166,8 +169,8 @@ class ProcessExecutor:
                 self._ready.append((task[0], task[1], worker_id, EXHAUSTED, None))
                 return
             worker = self._workers[worker_id]
-        else:  # a worker found dead already gets nothing; check_workers will replace it
-            worker = min(self._workers, key=lambda w: (w.process.exitcode is not None, len(w.held)))
+        else:  # a dead worker's untaken tickets go to its replacement, so no liveness check is needed here
+            worker = min(self._workers, key=lambda w: len(w.held))
         worker.held.append(task)
         worker.tasks.put(task)
 
@@ -175,9 +178,9 @@ class ProcessExecutor:
         """Return the next result (batch rebuilt from shared memory), or ``None`` after ``timeout`` seconds."""
         if self._ready:
             return self._ready.popleft()
-        channels = {w.results: w for w in self._workers if w.worker_id not in self._ended}
+        channels = self._channels
         for channel in wait_for_connections(list(channels), timeout):
-            result = self._receive(channels[channel])  # type: ignore[index]
+            result = self._receive(channels[channel])
             if result is not None:
                 return result
         return self._ready.popleft() if self._ready else None
@@ -232,6 +235,7 @@ class ProcessExecutor:
                     f"{message}; {self._deaths} worker processes died in this epoch, more than num_workers="
                     f"{self.num_workers}: the workers keep dying, so the epoch stops)"
                 )
+            del self._channels[worker.results]
             untaken = [task for task in _drain(worker.tasks) if task is not None]
             for generation, seq, _payload in untaken:
                 worker.answered(generation, seq)
