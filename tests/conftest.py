@@ -82,7 +82,7 @@ def no_leaks() -> object:
                 details.append(f"processes: {[(p.pid, p.name()) for p in children]}")
             if shm:
                 details.append(f"/dev/shm files: {shm}")
-            pytest.fail("test left workers behind after %.0f s: %s" % (_LEAK_GRACE_SECONDS, "; ".join(details)))
+            pytest.fail(f"test left workers behind after {_LEAK_GRACE_SECONDS:.0f} s: {'; '.join(details)}")
         gc.collect()
         waiter.wait(0.05)  # polling other threads' and processes' exit, bounded by the deadline
 

@@ -154,7 +154,7 @@ def test_a_stuck_sample_after_timeout_does_not_keep_the_program_alive() -> None:
 
 def test_ctrl_c_on_a_stuck_sample_raises_at_once_and_the_program_exits() -> None:
     result, elapsed = _run_stuck(timeout=0, interrupt=True)
-    name, waited = result.stdout.split()
+    name, _waited = result.stdout.split()
     assert name == "KeyboardInterrupt", result.stderr[-2000:]
     assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
     assert elapsed < 20  # one Ctrl-C is enough: no second one needed to leave

@@ -30,7 +30,9 @@ def test_outside_loading_raises() -> None:
     num_workers=st.integers(1, 4),
     in_order=st.booleans(),
 )
-def test_draws_equal_across_worker_counts_thread(length: int, batch_size: int, num_workers: int, in_order: bool) -> None:
+def test_draws_equal_across_worker_counts_thread(
+    length: int, batch_size: int, num_workers: int, in_order: bool
+) -> None:
     dataset = AugmentedDataset(length, max_sleep=0.001)
     reference = _samples(DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=9, collate_fn=list_collate))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=9, collate_fn=list_collate,

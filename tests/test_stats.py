@@ -88,7 +88,7 @@ def test_no_starvation_warning_on_a_fast_dataset() -> None:
     loader = DataLoader(RangeDataset(64), batch_size=4, num_workers=2, mode="thread")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for batch in loader:
+        for _batch in loader:
             time.sleep(0.08)  # a training step much slower than loading: the loop never starves
 
 
@@ -148,7 +148,9 @@ def _timed_runtime(monkeypatch: pytest.MonkeyPatch, dataset: object) -> tuple[Wo
     return runtime, clock
 
 
-def test_fast_batches_are_timed_one_in_a_doubling_gap_and_stand_for_the_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_batches_are_timed_one_in_a_doubling_gap_and_stand_for_the_untimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from threadloader import worker
 
     runtime, clock = _timed_runtime(monkeypatch, RangeDataset(1000))

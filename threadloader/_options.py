@@ -195,7 +195,9 @@ def _check_sampling(options: LoaderOptions, iterable: bool) -> dict[str, Any]:
         raise ValueError("sampler option is mutually exclusive with shuffle")
     if batch_sampler is not None:
         if batch_size != 1 or shuffle or sampler is not None or drop_last:
-            raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last")
+            raise ValueError(
+                "batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last"
+            )
         batch_size = None
         drop_last = False
     elif batch_size is None:

@@ -242,7 +242,7 @@ class ProcessExecutor:
             self._report_lost(worker, message)
             if self._per_worker:
                 self._ended.add(worker.worker_id)
-                self._ready.extend((generation, seq, worker.worker_id, EXHAUSTED, None) for generation, seq, _ in untaken)
+                self._ready.extend((task[0], task[1], worker.worker_id, EXHAUSTED, None) for task in untaken)
             else:
                 self._retired.append(worker)
                 self._workers[worker.worker_id] = replacement = self._start_worker(worker.worker_id)

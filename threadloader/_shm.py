@@ -133,7 +133,8 @@ def _write_batch_file(
         if kind == "torch_file":
             layout.append((kind, array, meta[0], meta[1]))
             continue
-        layout.append((kind, offset, array.dtype if kind == "numpy" else meta[0], array.shape if kind == "numpy" else meta[1]))
+        dtype, shape = (array.dtype, array.shape) if kind == "numpy" else meta
+        layout.append((kind, offset, dtype, shape))
         offset += -(-array.nbytes // _ALIGN) * _ALIGN
     if not offset:  # every array copied here has at least MIN_SHM_BYTES
         return pickled, None, layout
@@ -173,6 +174,7 @@ class _ArrayUnpickler(pickle.Unpickler):
                 raw = np.frombuffer(_map_and_unlink(where), dtype=np.uint8)
             return torch.from_numpy(raw).view(dtype).reshape(shape)
         offset = where
+        assert self._mapped is not None, "an array in the batch's file, but the batch has no file"
         if kind == "numpy":
             count_ = int(np.prod(shape, dtype=np.int64))
             return np.frombuffer(self._mapped, dtype=dtype, count=count_, offset=offset).reshape(shape)

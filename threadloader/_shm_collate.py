@@ -99,7 +99,9 @@ class ShmArena:
         return next(chain(sized, empty, free), None)
 
     def take(self, tensor: Any) -> str | _shm.RecycledFile | None:
-        """Where ``tensor`` travels (``_shm``'s file reference) if it is exactly one of this batch's files, else ``None``.
+        """Where ``tensor`` travels (``_shm``'s file reference) if it is exactly one of this batch's files.
+
+        ``None`` otherwise.
 
         The file then belongs to the batch: the parent unlinks a one-off file
         and frees a recycled one.

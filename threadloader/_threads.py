@@ -82,6 +82,7 @@ def _worker_loop(
     """
     runtime.start()
     worker_id = runtime.worker_id
+    assert worker_id is not None  # only the calling thread's runtime (num_workers=0) has none
     try:
         while True:
             # Blocking without a timeout is safe here: shutdown() always posts
@@ -178,9 +179,10 @@ class ThreadExecutor:
     def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""
         try:
-            return _take(self._results, timeout)
+            result: tuple[int, int, int, int, Any] = _take(self._results, timeout)
         except queue.Empty:
             return None
+        return result
 
     def timings(self, generation: int) -> list[tuple[float, float, float] | None]:
         """Each worker's totals for epoch ``generation`` (``WorkerRuntime.totals_for``), read from its runtime."""

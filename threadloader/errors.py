@@ -71,6 +71,6 @@ def attach_note(exc: BaseException, text: str) -> None:
     current note instead of a growing list.
     """
     notes = getattr(exc, "__notes__", None)
-    if notes:
-        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(NOTE_PREFIX))]
-    exc.add_note(f"{NOTE_PREFIX} {text}")
+    kept = [n for n in notes or () if not (isinstance(n, str) and n.startswith(NOTE_PREFIX))]
+    # __notes__ is what add_note (3.11+) appends to and tracebacks print; on 3.10 it is only an attribute
+    exc.__notes__ = [*kept, f"{NOTE_PREFIX} {text}"]  # type: ignore[attr-defined]  # typeshed: 3.11+ only

@@ -143,6 +143,8 @@ class DataLoader(_LoaderBase, Generic[T_co]):
     that starting count.
     """
 
+    _multiprocessing_context: Any  # behind the multiprocessing_context property, as in torch
+
     def __init__(
         self,
         dataset: Any,
@@ -215,7 +217,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         self._resume: _ResumePoint | None = None
         self._epoch_start_state: list[str | None] | ValueError | None = None
         self._pool: Executor | None = None
-        self._pool_finalizer: weakref.finalize | None = None
+        self._pool_finalizer: weakref.finalize[Any, Any] | None = None
         self._current: weakref.ref[Any] | None = None
         self.__initialized = True
         if not self.auto_workers:

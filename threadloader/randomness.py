@@ -63,7 +63,8 @@ def sample_rng(index: Any = None) -> np.random.Generator:
             )
     cache = getattr(current, "cache", None)  # reset by the loader before each sample loads
     if cache is not None and cache[0] == base and cache[1] == index:
-        return cache[2]
+        cached: np.random.Generator = cache[2]
+        return cached
     rng = _new_generator((base[0], base[1], _index_entropy(index)))
     current.cache = (base, index, rng)
     return rng

@@ -97,7 +97,7 @@ def modules_needing_gil() -> list[str]:
     names = []
     for name, module in list(sys.modules.items()):  # insertion order: the order imports finished
         spec = getattr(module, "__spec__", None)
-        if not isinstance(getattr(spec, "loader", None), ExtensionFileLoader) or spec.name != name:
+        if spec is None or not isinstance(spec.loader, ExtensionFileLoader) or spec.name != name:
             continue
         if _declares_no_gil(module) is False:
             names.append(name)
@@ -138,7 +138,10 @@ def _warn_gil_on(requested: str) -> None:
         cost = "mode='thread' keeps worker threads, but only one of them runs Python code at a time"
     else:
         cost = "mode='auto' runs worker processes instead of threads"
-    fix = f"To keep the GIL off and load with threads, {GIL_FIX}, at your own risk for modules that did not declare support"
+    fix = (
+        f"To keep the GIL off and load with threads, {GIL_FIX}, at your own risk for modules that did not "
+        "declare support"
+    )
     culprits = modules_needing_gil()
     if culprits and _is_triton(culprits[0]):
         fix += "; for CPU-only training an environment without triton avoids it too"

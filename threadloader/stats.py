@@ -224,7 +224,10 @@ def starvation_advice(stats: EpochStats, in_order: bool, cpu_count: int | None =
     if mean > 0 and stats.slowest_batch_s > 4 * mean and stats.busy_share < 0.8:
         slow = f"single slow batches (slowest {stats.slowest_batch_s * 1e3:.0f} ms, mean {mean * 1e3:.0f} ms)"
         if in_order:
-            return f"{head}; {slow} hold back in-order delivery while workers idle: in_order=False lets finished batches through"
+            return (
+                f"{head}; {slow} hold back in-order delivery while workers idle: in_order=False lets finished "
+                "batches through"
+            )
         return f"{head}; {slow} keep one worker busy while the others run out of work: make those samples cheaper"
     if stats.busy_share >= 0.8:
         if workers < cores:

@@ -430,4 +430,4 @@ def pin_batch(batch: Any) -> Any:
     """Pin the tensors of a batch (torch's own pinning walk)."""
     from torch.utils.data._utils.pin_memory import pin_memory
 
-    return pin_memory(batch)
+    return pin_memory(batch)  # type: ignore[no-untyped-call]  # torch's function has no annotations
