@@ -21,7 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .labels import PLAIN_LAUNCH, REFERENCE, REPORT_ORDER, label
+from .labels import PEERS, PLAIN_LAUNCH, REFERENCE, REPORT_ORDER, label
+
+#: The targets' memory figure: a loader's peak PSS minus the serial loop's in the same run and workload.
+ABOVE_SERIAL = "pss_above_serial_mib"
 
 #: summary key -> (pass-result key, scale to the unit of the summary key).
 METRICS: dict[str, tuple[str, float]] = {
@@ -108,8 +111,6 @@ def env_line(doc: dict[str, Any]) -> str:
     build = "free-threaded build" if system["free_threaded_build"] else "GIL build"
     gil = "GIL on" if system.get("gil_enabled_end", system["gil_enabled"]) else "GIL off"
     quick = ", quick" if config.get("quick") else ""
-    forkserver = config.get("forkserver_pss_mib")
-    forkserver_note = f"; forkserver {forkserver:.0f} MiB PSS" if forkserver else ""
     launch = system.get("launch")
     launch_note = f", launched {'plainly' if launch == 'plain' else 'with ' + launch}" if launch else ""
     threads = system.get("torch_threads")
@@ -118,7 +119,7 @@ def env_line(doc: dict[str, Any]) -> str:
         f"- **{doc['env_name']}**: CPython {system['python_version']} ({build}, {gil} at run time{launch_note}); "
         f"threadloader mode `{config['mode']}`; {config['workers']} workers, "
         f"prefetch {config['prefetch_factor']}, {repetitions(doc)}{quick}{threads_note}; "
-        f"{system['machine']}{forkserver_note}; "
+        f"{system['machine']}; "
         f"wall {doc.get('wall_s', 0):.0f} s"
     )
 
@@ -262,39 +263,75 @@ def training_section(docs: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+#: summary key -> (words, unit) for the targets.
+METRIC_NAMES: dict[str, tuple[str, str]] = {
+    "per_batch_us": ("time per batch", "µs"),
+    "throughput": ("throughput", "samples/s"),
+    "ttfb_ms": ("time to first batch", "ms"),
+    "peak_pss_mib": ("peak PSS", "MiB"),
+    ABOVE_SERIAL: ("peak PSS above the serial loop's", "MiB"),
+}
+
+#: Workloads of one trivial sample per batch, whose time per batch the table shows.
+PER_BATCH_WORKLOADS = ("overhead", "stats")
+
+#: Workloads a target for every workload leaves out: the stats workload measures threadloader alone.
+NOT_EVERY_WORKLOAD: tuple[str, ...] = ("stats",)
+
+
 @dataclass(frozen=True)
 class Target:
-    """A goal for one ratio of two loaders' medians in one kind of environment.
+    """A goal for one loader's median against other loaders' in one kind of environment.
 
     Attributes:
-        workload: the workload measured.
-        metric: a ``summary`` key (``"throughput"``, ``"per_batch_us"``, ...).
+        metric: a ``summary`` key (``"throughput"``, ``"per_batch_us"``,
+            ``"ttfb_ms"``), or ``ABOVE_SERIAL``: the loader's peak PSS minus
+            the serial loop's in the same run.
         loader: the loader judged, and the mode its epochs must have run in.
         mode: ``"thread"`` or ``"process"``.
-        versus: the loader it is compared with.
-        bound: the ratio ``loader / versus`` that passes.
+        versus: the loaders it is compared with: the strongest of those the
+            run measured (the highest throughput, the lowest time or memory)
+            is the reference. Empty for ``ABOVE_SERIAL`` against the
+            dataset's size (the workload's ``params["dataset_mib"]``).
+        bound: the ratio to the reference that passes.
         at_most: ``True``: pass when the ratio is at most ``bound``;
             ``False``: at least.
         free_threaded: the environments it applies to: a free-threaded build
             (``True``) or a GIL build (``False``) ...
         env_mode: ... running threadloader in this mode.
+        workloads: the workloads it judges; empty: every workload of the run
+            (less ``NOT_EVERY_WORKLOAD``), one verdict each.
+        instead: per workload, a loader judged in place of ``loader`` (whose
+            own figure is shown beside it).
+        beside: loaders whose figures are shown beside, not judged.
     """
 
-    workload: str
     metric: str
     loader: str
     mode: str
-    versus: str
+    versus: tuple[str, ...]
     bound: float
     at_most: bool
     free_threaded: bool
     env_mode: str
+    workloads: tuple[str, ...] = ()
+    instead: tuple[tuple[str, str], ...] = ()
+    beside: tuple[str, ...] = ()
 
     def text(self) -> str:
-        """What the target says, e.g. ``"image throughput: threadloader (thread) ≥ 1.3× torch DataLoader"``."""
+        """What the target says, e.g. ``"every workload, throughput: threadloader (thread) ≥ 1× the best of ..."``."""
         name = label(self.loader, self.mode) if self.loader == "threadloader" else label(self.loader)
+        for workload, loader in self.instead:
+            name += f" ({workload}: {label(loader)})"
         sign = "≤" if self.at_most else "≥"
-        return f"{self.workload} {METRIC_NAMES[self.metric][0]}: {name} {sign} {self.bound:g}× {label(self.versus)}"
+        if not self.versus:
+            reference = "the dataset's size"
+        elif len(self.versus) == 1:
+            reference = label(self.versus[0])
+        else:
+            reference = "the best of " + ", ".join(label(v) for v in self.versus)
+        where = ", ".join(self.workloads) if self.workloads else "every workload"
+        return f"{where}, {METRIC_NAMES[self.metric][0]}: {name} {sign} {self.bound:g}× {reference}"
 
     def environment(self) -> str:
         """The environments it applies to, in words."""
@@ -308,103 +345,232 @@ class Target:
             mode = "process" if system.get("gil_enabled_end", system.get("gil_enabled")) else "thread"
         return bool(system.get("free_threaded_build")) == self.free_threaded and mode == self.env_mode
 
+    def judged(self, workload: str) -> str:
+        """The loader judged on ``workload``: ``loader``, or the one ``instead`` names there."""
+        return dict(self.instead).get(workload, self.loader)
 
-#: summary key -> (words, unit) for the targets.
-METRIC_NAMES: dict[str, tuple[str, str]] = {
-    "per_batch_us": ("time per batch", "µs"),
-    "throughput": ("throughput", "samples/s"),
-    "ttfb_ms": ("time to first batch", "ms"),
-    "peak_pss_mib": ("peak PSS", "MiB"),
-}
-
-
-#: Workloads of one trivial sample per batch, whose time per batch the table shows.
-PER_BATCH_WORKLOADS = ("overhead", "stats")
+    def workloads_of(self, doc: dict[str, Any]) -> list[str]:
+        """The workloads this target judges in ``doc``: its own, or every workload of the run."""
+        if self.workloads:
+            return list(self.workloads)
+        return [w["name"] for w in doc["workloads"] if w["name"] not in NOT_EVERY_WORKLOAD]
 
 
-def _threads_on_313t(workload: str, metric: str, loader: str, versus: str, bound: float, at_most: bool) -> Target:
+def _threads_on_313t(metric: str, loader: str, versus: tuple[str, ...], bound: float, at_most: bool,
+                     **fields: Any) -> Target:  # fmt: skip
     """A target for free-threaded runs with threadloader in thread mode, judging a thread-mode loader."""
-    return Target(workload, metric, loader, "thread", versus, bound, at_most, free_threaded=True, env_mode="thread")
+    return Target(metric, loader, "thread", versus, bound, at_most, free_threaded=True, env_mode="thread", **fields)
 
 
-#: The targets the report evaluates (the project's goals), in report order.
+#: The targets the report evaluates (the project's goals), in report order. All of them compare medians
+#: from one run: 2 workers (the runner's default), the environment's interpreter and mode.
 TARGETS: tuple[Target, ...] = (
-    _threads_on_313t("overhead", "per_batch_us", "threadloader", "torch", 0.25, at_most=True),
-    _threads_on_313t("overhead", "per_batch_us", "threadloader", "threadpool", 1.5, at_most=True),
-    _threads_on_313t("stats", "throughput", "threadloader", "threadloader-nostats", 0.98, at_most=False),
-    _threads_on_313t("image", "throughput", "threadloader", "torch", 1.3, at_most=False),
-    _threads_on_313t("image", "throughput", "threadloader", "threadpool", 0.95, at_most=False),
-    _threads_on_313t("image", "ttfb_ms", "threadloader", "torch", 0.5, at_most=True),
-    _threads_on_313t("memory", "peak_pss_mib", "threadloader", "torch", 0.4, at_most=True),
-    _threads_on_313t("python", "throughput", "threadloader-replicate", "torch", 1.0, at_most=False),
-    _threads_on_313t("python", "throughput", "threadloader-replicate", "serial", 1.5, at_most=False),
-    _threads_on_313t("memory", "peak_pss_mib", "threadloader-replicate", "torch", 0.5, at_most=True),
-    Target(
-        "image", "throughput", "threadloader", "process", "torch", 0.95, False, free_threaded=False, env_mode="process"
-    ),
+    _threads_on_313t("throughput", "threadloader", PEERS, 1.0, False, instead=(("python", "threadloader-replicate"),)),
+    _threads_on_313t("throughput", "threadloader", ("torch",), 1.0, False,
+                     instead=(("python", "threadloader-replicate"),)),  # fmt: skip
+    _threads_on_313t("per_batch_us", "threadloader", PEERS, 0.5, True, workloads=("overhead",)),
+    _threads_on_313t("per_batch_us", "threadloader", ("torch",), 0.25, True, workloads=("overhead",)),
+    _threads_on_313t("throughput", "threadloader", ("threadloader-nostats",), 0.98, False, workloads=("stats",)),
+    _threads_on_313t("ttfb_ms", "threadloader", ("torch",), 0.5, True, workloads=("image",)),
+    _threads_on_313t("throughput", "threadloader-replicate", ("serial",), 1.5, False, workloads=("python",)),
+    _threads_on_313t(ABOVE_SERIAL, "threadloader", (), 0.05, True, workloads=("memory",), beside=("torch",)),
+    _threads_on_313t(ABOVE_SERIAL, "threadloader-replicate", ("torch",), 0.5, True, workloads=("memory",)),
+    Target("throughput", "threadloader", "process", ("torch",), 1.0, False, free_threaded=False, env_mode="process"),
+    Target("throughput", "threadloader", "thread", ("grain",), 1.0, False, free_threaded=False, env_mode="thread"),
 )
 
 
-def evaluate(target: Target, doc: dict[str, Any]) -> tuple[str, str]:
-    """One target on one environment.
+def spread(entry: dict[str, Any], metric: str) -> str:
+    """`` (slowest–fastest)``: the range of ``entry``'s passes for ``metric``; empty for one pass or none."""
+    source, scale = METRICS.get(metric, (metric, 1.0))
+    values = [p[source] * scale for p in entry["passes"] if p.get(source) is not None]
+    if len(values) < 2:
+        return ""
+    return f" ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def above_serial(entries: dict[str, dict[str, Any]], name: str) -> float | None:
+    """Loader ``name``'s peak PSS minus the serial loop's (same workload and run), MiB; ``None`` if either is missing."""
+    mine, serial = entries.get(name), entries.get("serial")
+    if mine is None or serial is None:
+        return None
+    peak, base = mine["summary"].get("peak_pss_mib"), serial["summary"].get("peak_pss_mib")
+    return None if peak is None or base is None else peak - base
+
+
+def _value(entries: dict[str, dict[str, Any]], name: str, metric: str) -> float | None:
+    """``name``'s median of ``metric`` on one workload (``ABOVE_SERIAL``: see ``above_serial``)."""
+    if metric == ABOVE_SERIAL:
+        return above_serial(entries, name)
+    entry = entries.get(name)
+    return None if entry is None else entry["summary"].get(metric)
+
+
+def _missing(name: str, entries: dict[str, dict[str, Any]], workload: str, doc: dict[str, Any]) -> str:
+    """Why ``name`` has no figure on ``workload``: not installed here, not in this run, or every pass failed."""
+    reason = doc["config"].get("absent_loaders", {}).get(name)
+    if reason:
+        return f"{label(name)}: {reason}"
+    if name not in entries:
+        return f"no {label(name)} on {workload} in this run"
+    if entries[name]["errors"] and not entries[name]["passes"]:
+        return f"every {label(name)} pass on {workload} failed"
+    return f"no {label(name)} figure on {workload} (no serial loop in this run?)"
+
+
+def _figure(name: str, value: float, entries: dict[str, dict[str, Any]], metric: str, unit: str) -> str:
+    """``"threadloader (thread) 1,211 (1,180–1,230)"``: a loader's median with its spread (``+`` above serial)."""
+    entry = entries[name]
+    shown = label(name, entry["mode"]) if name == "threadloader" else label(name)
+    if metric == ABOVE_SERIAL:
+        return f"{shown} {'+' if value >= 0 else '−'}{fmt(abs(value))} {unit}"
+    return f"{shown} {fmt(value)}{spread(entry, metric)}"
+
+
+def evaluate_workload(target: Target, doc: dict[str, Any], workload_name: str) -> tuple[str, str]:
+    """One target on one workload of one environment.
 
     Args:
         target: the target.
         doc: an environment document the target applies to.
+        workload_name: the workload.
 
     Returns:
-        ``(measured, result)``: the two medians and their ratio, and
-        ``"PASS"``/``"FAIL"``; or why nothing was measured, and
+        ``(measured, result)``: the medians (with their spread) and the ratio
+        judged, and ``"PASS"``/``"FAIL"``; or why nothing was measured, and
         ``"not measured"``.
     """
-    workload = next((w for w in doc["workloads"] if w["name"] == target.workload), None)
+    workload = next((w for w in doc["workloads"] if w["name"] == workload_name), None)
     if workload is None:
-        return f"no {target.workload} workload in this run", "not measured"
+        return f"no {workload_name} workload in this run", "not measured"
     entries = {e["loader"]: e for e in workload["results"]}
-    values = []
-    for name in (target.loader, target.versus):
-        entry = entries.get(name)
-        if entry is None:
-            return f"no {label(name)} on {target.workload} in this run", "not measured"
-        value = entry["summary"].get(target.metric)
-        if value is None:
-            return f"every {label(name)} pass on {target.workload} failed", "not measured"
-        if name == target.loader and entry["mode"] != target.mode:
-            return f"{label(name)} ran in mode {entry['mode']}, not {target.mode}", "not measured"
-        values.append(value)
-    mine, theirs = values
-    if not theirs:
-        return f"{label(target.versus)}'s median is 0", "not measured"
-    ratio = mine / theirs
+    metric = target.metric
+    unit = METRIC_NAMES[metric][1]
+    judged = target.judged(workload_name)
+    mine = _value(entries, judged, metric)
+    if mine is None:
+        return _missing(judged, entries, workload_name, doc), "not measured"
+    if entries[judged]["mode"] != target.mode:
+        return f"{label(judged)} ran in mode {entries[judged]['mode']}, not {target.mode}", "not measured"
+    parts = [_figure(judged, mine, entries, metric, unit)]
+    lower_is_better = target.at_most
+    if target.versus:
+        found = {name: _value(entries, name, metric) for name in target.versus}
+        present = {name: value for name, value in found.items() if value is not None}
+        absent = [_missing(name, entries, workload_name, doc) for name, value in found.items() if value is None]
+        if not present:
+            return "; ".join(absent), "not measured"
+        best = (min if lower_is_better else max)(present, key=lambda name: present[name])
+        reference = present[best]
+        others = [_figure(name, value, entries, metric, unit) for name, value in present.items()]
+        parts.append("vs " + (others[0] if len(others) == 1 else f"best {label(best)}, of " + "; ".join(others)))
+        if metric == ABOVE_SERIAL and reference <= 0:
+            return f"{label(best)}'s peak PSS is not above the serial loop's", "not measured"
+    else:
+        size = (workload.get("params") or {}).get("dataset_mib")
+        if not size:
+            return f"the {workload_name} workload records no dataset size", "not measured"
+        reference = float(size)
+        parts.append(f"dataset {fmt(reference)} MiB")
+        absent = []
+    if not reference:
+        return "the reference median is 0", "not measured"
+    ratio = mine / reference
     passed = ratio <= target.bound if target.at_most else ratio >= target.bound
-    unit = METRIC_NAMES[target.metric][1]
-    return f"{fmt(mine)} vs {fmt(theirs)} {unit}: {ratio:.2f}×", "PASS" if passed else "FAIL"
+    measured = " ".join(parts[:1]) + " " + ", ".join(parts[1:]) + f" {unit}: {ratio:.2f}×"
+    extra = []
+    if judged != target.loader:
+        shared = _value(entries, target.loader, metric)
+        if shared is not None:
+            extra.append(f"shared dataset: {_figure(target.loader, shared, entries, metric, unit)}, "
+                         f"{shared / reference:.2f}×")  # fmt: skip
+    for name in target.beside:
+        value = _value(entries, name, metric)
+        if value is not None:
+            suffix = f" ({value / reference:.2f}×)" if not target.versus else ""
+            extra.append(f"{_figure(name, value, entries, metric, unit)}{suffix}")
+    if metric == ABOVE_SERIAL and "serial" in entries:
+        peaks = {name: entries[name]["summary"]["peak_pss_mib"] for name in (judged, *target.versus, *target.beside,
+                                                                             "serial") if name in entries}  # fmt: skip
+        extra.append("peaks " + ", ".join(f"{label(n)} {fmt(v)}" for n, v in peaks.items() if v is not None) + " MiB")
+    extra += [f"not measured: {reason}" for reason in absent]
+    return measured + "".join(f"; {e}" for e in extra), "PASS" if passed else "FAIL"
+
+
+def evaluate(target: Target, doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A target on every workload it judges in one environment: ``(workload, measured, result)`` each.
+
+    A target for every workload (``Target.workloads`` empty) skips workloads
+    that measured neither the judged loader nor any of ``versus``.
+    """
+    verdicts = []
+    for name in target.workloads_of(doc):
+        measured, result = evaluate_workload(target, doc, name)
+        if not target.workloads and result == "not measured":
+            workload = next(w for w in doc["workloads"] if w["name"] == name)
+            loaders = {e["loader"] for e in workload["results"]}
+            if target.judged(name) not in loaders or not loaders & set(target.versus):
+                continue  # a workload this run does not compare these loaders on (e.g. training in process runs)
+        verdicts.append((name, measured, result))
+    return verdicts
 
 
 def targets_section(docs: Sequence[dict[str, Any]]) -> list[str]:
-    """The "Targets" section: a Markdown table, one row per target and environment it applies to."""
+    """The "Targets" section: a Markdown table, one row per target, environment and workload, and a tally."""
     lines = [
         "## Targets",
         "",
         (
-            "Each target compares two medians from the table above (same environment and workload); "
-            'it applies to the environments of its kind only, and says "not measured" where the '
-            "environment, workload or loader is missing. Quick runs are too small to judge by."
+            "Each target compares medians from the table above (same environment and workload; in brackets "
+            "the slowest and fastest pass); where it names several loaders, the reference is the strongest "
+            "of those the run measured (the highest throughput, the lowest time or memory). Peak PSS above "
+            "the serial loop's is each loader's peak minus the serial loop's in the same run. A target applies "
+            'to the environments of its kind only, and says "not measured" where the environment, workload '
+            "or loader is missing (and why). Quick runs are too small to judge by."
         ),
         "",
-        "| target | environment | measured | result |",
-        "|---|---|---|---|",
+        "| target | environment | workload | measured | result |",
+        "|---|---|---|---|---|",
     ]
+    tally = {"PASS": 0, "FAIL": 0, "not measured": 0}
     for target in TARGETS:
         matching = [doc for doc in docs if target.applies(doc)]
         if not matching:
-            lines.append(f"| {target.text()} | no run of {target.environment()} | – | not measured |")
+            where = ", ".join(target.workloads) or "every workload"
+            lines.append(f"| {target.text()} | no run of {target.environment()} | {where} | – | not measured |")
+            tally["not measured"] += 1
             continue
         for doc in matching:
-            measured, result = evaluate(target, doc)
             env = doc["env_name"] + (" (quick)" if doc["config"].get("quick") else "")
-            lines.append(f"| {target.text()} | {env} | {measured} | {'**FAIL**' if result == 'FAIL' else result} |")
+            verdicts = evaluate(target, doc) or [("–", "no workload of this run compares these loaders",
+                                                  "not measured")]  # fmt: skip
+            for workload, measured, result in verdicts:
+                tally[result] += 1
+                shown = "**FAIL**" if result == "FAIL" else result
+                lines.append(f"| {target.text()} | {env} | {workload} | {measured} | {shown} |")
+    lines += ["", f"{tally['PASS']} PASS, {tally['FAIL']} FAIL, {tally['not measured']} not measured.", ""]
     return lines
+
+
+def absent_section(docs: Sequence[dict[str, Any]]) -> list[str]:
+    """The "Loaders not measured" section: per environment, each loader it could not run and why (empty if none)."""
+    rows = [
+        f"| {doc['env_name']} | {label(name)} | {reason} |"
+        for doc in docs
+        for name, reason in doc["config"].get("absent_loaders", {}).items()
+    ]
+    if not rows:
+        return []
+    return [
+        "## Loaders not measured",
+        "",
+        "Loaders a run would have measured but could not run in its environment:",
+        "",
+        "| env | loader | why |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def markdown(docs: Iterable[dict[str, Any]]) -> str:
@@ -424,10 +590,11 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
             "stats workloads (batch size 1; stats runs only "
             "threadloader, with and without stats=False, so it has no torch ratios); the memory workload "
             "runs in a fresh interpreter of its own; data wait is the share of that loop "
-            "spent waiting in next(). Peak PSS and CPU cover the whole process tree (multiprocessing's "
-            "forkserver counts only for threadloader's process mode, whose workers it forks); anon PSS is "
+            "spent waiting in next(). Peak PSS and CPU cover the whole process tree; anon PSS is "
             "its anonymous + shared-memory part, which file pages shared with unrelated processes "
-            "(libtorch's code) do not move."
+            "(libtorch's code) do not move. A process-mode run measures threadloader and torch's DataLoader "
+            "(and the serial loop on the memory workload); the other loaders do not depend on threadloader's "
+            "mode, and the thread-mode run on the same interpreter measures them."
         ),
         "",
         HEADER,
@@ -435,5 +602,5 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
     ]
     for doc in docs:
         lines += table_rows(doc)
-    lines += ["", *training_section(docs), *targets_section(docs)]
+    lines += ["", *absent_section(docs), *training_section(docs), *targets_section(docs)]
     return "\n".join(lines) + "\n"

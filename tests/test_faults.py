@@ -256,7 +256,7 @@ def test_an_iterable_workers_stream_ends_with_it_and_the_others_finish() -> None
     assert [i for i in delivered if i % 2 == 0] == [0]  # worker 0 yielded one item, then died
 
 
-def test_a_persistent_pool_recovers_for_the_next_epoch(tmp_path: Any) -> None:
+def test_a_persistent_pool_recovers_for_the_next_epoch() -> None:
     loader = DataLoader(DyingDataset(20, at=(5,), code=9), batch_size=2, num_workers=2, mode="process",
                         persistent_workers=True)
     try:
