@@ -8,13 +8,15 @@ Out: ``results/<env-name>.json`` per environment (``benchmarks.run``), and one
 
 Modules, one idea each:
     workloads/   the datasets (one module per workload) and their registry.
-    loaders.py   the loaders compared: threadloader, torch, torchdata,
-                 a bare thread pool, and a serial loop.
-    labels.py    loader keys, display names and report order.
+    loaders.py   the loaders compared: threadloader, torch, the peers
+                 (SPDL, Grain, torchdata), a bare thread pool, and a
+                 serial loop; which of them can run here.
+    labels.py    loader keys, display names, report order, where each runs.
     metrics.py   process-tree PSS and CPU sampling (a background thread).
     measure.py   one timed pass of one loader over one workload.
     system.py    interpreter and machine description (no hostname).
-    report.py    medians, ratios against torch, and the Markdown table.
+    report.py    medians, ratios against torch, the Markdown table and the
+                 targets.
     plot.py      the PNG plot.
     run.py       the runner CLI (one environment).
     collect.py   the combiner CLI (all environments).

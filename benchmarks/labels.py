@@ -67,11 +67,17 @@ PROCESS_RUN_WORKLOADS_OF: dict[str, tuple[str, ...]] = {"serial": ("memory",)}
 #: which only the Python-heavy and the memory workloads have; what
 #: ``stats=False`` saves shows only where the loader's own cost is the whole cost
 #: (the stats workload); ``num_workers="auto"`` has most to show where
-#: samples wait rather than compute (the io workload).
+#: samples wait rather than compute (the io workload). The serial loop runs
+#: where a figure needs it: the loader's floor (overhead), the replicas'
+#: speed-up (python), the memory above it (memory), and the training loop
+#: without workers (the training workloads, ``AT_MOST_LOADERS_OF``); on the
+#: image, numpy and io workloads it compared no loader with another and its
+#: passes were the longest of the suite.
 DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {
     "threadloader-replicate": ("python", "memory"),
     "threadloader-nostats": ("stats",),
     "threadloader-auto": ("io",),
+    "serial": ("overhead", "python", "memory"),
 }
 
 #: Workloads that by default measure only these loaders, and only where all

@@ -29,9 +29,10 @@ Loaders (keys of ``LOADERS``):
                   default start method), torch's default collate.
     spdl          Meta's SPDL (``spdl_core``), batch level: ``PipelineBuilder``
                   with the index lists as source, one stage fetching and
-                  collating a batch with ``concurrency=num_workers`` and
-                  ``output_order="input"``, and a sink of ``prefetch_factor *
-                  num_workers`` batches (``SpdlSession``).
+                  collating a batch on ``num_workers`` threads with
+                  ``concurrency=num_workers`` and ``output_order="input"``,
+                  and a sink of ``prefetch_factor * num_workers`` batches
+                  (``SpdlSession``).
     grain         Google's Grain: ``MapDataset.source(indices).map(fetch)
                   .batch(batch_size, batch_fn=default_collate)
                   .to_iter_dataset(ReadOptions(num_threads=num_workers,
@@ -75,7 +76,15 @@ import torch.utils.data
 
 import threadloader
 
-from .labels import LOADER_ORDER, MODE_INDEPENDENT, NAMED_ONLY, PROCESS_RUN_WORKLOADS_OF, REFERENCE, THREAD_MODE_ONLY, label
+from .labels import (
+    LOADER_ORDER,
+    MODE_INDEPENDENT,
+    NAMED_ONLY,
+    PROCESS_RUN_WORKLOADS_OF,
+    REFERENCE,
+    THREAD_MODE_ONLY,
+    label,
+)
 from .workloads.base import Workload
 
 __all__ = [
@@ -324,23 +333,38 @@ def _no_task_hooks(_stage: Any) -> list[Any]:
 class SpdlSession(LoaderSession):
     """SPDL's ``Pipeline``, batch level: index lists -> fetch + collate (``num_workers`` at once, in order) -> sink.
 
-    Configured as SPDL's documentation and its own ``get_pytorch_dataloader``
-    do for a map-style dataset with a batch sampler: the source yields the
-    batch sampler's index lists, one stage fetches and collates a whole batch,
-    the sink buffers ``prefetch_factor * num_workers`` batches; the stage runs
-    on the pipeline's thread pool of ``num_workers`` threads, with
-    ``output_order="input"`` (batches in the sampler's order, as every loader
-    here yields them). The low-overhead options of ``PipelineBuilder.build``
-    are on: no task hooks (``TaskStatsHook`` times every task otherwise),
-    plain ``AsyncQueue`` between stages instead of ``StatsQueue``, and
-    ``use_thread_output_queue=True``, a ``queue.Queue`` sink that the training
-    loop reads without a round trip through the event loop.
+    Laid out as SPDL's own ``get_pytorch_dataloader`` lays out a map-style
+    dataset with a batch sampler, with threads for its worker processes: the
+    source yields the batch sampler's index lists; one stage fetches and
+    collates a whole batch on an executor of its own, ``num_workers``
+    threads, with ``concurrency=num_workers`` and ``output_order="input"``
+    (batches in the sampler's order, as every loader here yields them); the
+    sink buffers ``prefetch_factor * num_workers`` batches; the pipeline's
+    own pool (``build(num_threads=1)``) is left to SPDL's hand-offs. The
+    low-overhead options of ``build`` are on: no task hooks
+    (``TaskStatsHook`` times every task otherwise), plain ``AsyncQueue``
+    between stages instead of ``StatsQueue``, and
+    ``use_thread_output_queue=True``, a ``queue.Queue`` sink that the
+    training loop reads without a round trip through the event loop.
 
-    Besides its ``num_workers`` pool threads a pipeline runs its asyncio event
-    loop on a thread of its own, and (0.8.0) iterates a synchronous source on
-    another. ``close()`` is ``Pipeline.stop()``: it cancels the stages and
-    joins the event loop thread, whose ``asyncio.run`` waits for the pool's
-    running tasks.
+    The stage needs its own executor because that sink puts each batch into
+    its ``queue.Queue`` by ``run_in_executor`` on the pipeline's pool: with
+    the stage on that pool too (``build(num_threads=num_workers)``, no
+    executor), every put waited behind the fetches already queued there, and
+    batches reached the training loop a batch's loading time or more after
+    they were made, several at a time: a backlog that delayed the first
+    batch and that a steady window ending at the last batch counted as
+    throughput.
+
+    Besides the stage's threads a pipeline runs its asyncio event loop on a
+    thread of its own, a thread iterating the source (0.8.0), and the
+    one-thread pool. ``close()`` is ``Pipeline.stop()`` (it cancels the
+    stages and joins the event loop thread), then the stage's executor is
+    shut down, waiting for a batch still being made. After a whole pass that
+    takes milliseconds; closing mid-pass (a failed pass) takes about three
+    seconds more: the sink's hand-off is then blocked on a full queue, and
+    ``stop()`` drains it only once a first join of the event loop has timed
+    out.
     """
 
     name = "spdl"
@@ -348,9 +372,10 @@ class SpdlSession(LoaderSession):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pipeline: Any = None
+        self._pool: ThreadPoolExecutor | None = None
 
-    def builder(self) -> Any:
-        """The pipeline's ``PipelineBuilder``, source to sink."""
+    def builder(self, pool: ThreadPoolExecutor) -> Any:
+        """The pipeline's ``PipelineBuilder``, source to sink, its loading stage on ``pool``."""
         from spdl.pipeline import PipelineBuilder
 
         workload = self.workload
@@ -360,6 +385,7 @@ class SpdlSession(LoaderSession):
             .pipe(
                 FetchCollate(workload.dataset, torch.utils.data.default_collate),
                 concurrency=self.workers,
+                executor=pool,
                 output_order="input",
             )
             .add_sink(buffer_size=self.prefetch * self.workers)
@@ -368,8 +394,9 @@ class SpdlSession(LoaderSession):
     def start(self) -> Iterator[Any]:
         from spdl.pipeline import AsyncQueue
 
-        self._pipeline = self.builder().build(
-            num_threads=self.workers,
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bench-spdl")
+        self._pipeline = self.builder(self._pool).build(
+            num_threads=1,
             queue_class=AsyncQueue,
             task_hook_factory=_no_task_hooks,
             use_thread_output_queue=True,
@@ -380,8 +407,13 @@ class SpdlSession(LoaderSession):
 
     def close(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            pipeline.stop()
+        pool, self._pool = self._pool, None
+        try:
+            if pipeline is not None:
+                pipeline.stop()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 class SpdlPerSampleSession(SpdlSession):
@@ -389,22 +421,23 @@ class SpdlPerSampleSession(SpdlSession):
 
     The layout of SPDL's own ``spdl.dataloader.DataLoader`` (a preprocessor
     per source item, ``aggregate(batch_size)``, an aggregator function), with
-    the same pool, sink, order and low-overhead options as ``SpdlSession``.
-    Every sample is then a task on the event loop and a hop to the pool.
+    the same executor, sink, order and low-overhead options as
+    ``SpdlSession``; collation runs on the stage's executor too. Every
+    sample is then a task on the event loop and a hop to the executor.
     """
 
     name = "spdl-sample"
 
-    def builder(self) -> Any:
+    def builder(self, pool: ThreadPoolExecutor) -> Any:
         from spdl.pipeline import PipelineBuilder
 
         workload = self.workload
         return (
             PipelineBuilder()
             .add_source(list(workload.indices[: workload.samples]))
-            .pipe(Fetch(workload.dataset), concurrency=self.workers, output_order="input")
+            .pipe(Fetch(workload.dataset), concurrency=self.workers, executor=pool, output_order="input")
             .aggregate(workload.batch_size)
-            .pipe(torch.utils.data.default_collate, concurrency=self.workers, output_order="input")
+            .pipe(torch.utils.data.default_collate, concurrency=self.workers, executor=pool, output_order="input")
             .add_sink(buffer_size=self.prefetch * self.workers)
         )
 

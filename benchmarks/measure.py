@@ -15,7 +15,10 @@ loader without exhausting it, so worker processes are still alive when the
 final CPU snapshot is taken. The first ``warmup_fraction`` of the batches
 (at least one) are excluded from the steady window: it starts once the
 pipeline runs at its own pace, after worker start-up and the initial
-prefetch burst. torch's intra-op thread count is set for the pass from
+prefetch burst. ``pass_throughput`` is the rate over the whole pass, start
+included, for comparison: a loader whose pipeline holds a backlog of made
+batches that it hands over at the end shows a steady rate well above it.
+torch's intra-op thread count is set for the pass from
 ``workload.torch_threads`` before the loader starts and restored after it
 closes (``intraop``).
 """
@@ -58,6 +61,9 @@ class PassResult:
         baseline_anon_mib: anonymous + shared-memory part of ``baseline_pss_mib``.
         peak_anon_mib: highest anonymous + shared-memory tree PSS during the pass.
         pss_samples: PSS samples taken during the pass.
+        pass_throughput: samples per second over the whole pass, from
+            creating the iterator to the last batch (start-up, the initial
+            burst and the final hand-over included).
     """
 
     mode: str
@@ -76,6 +82,7 @@ class PassResult:
     baseline_anon_mib: float
     peak_anon_mib: float
     pss_samples: int
+    pass_throughput: float
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON file."""
@@ -142,7 +149,8 @@ def run_pass(
     tree: ProcessTree = sampler.tree
     batches = workload.batches
     warm = min(max(1, int(batches * warmup_fraction)), batches - 1)
-    gc.collect()
+    if workload.collect:
+        gc.collect()
     baseline = sampler.sample_now()
     sampler.reset_peak(baseline)
     wait = 0.0
@@ -200,4 +208,5 @@ def run_pass(
         baseline_anon_mib=baseline[1] / MIB,
         peak_anon_mib=sampler.peak_anon / MIB,
         pss_samples=sampler.samples,
+        pass_throughput=workload.samples / (end - start),
     )

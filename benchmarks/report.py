@@ -2,16 +2,24 @@
 
 In:  per (workload, loader) the list of pass results (dicts, as in the JSON);
      for the table, one or more environment documents (the JSON files).
-Out: ``summarise()`` adds ``summary`` (medians) and ``vs_torch`` (each median
-     divided by torch's in the same run and workload) to each entry;
-     ``markdown()`` renders one table with every number next to its ratio
-     and each row's launch (on 3.13t: ``PYTHON_GIL=0`` or plain), then a
+Out: ``summarise()`` adds ``summary`` (medians, and the slowest and fastest
+     pass's throughput) and ``vs_torch`` (each median divided by torch's in
+     the same run and workload) to each entry; ``markdown()`` renders one
+     table with every number next to its ratio and each row's launch (on
+     3.13t: ``PYTHON_GIL=0`` or plain), then "Loaders not measured" (the
+     loaders a run could not run in its environment, with the reason), a
      "Training loop" section (the workloads with a real training step: the
      loop's throughput, its share waiting for data, torch's intra-op
      threads, the launch and the GIL), then a "Targets" section: each of
-     ``TARGETS`` evaluated, PASS or FAIL with its numbers, on every
-     environment it applies to ("not measured" where the environment,
-     workload or loader is missing).
+     ``TARGETS`` evaluated on every environment it applies to, per workload
+     where it judges every workload, PASS or FAIL with the medians, their
+     spread and the ratio ("not measured", and why, where the environment,
+     workload or loader is missing), and a tally.
+
+Throughput targets take the strongest of the loaders named (the peers:
+SPDL, Grain, torchdata) that the run measured. The memory targets use the
+peak PSS *above the serial loop's* in the same run: what a loader's workers
+add to the training process, against the dataset's size (or torch's).
 """
 
 from __future__ import annotations
@@ -322,7 +330,7 @@ class Target:
         """What the target says, e.g. ``"every workload, throughput: threadloader (thread) ≥ 1× the best of ..."``."""
         name = label(self.loader, self.mode) if self.loader == "threadloader" else label(self.loader)
         for workload, loader in self.instead:
-            name += f" ({workload}: {label(loader)})"
+            name += f" [{workload}: {label(loader)}]"
         sign = "≤" if self.at_most else "≥"
         if not self.versus:
             reference = "the dataset's size"
@@ -390,7 +398,7 @@ def spread(entry: dict[str, Any], metric: str) -> str:
 
 
 def above_serial(entries: dict[str, dict[str, Any]], name: str) -> float | None:
-    """Loader ``name``'s peak PSS minus the serial loop's (same workload and run), MiB; ``None`` if either is missing."""
+    """Loader ``name``'s peak PSS minus the serial loop's (same workload and run), MiB; ``None`` if one is missing."""
     mine, serial = entries.get(name), entries.get("serial")
     if mine is None or serial is None:
         return None
@@ -408,9 +416,8 @@ def _value(entries: dict[str, dict[str, Any]], name: str, metric: str) -> float 
 
 def _missing(name: str, entries: dict[str, dict[str, Any]], workload: str, doc: dict[str, Any]) -> str:
     """Why ``name`` has no figure on ``workload``: not installed here, not in this run, or every pass failed."""
-    reason = doc["config"].get("absent_loaders", {}).get(name)
-    if reason:
-        return f"{label(name)}: {reason}"
+    if name in doc["config"].get("absent_loaders", {}):
+        return f"{label(name)}: cannot run in this environment (see Loaders not measured)"
     if name not in entries:
         return f"no {label(name)} on {workload} in this run"
     if entries[name]["errors"] and not entries[name]["passes"]:
@@ -418,12 +425,12 @@ def _missing(name: str, entries: dict[str, dict[str, Any]], workload: str, doc: 
     return f"no {label(name)} figure on {workload} (no serial loop in this run?)"
 
 
-def _figure(name: str, value: float, entries: dict[str, dict[str, Any]], metric: str, unit: str) -> str:
-    """``"threadloader (thread) 1,211 (1,180–1,230)"``: a loader's median with its spread (``+`` above serial)."""
+def _figure(name: str, value: float, entries: dict[str, dict[str, Any]], metric: str) -> str:
+    """``"threadloader (thread) 1,211 (1,180–1,230)"``: a loader's median with its spread; ``+40 MiB`` above serial."""
     entry = entries[name]
     shown = label(name, entry["mode"]) if name == "threadloader" else label(name)
     if metric == ABOVE_SERIAL:
-        return f"{shown} {'+' if value >= 0 else '−'}{fmt(abs(value))} {unit}"
+        return f"{shown} {'+' if value >= 0 else '−'}{abs(value):,.0f} MiB"
     return f"{shown} {fmt(value)}{spread(entry, metric)}"
 
 
@@ -452,47 +459,49 @@ def evaluate_workload(target: Target, doc: dict[str, Any], workload_name: str) -
         return _missing(judged, entries, workload_name, doc), "not measured"
     if entries[judged]["mode"] != target.mode:
         return f"{label(judged)} ran in mode {entries[judged]['mode']}, not {target.mode}", "not measured"
-    parts = [_figure(judged, mine, entries, metric, unit)]
-    lower_is_better = target.at_most
+    absent: list[str] = []
     if target.versus:
         found = {name: _value(entries, name, metric) for name in target.versus}
         present = {name: value for name, value in found.items() if value is not None}
         absent = [_missing(name, entries, workload_name, doc) for name, value in found.items() if value is None]
         if not present:
             return "; ".join(absent), "not measured"
-        best = (min if lower_is_better else max)(present, key=lambda name: present[name])
+        best = (min if target.at_most else max)(present, key=lambda name: present[name])
         reference = present[best]
-        others = [_figure(name, value, entries, metric, unit) for name, value in present.items()]
-        parts.append("vs " + (others[0] if len(others) == 1 else f"best {label(best)}, of " + "; ".join(others)))
         if metric == ABOVE_SERIAL and reference <= 0:
             return f"{label(best)}'s peak PSS is not above the serial loop's", "not measured"
+        others = ", ".join(_figure(name, value, entries, metric) for name, value in present.items())
+        chosen = f" (best: {label(best)})" if len(present) > 1 else ""
+        where = " above the serial loop" if metric == ABOVE_SERIAL else f" {unit}"
+        measured = f"{_figure(judged, mine, entries, metric)} vs {others}{where}{chosen}: {mine / reference:.2f}×"
     else:
         size = (workload.get("params") or {}).get("dataset_mib")
         if not size:
             return f"the {workload_name} workload records no dataset size", "not measured"
         reference = float(size)
-        parts.append(f"dataset {fmt(reference)} MiB")
-        absent = []
+        measured = (
+            f"{_figure(judged, mine, entries, metric)} above the serial loop: {mine / reference:.2f}× the "
+            f"{reference:,.0f} MiB dataset"
+        )
     if not reference:
         return "the reference median is 0", "not measured"
     ratio = mine / reference
     passed = ratio <= target.bound if target.at_most else ratio >= target.bound
-    measured = " ".join(parts[:1]) + " " + ", ".join(parts[1:]) + f" {unit}: {ratio:.2f}×"
     extra = []
     if judged != target.loader:
         shared = _value(entries, target.loader, metric)
         if shared is not None:
-            extra.append(f"shared dataset: {_figure(target.loader, shared, entries, metric, unit)}, "
-                         f"{shared / reference:.2f}×")  # fmt: skip
+            shown = _figure(target.loader, shared, entries, metric)
+            extra.append(f"shared dataset: {shown}: {shared / reference:.2f}×")
     for name in target.beside:
         value = _value(entries, name, metric)
         if value is not None:
             suffix = f" ({value / reference:.2f}×)" if not target.versus else ""
-            extra.append(f"{_figure(name, value, entries, metric, unit)}{suffix}")
-    if metric == ABOVE_SERIAL and "serial" in entries:
-        peaks = {name: entries[name]["summary"]["peak_pss_mib"] for name in (judged, *target.versus, *target.beside,
-                                                                             "serial") if name in entries}  # fmt: skip
-        extra.append("peaks " + ", ".join(f"{label(n)} {fmt(v)}" for n, v in peaks.items() if v is not None) + " MiB")
+            extra.append(f"{_figure(name, value, entries, metric)}{suffix}")
+    if metric == ABOVE_SERIAL:
+        shown = dict.fromkeys((judged, *target.versus, *target.beside, "serial"))
+        peaks = [(name, entries[name]["summary"].get("peak_pss_mib")) for name in shown if name in entries]
+        extra.append("peaks " + ", ".join(f"{label(n)} {v:,.0f}" for n, v in peaks if v is not None) + " MiB")
     extra += [f"not measured: {reason}" for reason in absent]
     return measured + "".join(f"; {e}" for e in extra), "PASS" if passed else "FAIL"
 
@@ -595,6 +604,16 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
             "(libtorch's code) do not move. A process-mode run measures threadloader and torch's DataLoader "
             "(and the serial loop on the memory workload); the other loaders do not depend on threadloader's "
             "mode, and the thread-mode run on the same interpreter measures them."
+        ),
+        "",
+        (
+            "The peers, each reading the same index lists in the same order and collating with torch's "
+            "default_collate: SPDL Pipeline (spdl_core: the index lists as source, one stage fetching and "
+            "collating a batch on num_workers threads of its own, in order, a sink of prefetch_factor × "
+            "num_workers batches; no task hooks, plain queues, thread output queue); Grain MapDataset "
+            "(MapDataset.source(indices).map(fetch).batch(batch_size, batch_fn=default_collate)"
+            ".to_iter_dataset(ReadOptions(num_threads=num_workers, prefetch_buffer_size=prefetch_factor × "
+            "num_workers))); torchdata ParallelMapper (method=\"thread\", in order)."
         ),
         "",
         HEADER,

@@ -14,18 +14,25 @@ machine hits all loaders alike. A background thread samples the process
 tree's PSS throughout and is stopped before the JSON is written.
 
 Without ``--loader``, a run measures every loader that can run here except
-that ``threadloader-replicate``, ``threadloader-nostats`` and
-``threadloader-auto`` run only where threadloader's mode is threads: the
+those of ``labels.NAMED_ONLY`` (SPDL's per-sample pipeline, the bare thread
+pool), and except that ``threadloader-replicate``, ``threadloader-nostats``
+and ``threadloader-auto`` run only where threadloader's mode is threads: the
 first only on the python and memory workloads, the second only on the stats
 workload, which measures nothing else, the third only on the io workload
 (``labels.THREAD_MODE_ONLY``, ``labels.DEFAULT_WORKLOADS_OF``,
-``labels.ONLY_LOADERS_OF``), and a process-mode run measures only
-threadloader and torch's DataLoader, since the other loaders do not depend on
-threadloader's mode (``labels.MODE_INDEPENDENT``); loaders named with
-``--loader`` run on every chosen workload.
+``labels.ONLY_LOADERS_OF``); the serial loop runs on the overhead, python,
+memory and training workloads. A process-mode run measures only threadloader
+and torch's DataLoader (and the serial loop on the memory workload, whose
+target is the peak PSS above it), since the other loaders do not depend on
+threadloader's mode (``labels.MODE_INDEPENDENT``). A loader the run would
+measure but cannot run here (a peer whose package is not installed or does
+not import, ``loaders.absent_loaders``) is recorded with the reason under
+``config.absent_loaders``, and the report lists it. Loaders named with
+``--loader`` run on every chosen workload. The stats workload runs by
+default on free-threaded builds only (``workloads.FREE_THREADED_ONLY``).
 
-The training workloads (``train``, ``train-threads1``) measure only
-threadloader, torch's DataLoader and the serial loop
+The training workloads (``train``, ``train-threads1``) measure threadloader,
+torch's DataLoader, the peers and the serial loop
 (``labels.AT_MOST_LOADERS_OF``); their per-batch step is a real training
 step (``Workload.step``) where the other workloads sleep ``--step-ms``.
 
@@ -67,7 +74,7 @@ from .labels import default_loaders_for, label
 from .loaders import LOADERS, absent_loaders, candidate_loaders, runs_processes
 from .measure import run_pass, training_step
 from .metrics import PssSampler
-from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload
+from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload, default_workloads
 
 DEFAULT_REPEAT = 3
 
@@ -103,15 +110,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workload",
         action="append",
         metavar="NAME[,NAME]",
-        help=f"workloads, repeatable or comma list (default and all: {','.join(DEFAULT_WORKLOADS)})",
+        help=f"workloads, repeatable or comma list (default: {','.join(DEFAULT_WORKLOADS)}, stats on free-threaded "
+        f"builds only; all: {','.join(WORKLOADS)})",
     )
     parser.add_argument(
         "--loader",
         action="append",
         metavar="NAME[,NAME]",
-        help=f"loaders to compare, on every chosen workload (default: all of {','.join(LOADERS)}, "
-        "the threadloader variants in thread mode on some workloads only, and in process mode only "
-        "threadloader and torch, see labels.py)",
+        help=f"loaders to compare, on every chosen workload (any of {','.join(LOADERS)}; default: those that "
+        "can run here less spdl-sample and threadpool, the threadloader variants in thread mode on some "
+        "workloads only, and in process mode only threadloader and torch, see labels.py)",
     )
     parser.add_argument("--workers", type=int, default=2, help="num_workers for every parallel loader (default: 2)")
     parser.add_argument("--prefetch-factor", type=int, default=2, help="batches in flight per worker (default: 2)")
@@ -160,12 +168,11 @@ def pass_order(loaders: list[str], repetition: int) -> list[str]:
 
     Repetition 0 starts after the leading threadloader loaders (at least
     after the first loader), so with a single repetition (the memory
-    workload) threadloader's variants run last: on 3.13t a process-mode pass
-    over a 1 GiB dataset leaves gigabytes of freed-but-kept allocator memory in
-    this process (multiprocessing pickles the dataset into a growing
-    ``BytesIO``), and a ``replicate=True`` pass leaves its replicas' freed
-    memory with the allocator, either of which would inflate the next
-    loader's PSS.
+    workload) threadloader's variants run last, right after the serial loop:
+    a ``replicate=True`` pass leaves its replicas' freed memory with the
+    allocator, which would inflate the next loader's PSS, and the serial
+    loop, the memory target's reference, then carries whatever the loaders
+    before it left, as threadloader's own rows do.
     """
     lead = 0
     while lead < len(loaders) and loaders[lead].startswith("threadloader"):
@@ -301,7 +308,7 @@ def add_plain_launch(document: dict[str, Any], args: argparse.Namespace, bar: tq
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the JSON; returns the exit status (1 if any pass failed)."""
     args = parse_args(argv)
-    workloads = split_names(args.workload, DEFAULT_WORKLOADS, WORKLOADS)
+    workloads = split_names(args.workload, default_workloads(system.free_threaded_build()), WORKLOADS)
     loaders, absent = choose_loaders(args)
     for name, reason in absent.items():
         print(f"not measured here: {label(name)}: {reason}", file=sys.stderr)

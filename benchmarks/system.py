@@ -19,7 +19,9 @@ from typing import Any
 
 import psutil
 
-PACKAGES = ("threadloader", "torch", "torchdata", "numpy", "pillow", "psutil", "tqdm", "matplotlib")
+PACKAGES = (
+    "threadloader", "torch", "torchdata", "spdl_core", "grain", "numpy", "pillow", "psutil", "tqdm", "matplotlib",
+)  # fmt: skip
 
 
 def cpu_model() -> str:
@@ -40,6 +42,11 @@ def gil_enabled() -> bool:
     return True if is_enabled is None else bool(is_enabled())
 
 
+def free_threaded_build() -> bool:
+    """True on a free-threaded build (``Py_GIL_DISABLED``), whether or not the GIL is on now."""
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
 def launch() -> str | None:
     """How a free-threaded interpreter was told about the GIL at start-up; ``None`` on a build with the GIL.
 
@@ -48,7 +55,7 @@ def launch() -> str | None:
         ``"PYTHON_GIL=N"`` when set, else ``"plain"``: the GIL then stays off
         until an extension module without free-threading support is imported.
     """
-    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+    if not free_threaded_build():
         return None
     option = getattr(sys, "_xoptions", {}).get("gil")
     if option is not None:
@@ -91,7 +98,7 @@ def describe() -> dict[str, Any]:
     physical = psutil.cpu_count(logical=False)
     memory_gib = psutil.virtual_memory().total / 2**30
     model = cpu_model()
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    free_threaded = free_threaded_build()
     return {
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),

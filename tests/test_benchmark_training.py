@@ -15,13 +15,13 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import plain, report, run, system
 from benchmarks.child import child_argv, child_env
-from benchmarks.labels import LOADER_ORDER, MODE_INDEPENDENT, PLAIN_LAUNCH, THREAD_MODE_ONLY, default_loaders_for
+from benchmarks.labels import LOADER_ORDER, NAMED_ONLY, PEERS, PLAIN_LAUNCH, THREAD_MODE_ONLY, default_loaders_for
 from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS
 
 pytestmark = pytest.mark.timeout(120)
 
-THREAD_RUN = list(LOADER_ORDER)  # what a thread-mode run has (torchdata assumed importable)
-PROCESS_RUN = [name for name in LOADER_ORDER if name not in THREAD_MODE_ONLY | MODE_INDEPENDENT]
+THREAD_RUN = [name for name in LOADER_ORDER if name not in NAMED_ONLY]  # a thread-mode run (every peer installed)
+PROCESS_RUN = [name for name in THREAD_RUN if name not in THREAD_MODE_ONLY]
 TRAINING = ("train", "train-threads1", "train-spare")
 
 
@@ -105,12 +105,12 @@ def test_spare_threads_are_the_cores_the_workers_leave_free() -> None:
         resolve(0, 2, cores=8)
 
 
-def test_training_workloads_run_last_and_measure_threadloader_torch_and_serial() -> None:
+def test_training_workloads_run_last_and_measure_threadloader_torch_the_peers_and_serial() -> None:
     assert DEFAULT_WORKLOADS[-2:] == ("train", "train-threads1")  # after every workload triton must not touch
     assert set(TRAINING) <= set(WORKLOADS)
     for name in TRAINING:
-        assert default_loaders_for(name, THREAD_RUN) == ["threadloader", "torch", "serial"]
-        assert default_loaders_for(name, PROCESS_RUN) == ["threadloader", "torch"]
+        assert default_loaders_for(name, THREAD_RUN) == ["threadloader", "torch", *PEERS, "serial"]
+        assert default_loaders_for(name, PROCESS_RUN, processes=True) == ["threadloader", "torch"]
         assert default_loaders_for(name, ["threadloader"]) == ["threadloader"]
 
 

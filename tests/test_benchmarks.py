@@ -14,27 +14,41 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, run
 from benchmarks.child import child_argv
-from benchmarks.labels import LOADER_ORDER, THREAD_MODE_ONLY, default_loaders_for
+from benchmarks.labels import LOADER_ORDER, NAMED_ONLY, THREAD_MODE_ONLY, default_loaders_for
 
 pytestmark = pytest.mark.timeout(60)
 
-THREAD_RUN = list(LOADER_ORDER)  # what a thread-mode run has (torchdata assumed importable)
-PROCESS_RUN = [name for name in LOADER_ORDER if name not in THREAD_MODE_ONLY]
+THREAD_RUN = [name for name in LOADER_ORDER if name not in NAMED_ONLY]  # a thread-mode run (every peer installed)
+PROCESS_RUN = [name for name in THREAD_RUN if name not in THREAD_MODE_ONLY]
 
 
 def test_stats_workload_compares_threadloader_with_itself_in_thread_runs_only() -> None:
     assert default_loaders_for("stats", THREAD_RUN) == ["threadloader", "threadloader-nostats"]
-    assert default_loaders_for("stats", PROCESS_RUN) == []  # no stats=False loader: the workload is skipped
+    assert default_loaders_for("stats", PROCESS_RUN, processes=True) == []  # no stats=False loader: skipped
+
+
+def test_the_stats_workload_runs_by_default_on_free_threaded_builds_only() -> None:
+    from benchmarks.workloads import DEFAULT_WORKLOADS, default_workloads
+
+    assert default_workloads(True) == DEFAULT_WORKLOADS
+    assert default_workloads(False) == tuple(name for name in DEFAULT_WORKLOADS if name != "stats")
 
 
 def test_variant_loaders_run_on_their_workloads_only() -> None:
     assert "threadloader-replicate" in default_loaders_for("python", THREAD_RUN)
     assert "threadloader-replicate" in default_loaders_for("memory", THREAD_RUN)
     assert "threadloader-auto" in default_loaders_for("io", THREAD_RUN)
-    assert "threadloader-auto" not in default_loaders_for("io", PROCESS_RUN)
+    assert "threadloader-auto" not in default_loaders_for("io", PROCESS_RUN, processes=True)
     image = default_loaders_for("image", THREAD_RUN)
     assert not THREAD_MODE_ONLY & set(image)
-    assert {"threadloader", "torch", "serial"} <= set(image)
+    assert {"threadloader", "torch", "spdl", "grain", "torchdata"} <= set(image)
+
+
+def test_the_serial_loop_runs_where_a_figure_needs_it() -> None:
+    for workload in ("overhead", "python", "memory", "train", "train-threads1"):
+        assert "serial" in default_loaders_for(workload, THREAD_RUN)
+    for workload in ("image", "numpy", "io"):
+        assert "serial" not in default_loaders_for(workload, THREAD_RUN)
 
 
 def test_process_mode_runs_measure_threadloader_against_torch_only() -> None:
@@ -42,9 +56,11 @@ def test_process_mode_runs_measure_threadloader_against_torch_only() -> None:
     from benchmarks.loaders import default_loaders
 
     process_run = default_loaders("process")
-    assert process_run == ["threadloader", "torch"]  # the rest is measured by the thread-mode run
+    assert process_run == ["threadloader", "torch", "serial"]  # the rest is measured by the thread-mode run
+    assert default_loaders_for("image", process_run, processes=True) == ["threadloader", "torch"]
     thread_run = default_loaders("thread")
-    assert {"threadloader", "threadloader-replicate", "torch", "threadpool", "serial"} <= set(thread_run)
+    assert {"threadloader", "threadloader-replicate", "torch", "serial"} <= set(thread_run)
+    assert "threadpool" not in thread_run  # only when named
 
 
 def _pass(throughput: float, pss: float) -> dict[str, Any]:
@@ -65,16 +81,17 @@ def _doc(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def test_targets_judge_the_ratio_of_medians() -> None:
-    target = next(t for t in report.TARGETS if t.workload == "stats")
+    target = next(t for t in report.TARGETS if t.workloads == ("stats",))
     fast = _doc({"threadloader": [_pass(99, 1), _pass(100, 1), _pass(5, 1)],
                  "threadloader-nostats": [_pass(100, 1), _pass(101, 1), _pass(102, 1)]})
     assert target.applies(fast)
-    measured, result = report.evaluate(target, fast)
-    assert result == "PASS" and "0.98×" in measured  # medians 99 and 101, whatever the outlier
+    [(workload, measured, result)] = report.evaluate(target, fast)
+    assert workload == "stats" and result == "PASS" and "0.98×" in measured  # medians 99 and 101, whatever the outlier
+    assert "(5.00–100)" in measured  # the spread of the judged loader's passes
     slow = _doc({"threadloader": [_pass(90, 1)] * 3, "threadloader-nostats": [_pass(100, 1)] * 3})
-    assert report.evaluate(target, slow)[1] == "FAIL"
+    assert report.evaluate(target, slow)[0][2] == "FAIL"
     missing = _doc({"threadloader": [_pass(90, 1)] * 3})
-    assert report.evaluate(target, missing)[1] == "not measured"
+    assert report.evaluate(target, missing)[0][2] == "not measured"
 
 
 def test_isolated_workload_child_gets_the_same_settings(tmp_path: Path) -> None:

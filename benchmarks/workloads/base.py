@@ -52,6 +52,9 @@ class Workload:
             restored after it (see ``TorchThreads``).
         repeat: passes per loader when the command line gives no
             ``--repeat`` (``None``: the runner's default of 3).
+        collect: run a full garbage collection before each pass, so that
+            its memory baseline is a collected heap and no collection of
+            garbage from the pass before lands in its window.
         params: sizes and knobs, recorded in the JSON.
     """
 
@@ -64,6 +67,7 @@ class Workload:
     step: Step | None = None
     torch_threads: TorchThreads = None
     repeat: int | None = None
+    collect: bool = True
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
