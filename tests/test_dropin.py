@@ -389,3 +389,16 @@ def test_iter_datapipe_accepts_shuffle_and_shards_across_workers(mode: str) -> N
         torchs = _flat(tud.DataLoader(pipe(), batch_size=5, shuffle=True, num_workers=2))
     assert sorted(shuffled[0]) == sorted(shuffled[1]) == sorted(plain) == sorted(torchs) == list(range(30))
     assert shuffled[0] != plain  # shuffle=True turned the pipe's shuffler on, shuffle=False off
+
+
+def test_torchs_default_collate_stacks_thread_batches_in_ordinary_memory() -> None:
+    """torch's collate uses shared memory when get_worker_info() says "worker": right for processes only."""
+
+    class Images(TorchInfoDataset):
+        def __getitem__(self, index: int) -> Any:
+            assert tud.get_worker_info() is not None  # user code still sees its worker
+            return torch.full((3, 32, 32), float(index))
+
+    batches = list(DataLoader(Images(8), batch_size=4, num_workers=2, mode="thread"))
+    assert [b.is_shared() for b in batches] == [False, False]
+    assert [float(b[0, 0, 0, 0]) for b in batches] == [0.0, 4.0]

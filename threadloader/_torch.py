@@ -46,12 +46,20 @@ data: ModuleType | None = _import_torch_data()
 worker_local = threading.local()
 
 # The body torch's get_worker_info gets. Its names resolve in torch's worker module, where
-# ``_threadloader_local`` is put next to torch's own ``_worker_info``.
+# ``_threadloader_local`` and ``_threadloader_frame`` are put next to torch's own ``_worker_info``.
+# torch's default collate asks get_worker_info() whether it runs in a worker *process*, and then stacks
+# each batch into a new shared-memory file for the trip to the parent: a worker thread's batch makes no
+# such trip, so torch's collate module alone is told "no worker" there, and stacks into ordinary memory.
 _HOOK_SOURCE = '''
 def get_worker_info():
     info = getattr(_threadloader_local, "torch_info", None)
-    return _worker_info if info is None else info
+    if info is None:
+        return _worker_info
+    if _threadloader_local.thread and _threadloader_frame(1).f_globals.get("__name__") == _threadloader_collate:
+        return None
+    return info
 '''
+_COLLATE_MODULE = "torch.utils.data._utils.collate"
 
 
 def base(name: str, default: type = object) -> type:
@@ -74,6 +82,8 @@ def _install_worker_info_hook() -> None:
     namespace: dict[str, Any] = {}
     exec(compile(_HOOK_SOURCE, "<threadloader worker-info hook>", "exec"), {}, namespace)
     worker_module._threadloader_local = worker_local
+    worker_module._threadloader_frame = sys._getframe
+    worker_module._threadloader_collate = _COLLATE_MODULE
     function.__code__ = namespace["get_worker_info"].__code__
 
 

@@ -254,6 +254,7 @@ class WorkerRuntime:
                 self._use_dataset(replica)
                 self.info = replace(self.info, dataset=replica)
         _local.info = info = self.info
+        _torch.worker_local.thread = self._in_thread
         _torch.worker_local.torch_info = _torch.torch_worker_info(
             info.id, info.num_workers, info.seed, info.dataset, thread=self._in_thread
         )
