@@ -69,3 +69,18 @@ def test_two_takers_racing_for_one_item_get_it_exactly_once() -> None:
         left.append(items.get_nowait())
     assert sorted(got + left) == list(range(50))  # every item exactly once: none taken twice, none lost
     assert len(got) > 25  # and the takers did take them
+
+
+def test_threads_look_again_only_while_the_gil_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_threads, "gil_enabled", lambda: True)
+    assert _threads.spin_tries() == 0  # under the GIL a yield hands the GIL to another thread and back
+    monkeypatch.setattr(_threads, "gil_enabled", lambda: False)
+    assert _threads.spin_tries() == _threads._SPIN_TRIES
+
+
+def test_take_without_tries_blocks_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(_threads, "_yield_cpu", lambda: calls.append(1))
+    with pytest.raises(queue.Empty):
+        _threads._take(queue.SimpleQueue(), 0.01, tries=0)
+    assert calls == []

@@ -8,7 +8,8 @@ Out: results ``(generation, seq, worker_id, status, value)`` on one result
 
 A thread that finds its queue empty yields the CPU and looks again a few
 times before it blocks (``_take``): on trivial batches the futex sleeps and
-wake-ups of blocking were most of a batch's cost.
+wake-ups of blocking were most of a batch's cost. Where the GIL is on it
+blocks at once (``spin_tries``): there each yield passes the GIL around.
 
 Ownership: the executor owns its threads, its task queues, its result queue
 and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
@@ -34,6 +35,7 @@ from typing import Any
 
 from . import _lifecycle
 from .errors import WorkerDiedError
+from .runtime import gil_enabled
 from .worker import FetchSpec, WorkerRuntime
 
 _JOIN_SECONDS = 5.0
@@ -50,15 +52,24 @@ _SPIN_TRIES = 50
 _yield_cpu: Callable[[], None] | None = getattr(os, "sched_yield", None)  # None: block at once (Windows)
 
 
-def _take(items: queue.SimpleQueue[Any], timeout: float | None) -> Any:
-    """The next item of ``items``, looking again a few times (``_SPIN_TRIES``) before blocking.
+def spin_tries() -> int:
+    """How many times this process's threads look again before blocking: none while the GIL is on.
+
+    Under the GIL every ``sched_yield`` hands the GIL to another thread and
+    back, which slows whichever thread is computing a sample.
+    """
+    return 0 if gil_enabled() else _SPIN_TRIES
+
+
+def _take(items: queue.SimpleQueue[Any], timeout: float | None, tries: int = _SPIN_TRIES) -> Any:
+    """The next item of ``items``, looking again up to ``tries`` times, yielding the CPU, before blocking.
 
     Raises:
         queue.Empty: nothing came within ``timeout`` seconds (``None``: wait for ever).
     """
     yield_cpu = _yield_cpu
     if yield_cpu is not None:
-        for _ in range(_SPIN_TRIES):
+        for _ in range(tries):
             if not items.empty():
                 try:
                     return items.get_nowait()
@@ -74,6 +85,7 @@ def _worker_loop(
     results: queue.SimpleQueue[Any],
     stop: threading.Event,
     retired: list[int],
+    tries: int,
 ) -> None:
     """Take tickets until a sentinel (``None``) or the stop event; post results.
 
@@ -87,7 +99,7 @@ def _worker_loop(
         while True:
             # Blocking without a timeout is safe here: shutdown() always posts
             # one sentinel per worker ever started after setting the stop event.
-            task = _take(tasks, None)
+            task = _take(tasks, None, tries)
             if task is None and not stop.is_set():
                 retired.append(worker_id)
             if task is None or stop.is_set():
@@ -126,6 +138,7 @@ class ThreadExecutor:
         self._tasks: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(queue_count)]
         self._per_worker = per_worker_queues
         self._gate = _lifecycle.ShutdownGate()
+        self._tries = spin_tries()  # decided per pool: an import can turn the GIL on between epochs
         self._threads: list[threading.Thread] = []
         self._runtimes: list[WorkerRuntime] = []
         for _ in range(num_workers):
@@ -141,7 +154,8 @@ class ThreadExecutor:
         self._runtimes.append(runtime)
         thread = threading.Thread(
             target=_worker_loop,
-            args=(runtime, self._tasks[worker_id if self._per_worker else 0], self._results, self._stop, self._retired),
+            args=(runtime, self._tasks[worker_id if self._per_worker else 0], self._results, self._stop, self._retired,
+                  self._tries),
             name=f"threadloader-worker-{worker_id}",
             # daemon: a worker stuck in user code (a __getitem__ that never returns) must not keep the
             # interpreter alive once the loader gave up on it (timeout, Ctrl-C, close, garbage collection), as
@@ -179,7 +193,7 @@ class ThreadExecutor:
     def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""
         try:
-            result: tuple[int, int, int, int, Any] = _take(self._results, timeout)
+            result: tuple[int, int, int, int, Any] = _take(self._results, timeout, self._tries)
         except queue.Empty:
             return None
         return result
