@@ -384,6 +384,11 @@ TARGETS: tuple[Target, ...] = (
     _threads_on_313t(ABOVE_SERIAL, "threadloader", (), 0.05, True, workloads=("memory",), beside=("torch",)),
     _threads_on_313t(ABOVE_SERIAL, "threadloader-replicate", ("torch",), 0.5, True, workloads=("memory",)),
     Target("throughput", "threadloader", "process", ("torch",), 1.0, False, free_threaded=False, env_mode="process"),
+    # Workers start as torch's do (the platform's start method): the first batch of a 1 GiB dataset's loop
+    Target("ttfb_ms", "threadloader", "process", ("torch",), 1.5, True, free_threaded=True, env_mode="process",
+           workloads=("memory",)),
+    Target("ttfb_ms", "threadloader", "process", ("torch",), 1.5, True, free_threaded=False, env_mode="process",
+           workloads=("memory",)),
     Target("throughput", "threadloader", "thread", ("grain",), 1.0, False, free_threaded=False, env_mode="thread"),
 )
 

@@ -232,7 +232,8 @@ def run_workload(
         loader: {"loader": loader, "label": label(loader), "mode": "?", "launch": launch, "passes": [], "errors": []}
         for loader in loaders
     }
-    repeat = args.repeat or workload.repeat or DEFAULT_REPEAT
+    own = workload.process_repeat if runs_processes(args.mode) and workload.process_repeat else workload.repeat
+    repeat = args.repeat or own or DEFAULT_REPEAT
     if repeat != (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count for this workload
         bar.total += len(loaders) * (repeat - (args.repeat or DEFAULT_REPEAT))
         bar.refresh()

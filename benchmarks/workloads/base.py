@@ -52,6 +52,8 @@ class Workload:
             restored after it (see ``TorchThreads``).
         repeat: passes per loader when the command line gives no
             ``--repeat`` (``None``: the runner's default of 3).
+        process_repeat: the same in an environment whose threadloader runs
+            worker processes (``None``: ``repeat``).
         collect: run a full garbage collection before each pass, so that
             its memory baseline is a collected heap and no collection of
             garbage from the pass before lands in its window.
@@ -67,6 +69,7 @@ class Workload:
     step: Step | None = None
     torch_threads: TorchThreads = None
     repeat: int | None = None
+    process_repeat: int | None = None
     collect: bool = True
     params: dict[str, Any] = field(default_factory=dict)
 
