@@ -232,7 +232,7 @@ def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
     ``batch_size`` is set, as torch shows them; without torch, ``None``.
     """
     sampler, batch_sampler = options.sampler, options.batch_sampler
-    batch_size, made_random = options.batch_size, False
+    batch_size = options.batch_size
     if options.iterable:
         data = _torch.data
         if data is None:
@@ -240,9 +240,19 @@ def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
         sampler = data.dataloader._InfiniteConstantSampler()
     elif sampler is None:
         if options.shuffle:
-            sampler, made_random = RandomSampler(options.dataset, seed=options.base_seed), True
-        else:
-            sampler = SEQUENTIAL_SAMPLER(options.dataset)
+            made = shuffling_samplers(options.dataset, options.base_seed, batch_size, options.drop_last)
+            return made[0], made[1], True
+        sampler = SEQUENTIAL_SAMPLER(options.dataset)
     if batch_size is not None and batch_sampler is None:
         batch_sampler = BATCH_SAMPLER(sampler, batch_size, options.drop_last)
-    return sampler, batch_sampler, made_random
+    return sampler, batch_sampler, False
+
+
+def shuffling_samplers(dataset: Any, seed: int, batch_size: int | None, drop_last: bool) -> tuple[Any, Any]:
+    """``(sampler, batch_sampler)`` for ``shuffle=True``: a ``RandomSampler`` of ``seed``, batched if ``batch_size``.
+
+    Also what a loader remakes when a checkpoint brings another seed.
+    """
+    sampler = RandomSampler(dataset, seed=seed)
+    batch_sampler = None if batch_size is None else BATCH_SAMPLER(sampler, batch_size, drop_last)
+    return sampler, batch_sampler

@@ -25,29 +25,26 @@ epochs; ``loader.close()`` (or the loader's garbage collection) stops it.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from math import ceil
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _resume, _torch, collate, runtime
-from ._options import BATCH_SAMPLER, LoaderOptions, check_options, default_samplers, is_iterable_dataset
+from . import _advice, _resume, _torch, collate, runtime
+from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset, shuffling_samplers
 from .collate import default_collate, default_convert
 from .replication import ReplicaTemplate
-from .sampling import RandomSampler
+from .runtime import RequestedMode, RunningMode
 from .scheduler import EpochIterator, EpochPlan, Executor, Progress, SerialIterator, SerialPlan
-from .stats import EpochStats, starvation_advice
+from .stats import EpochStats
 from .worker import FetchSpec, WorkerRuntime, derive_seed
 
 __all__ = ["DataLoader", "is_iterable_dataset"]
 
 T_co = TypeVar("T_co", covariant=True)
-
 
 
 class _WithoutTorch:
@@ -59,55 +56,15 @@ if TYPE_CHECKING:
 else:
     _LoaderBase = _torch.base("DataLoader", default=_WithoutTorch)
 
-_MIN_EPOCH_FOR_WARNING_S = 1.0  # shorter epochs are dominated by start-up; no advice from them
 _FROZEN_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
 _DATASET_KIND_MAP, _DATASET_KIND_ITERABLE = 0, 1  # torch's _DatasetKind values
 _LIVE_STATE = ("_pool", "_pool_finalizer", "_current")  # never pickled: a copy starts without them
-
-
-def _try_capture(index_sampler: Any) -> list[str | None] | ValueError:
-    """The sampler state at an epoch's start, or the reason it cannot be saved (raised by state_dict)."""
-    try:
-        return _resume.capture(index_sampler)
-    except ValueError as exc:
-        return exc
 
 
 def _told_epoch(sampler: Any) -> int | None:
     """The epoch a sampler holds now (``.epoch``), if it exposes one."""
     value = getattr(sampler, "epoch", None)
     return value if isinstance(value, int) else None
-
-
-def _is_distributed_sampler(sampler: Any) -> bool:
-    """True for samplers that give each rank its own shard (torch's, Lightning's and Accelerate's)."""
-    seen = 0
-    while sampler is not None and seen < 8:
-        if hasattr(sampler, "num_replicas") and hasattr(sampler, "rank"):  # torch's DistributedSampler family
-            return True
-        if hasattr(sampler, "num_processes") and hasattr(sampler, "process_index"):  # Accelerate's shards
-            return True
-        sampler = getattr(sampler, "sampler", None) or getattr(sampler, "batch_sampler", None)
-        seen += 1
-    return False
-
-
-def _distributed_world_size() -> int:
-    """The world size of an initialized ``torch.distributed`` process group, else 1."""
-    distributed = sys.modules.get("torch.distributed")
-    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
-        return 1
-    return int(distributed.get_world_size())
-
-
-@dataclass(frozen=True)
-class _ResumePoint:
-    """Where ``load_state_dict`` asks the next epoch to start."""
-
-    epoch: int
-    done: int
-    also_done: set[int]
-    sampler_state: list[str | None] | None
 
 
 class DataLoader(_LoaderBase, Generic[T_co]):
@@ -165,7 +122,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         persistent_workers: bool = False,
         pin_memory_device: str = "",
         in_order: bool = True,
-        mode: str = "auto",
+        mode: RequestedMode = "auto",
         seed: int | None = None,
         replicate: bool | Callable[[Any], Any] = False,
         starvation_warning: float | None = 0.5,
@@ -199,14 +156,12 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         self.seed = seed  # as given, like generator: a framework rebuilding the loader passes it back
         self.persistent_workers = persistent_workers
         self.in_order = in_order
-        self.mode = mode
+        self.mode: RequestedMode = mode
         self.replicate = replicate
         self.starvation_warning = starvation_warning
         self.stats = stats
         self.auto_workers = options.auto_workers
-        self._starvation_warned = False
-        self._distributed_warned = False
-        self._inexact_warned = False
+        self._warned: frozenset[str] = frozenset()  # topics warned about, once each; a shallow copy keeps its own
         self._iterable = iterable
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
@@ -214,7 +169,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         self._IterableDataset_len_called: int | None = None  # torch's name: len(dataset) when len(loader) ran
         self._epoch = 0
         self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
-        self._resume: _ResumePoint | None = None
+        self._resume: _resume.ResumePoint | None = None
         self._epoch_start_state: list[str | None] | ValueError | None = None
         self._pool: Executor | None = None
         self._pool_finalizer: weakref.finalize[Any, Any] | None = None
@@ -288,7 +243,14 @@ class DataLoader(_LoaderBase, Generic[T_co]):
 
     @property
     def epoch(self) -> int:
-        """The number the next epoch will have (epochs are numbered from 0)."""
+        """The number the loader gives the next epoch it starts (epochs are numbered from 0).
+
+        Not a count of epochs run: once an epoch starts (at its iterator's
+        first ``next()``; ``iter(loader)`` alone changes nothing) this already
+        names the one after it, and ``set_epoch`` or ``load_state_dict`` set
+        it outright. A ``sampler.set_epoch(e)`` called by the user before
+        iterating still wins when that epoch starts, which is then ``e``.
+        """
         return self._epoch
 
     def check_worker_number_rationality(self) -> None:
@@ -345,7 +307,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         """torch's name for making an epoch iterator: threadloader's, as ``iter()`` makes it."""
         return iter(self)
 
-    def _open_epoch(self, iterator: Any) -> tuple[int, _ResumePoint | None, Iterator[Any] | None]:
+    def _open_epoch(self, iterator: Any) -> tuple[int, _resume.ResumePoint | None, Iterator[Any] | None]:
         """Start an epoch for ``iterator``: its number, where it resumes, and its index batches."""
         previous = self._current() if self._current is not None else None
         if previous is not None and previous is not iterator and self.persistent_workers:
@@ -353,14 +315,16 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         epoch = self._begin_epoch()
         resume, self._resume = self._resume, None
         self._current = weakref.ref(iterator)
-        self._warn_if_every_rank_loads_everything()
+        if not self._iterable and "unsharded" not in self._warned:
+            advice = _advice.unsharded(self._index_sampler, self.sampler)
+            self._warn_once("unsharded", advice, stacklevel=5)  # the training loop's next()
         collate.prepare(self.collate_fn)
         if self._iterable:
             return epoch, resume, None
         index_sampler = self._index_sampler
         if resume is not None and resume.sampler_state is not None:
             _resume.restore(index_sampler, resume.sampler_state)
-        self._epoch_start_state = resume.sampler_state if resume is not None else _try_capture(index_sampler)
+        self._epoch_start_state = resume.sampler_state if resume is not None else _resume.try_capture(index_sampler)
         index_batches: Iterator[Any] = iter(index_sampler)
         if resume is not None and resume.done:
             next(islice(index_batches, resume.done - 1, None), None)  # skip consumed batches, unfetched
@@ -379,7 +343,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
             dataset=self.dataset,
         )
 
-    def _launch(self, mode: str, iterator: EpochIterator) -> EpochPlan:
+    def _launch(self, mode: RunningMode, iterator: EpochIterator) -> EpochPlan:
         epoch, resume, index_batches = self._open_epoch(iterator)
         pool = self._pool
         reusing_pool = pool is not None and pool.mode == mode and not getattr(pool, "closed", False)
@@ -405,23 +369,6 @@ class DataLoader(_LoaderBase, Generic[T_co]):
             dataset=self.dataset,
         )
 
-    def _warn_if_every_rank_loads_everything(self) -> None:
-        """Warn once when distributed training runs and this map-style loader does not shard by rank."""
-        if self._distributed_warned or self._iterable:
-            return
-        world = _distributed_world_size()
-        if world <= 1 or _is_distributed_sampler(self._index_sampler):
-            return
-        self._distributed_warned = True
-        warnings.warn(
-            f"threadloader: torch.distributed is initialized with {world} ranks, but this DataLoader's "
-            f"sampler ({type(self.sampler).__name__}) is not a DistributedSampler, so every rank loads "
-            "every sample. Pass sampler=torch.utils.data.DistributedSampler(dataset) (and shuffle it with "
-            "its shuffle= argument) to give each rank its own shard.",
-            RuntimeWarning,
-            stacklevel=5,  # the training loop's next()
-        )
-
     def _first_batch_splitter(self, spec: FetchSpec) -> Callable[[Any], Any] | None:
         """The collate function when the first batch may be fetched in parts, else ``None``.
 
@@ -436,18 +383,15 @@ class DataLoader(_LoaderBase, Generic[T_co]):
 
     def _check_starvation(self, stats: EpochStats, in_order: bool) -> None:
         """Warn once per loader when an epoch spent too much of its time waiting for data."""
-        threshold = self.starvation_warning
-        if self._starvation_warned or threshold is None:
-            return
-        if stats.wall_s < _MIN_EPOCH_FOR_WARNING_S or stats.batches < 4 or stats.wait_share <= threshold:
-            return
-        self._starvation_warned = True
-        warnings.warn(
-            f"threadloader: {starvation_advice(stats, in_order)}. (iterator.stats has the numbers; "
-            "starvation_warning=None silences this.)",
-            RuntimeWarning,
-            stacklevel=5,  # the training loop's next()
-        )
+        if "starved" not in self._warned:
+            advice = _advice.starved(stats, in_order, self.starvation_warning)
+            self._warn_once("starved", advice, stacklevel=6)  # the training loop's next()
+
+    def _warn_once(self, topic: str, message: str | None, stacklevel: int) -> None:
+        """Warn ``message`` (if any) unless this loader already warned about ``topic``."""
+        if message is not None and topic not in self._warned:
+            self._warned |= {topic}
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the number of the next epoch (shuffling, worker seeds, ``sample_rng``, ``set_epoch`` samplers)."""
@@ -471,6 +415,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         warns once per loader.
         """
         current = self._current() if self._current is not None else None
+        sampler_state: list[str | None] | ValueError | None
         if current is not None and not current.finished:
             epoch, progress = current.generation, current.progress
             done, also_done = progress.done, sorted(progress.also_done)
@@ -481,28 +426,12 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         else:
             epoch, done, also_done, sampler_state = self._epoch, 0, [], None
         if self._iterable:
-            sampler_state = ValueError("an iterable-style dataset owns its position in its stream")
+            sampler_state = ValueError(_resume.ITERABLE_REASON)
         elif sampler_state is None:
-            sampler_state = _try_capture(self._index_sampler)
-        state: dict[str, Any] = {
-            "format": "threadloader/1",
-            "seed": self._base_seed,
-            "epoch": epoch,
-            "batches_done": done,
-            "also_done": also_done,
-            "sampler": None if isinstance(sampler_state, ValueError) else sampler_state,
-            "exact": not isinstance(sampler_state, ValueError),
-        }
+            sampler_state = _resume.try_capture(self._index_sampler)
         if isinstance(sampler_state, ValueError):
-            state["reason"] = str(sampler_state)
-            self._warn_inexact(f"threadloader: state_dict() cannot record the order of epoch {epoch}: {sampler_state}. "
-                               "A resume from it continues at the right epoch, but not with the same batches")
-        return state
-
-    def _warn_inexact(self, message: str) -> None:
-        if not self._inexact_warned:
-            self._inexact_warned = True
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            self._warn_once("inexact", _resume.inexact_saved(epoch, sampler_state), stacklevel=3)
+        return _resume.encode(self._base_seed, epoch, done, also_done, sampler_state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``: the next ``iter()`` yields that epoch's remaining batches.
@@ -514,27 +443,24 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         this loader's own order for it (an iterable-style dataset: from the
         epoch's start), and warns.
         """
-        if not isinstance(state, dict) or state.get("format") != "threadloader/1":
-            raise ValueError(f"load_state_dict expects a dict from DataLoader.state_dict(), but got {state!r:.200}")
+        _resume.check_format(state)
         self.close()
-        epoch, done = state["epoch"], state["batches_done"]
         if not state.get("exact", True):
-            where = "from its start" if self._iterable else f"skipping {done} batches of this loader's own order"
-            self._warn_inexact(f"threadloader: load_state_dict(): the state could not record the order of epoch "
-                               f"{epoch} ({state.get('reason')}); resuming at epoch {epoch}, {where}")
-        seed = state["seed"]
-        if seed != self._base_seed:
-            self._base_seed = seed
-            if self._owns_sampler:  # the shuffle order derives from the seed
-                sampler = RandomSampler(self.dataset, seed=seed)
-                object.__setattr__(self, "sampler", sampler)
-                if self.batch_size is not None:
-                    batch_sampler = BATCH_SAMPLER(sampler, self.batch_size, self.drop_last)
-                    object.__setattr__(self, "batch_sampler", batch_sampler)
-        self._epoch = epoch
+            self._warn_once("inexact", _resume.inexact_loaded(state, self._iterable), stacklevel=3)
+        if state["seed"] != self._base_seed:
+            self._reseed(state["seed"])
+        self._epoch = state["epoch"]
         self._epoch_told = _told_epoch(self._epoch_sampler())
         if not self._iterable:
-            self._resume = _ResumePoint(epoch, done, set(state["also_done"]), state["sampler"])
+            self._resume = _resume.resume_point(state)
+
+    def _reseed(self, seed: int) -> None:
+        """Adopt a checkpoint's base seed; a shuffling sampler the loader made is remade from it."""
+        self._base_seed = seed
+        if self._owns_sampler:  # the shuffle order derives from the seed
+            sampler, batch_sampler = shuffling_samplers(self.dataset, seed, self.batch_size, self.drop_last)
+            object.__setattr__(self, "sampler", sampler)  # the loader's own change, past the frozen-attribute check
+            object.__setattr__(self, "batch_sampler", batch_sampler)
 
     def _epoch_sampler(self) -> Any:
         """The sampler that takes ``set_epoch`` (ours for shuffle=True, a DistributedSampler, ...)."""
@@ -582,7 +508,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _fetch_spec(self, mode: str, needs_replica: bool) -> FetchSpec:
+    def _fetch_spec(self, mode: RunningMode, needs_replica: bool) -> FetchSpec:
         replicate: Any = None
         if mode != "serial" and needs_replica and self.replicate is not False:
             if self.replicate is True:
@@ -623,7 +549,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
             )
         return bool(available)
 
-    def _new_pool(self, mode: str, spec: FetchSpec, epoch: int) -> Executor:
+    def _new_pool(self, mode: RunningMode, spec: FetchSpec, epoch: int) -> Executor:
         base_seed = derive_seed(self._base_seed, epoch)
         if mode == "thread":
             from ._threads import ThreadExecutor
@@ -635,7 +561,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
             spec, self.num_workers, base_seed, per_worker_queues=self._iterable, context=self.multiprocessing_context
         )
 
-    def _persistent_pool(self, mode: str, spec: FetchSpec, epoch: int) -> Executor:
+    def _persistent_pool(self, mode: RunningMode, spec: FetchSpec, epoch: int) -> Executor:
         pool = self._pool
         if pool is not None and (pool.mode != mode or getattr(pool, "closed", False)):
             self._drop_pool()
