@@ -24,16 +24,15 @@ epochs; ``loader.close()`` (or the loader's garbage collection) stops it.
 
 from __future__ import annotations
 
-import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from itertools import islice
-from math import ceil
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _advice, _resume, _torch, collate, runtime
+from ._compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
 from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset, shuffling_samplers
 from .collate import default_collate, default_convert
 from .replication import ReplicaTemplate
@@ -56,10 +55,6 @@ if TYPE_CHECKING:
 else:
     _LoaderBase = _torch.base("DataLoader", default=_WithoutTorch)
 
-_FROZEN_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
-_DATASET_KIND_MAP, _DATASET_KIND_ITERABLE = 0, 1  # torch's _DatasetKind values
-_LIVE_STATE = ("_pool", "_pool_finalizer", "_current")  # never pickled: a copy starts without them
-
 
 def _told_epoch(sampler: Any) -> int | None:
     """The epoch a sampler holds now (``.epoch``), if it exposes one."""
@@ -67,7 +62,7 @@ def _told_epoch(sampler: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-class DataLoader(_LoaderBase, Generic[T_co]):
+class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
     """A drop-in for ``torch.utils.data.DataLoader`` that runs workers as threads.
 
     Every torch argument keeps torch's meaning. On a free-threaded build
@@ -99,8 +94,6 @@ class DataLoader(_LoaderBase, Generic[T_co]):
     Only map-style datasets in thread mode scale; elsewhere ``"auto"`` means
     that starting count.
     """
-
-    _multiprocessing_context: Any  # behind the multiprocessing_context property, as in torch
 
     def __init__(
         self,
@@ -140,7 +133,7 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         self._base_seed = options.base_seed
         sampler, batch_sampler, self._owns_sampler = default_samplers(options)
         self.dataset = options.dataset
-        self._dataset_kind = _DATASET_KIND_ITERABLE if iterable else _DATASET_KIND_MAP
+        self._dataset_kind = DATASET_KIND_ITERABLE if iterable else DATASET_KIND_MAP
         self.batch_size = options.batch_size
         self.drop_last = options.drop_last
         self.sampler = sampler
@@ -178,64 +171,6 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         if not self.auto_workers:
             self.check_worker_number_rationality()
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _FROZEN_AFTER_INIT and getattr(self, "_DataLoader__initialized", False):
-            raise ValueError(f"{name} attribute should not be set after {type(self).__name__} is initialized")
-        object.__setattr__(self, name, value)  # torch's __setattr__ would repeat the check above
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The loader's settings and position, without its live pool or iterator (``ddp_spawn`` pickles it)."""
-        state = self.__dict__.copy()
-        for name in _LIVE_STATE:
-            state[name] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)  # bypasses __setattr__: the frozen attributes come back as they were
-
-    # --- what torch's code and the frameworks read --------------------------------------------
-
-    @property
-    def multiprocessing_context(self) -> Any:
-        """The start method's context for process mode (``None``: the platform's default, as in torch)."""
-        return self._multiprocessing_context
-
-    @multiprocessing_context.setter
-    def multiprocessing_context(self, context: Any) -> None:
-        if context is not None:
-            if self.num_workers == 0:
-                raise ValueError(
-                    "multiprocessing_context can only be used with multi-process loading "
-                    f"(num_workers > 0), but got num_workers={self.num_workers}"
-                )
-            context = runtime.resolve_context(context)  # torch checks it when it is set, too
-        object.__setattr__(self, "_multiprocessing_context", context)
-
-    @property
-    def _auto_collation(self) -> bool:
-        """True when samples are grouped into batches (torch's property)."""
-        return self.batch_size is not None if self._iterable else self.batch_sampler is not None
-
-    @property
-    def _index_sampler(self) -> Any:
-        """What yields one epoch's index lists (or single indices without auto-collation), as in torch."""
-        return self.batch_sampler if self._auto_collation else self.sampler
-
-    @property
-    def _iterator(self) -> None:
-        """torch keeps its persistent workers' iterator here; threadloader keeps none, so this reads ``None``.
-
-        Frameworks stop torch's persistent workers by resetting it (Lightning's
-        teardown sets ``loader._iterator = None``): setting it to ``None``
-        stops this loader's persistent pool the same way.
-        """
-        return None
-
-    @_iterator.setter
-    def _iterator(self, value: object) -> None:
-        if value is None and self.persistent_workers and self._pool is not None:
-            self.close()
-
     @property
     def base_seed(self) -> int:
         """The base seed that shuffling, worker seeds and ``sample_rng()`` derive from."""
@@ -252,38 +187,6 @@ class DataLoader(_LoaderBase, Generic[T_co]):
         iterating still wins when that epoch starts, which is then ``e``.
         """
         return self._epoch
-
-    def check_worker_number_rationality(self) -> None:
-        """Warn, in torch's words, when ``num_workers`` exceeds the CPUs this process may use."""
-        if not self.num_workers:
-            return
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        if usable is not None and self.num_workers <= usable:
-            return
-        if usable is None:
-            suggestion = "DataLoader is not able to compute a suggested max number of worker in current system."
-        else:
-            cpuset = "" if hasattr(os, "sched_getaffinity") else " (`cpuset` is not taken into account)"
-            suggestion = (
-                f"Our suggested max number of worker in current system is {usable}{cpuset}, which is smaller "
-                "than what this DataLoader is going to create."
-            )
-        warnings.warn(
-            f"This DataLoader will create {self.num_workers} worker processes in total. {suggestion} "
-            "Please be aware that excessive worker creation might get DataLoader running slow or even freeze, "
-            "lower the worker number to avoid potential slowness/freeze if necessary.",
-            stacklevel=3,
-        )
-
-    def __len__(self) -> int:
-        """Batches per epoch, by torch's rules (``len(dataset)`` for iterable-style)."""
-        if self._iterable:
-            # torch keeps the dataset's length, and later warns when more *batches* than that arrive
-            length = self._IterableDataset_len_called = len(self.dataset)
-            if self.batch_size is not None:
-                length = length // self.batch_size if self.drop_last else ceil(length / self.batch_size)
-            return length
-        return len(self._index_sampler)
 
     # --- epochs --------------------------------------------------------------------------------
 
@@ -302,10 +205,6 @@ class DataLoader(_LoaderBase, Generic[T_co]):
                 f"(threadloader: prefetch_factor={self.prefetch_factor} with num_workers={self.num_workers})"
             )
         return EpochIterator(mode, partial(self._launch, mode))
-
-    def _get_iterator(self) -> Iterator[Any]:
-        """torch's name for making an epoch iterator: threadloader's, as ``iter()`` makes it."""
-        return iter(self)
 
     def _open_epoch(self, iterator: Any) -> tuple[int, _resume.ResumePoint | None, Iterator[Any] | None]:
         """Start an epoch for ``iterator``: its number, where it resumes, and its index batches."""
