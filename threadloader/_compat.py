@@ -23,9 +23,7 @@ from math import ceil
 from typing import TYPE_CHECKING, Any
 
 from . import runtime
-
-if TYPE_CHECKING:
-    from .scheduler import Executor
+from ._pools import PersistentPool
 
 #: torch's ``_DatasetKind`` values, for ``loader._dataset_kind``.
 DATASET_KIND_MAP, DATASET_KIND_ITERABLE = 0, 1
@@ -33,7 +31,6 @@ DATASET_KIND_MAP, DATASET_KIND_ITERABLE = 0, 1
 INITIALIZED = "_DataLoader__initialized"
 
 _FROZEN_AFTER_INIT = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
-_LIVE_STATE = ("_pool", "_pool_finalizer", "_current")  # never pickled: a copy starts without them
 
 
 class TorchAttributes:
@@ -49,7 +46,8 @@ class TorchAttributes:
     persistent_workers: bool
     _iterable: bool
     _IterableDataset_len_called: int | None  # torch's name: len(dataset) when len(loader) ran
-    _pool: Executor | None
+    _persistent: PersistentPool
+    _current: Any
 
     if TYPE_CHECKING:
 
@@ -63,10 +61,14 @@ class TorchAttributes:
         object.__setattr__(self, name, value)  # torch's __setattr__ would repeat the check above
 
     def __getstate__(self) -> dict[str, Any]:
-        """The loader's settings and position, without its live pool or iterator (``ddp_spawn`` pickles it)."""
+        """The loader's settings and position, without its live pool or iterator (``ddp_spawn`` pickles it).
+
+        ``copy.copy`` comes here too, so the copy gets a persistent pool of
+        its own to fill, not a share of this loader's.
+        """
         state = self.__dict__.copy()
-        for name in _LIVE_STATE:
-            state[name] = None
+        state["_persistent"] = PersistentPool()
+        state["_current"] = None  # a weak reference, which cannot travel
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -110,7 +112,7 @@ class TorchAttributes:
 
     @_iterator.setter
     def _iterator(self, value: object) -> None:
-        if value is None and self.persistent_workers and self._pool is not None:
+        if value is None and self.persistent_workers and self._persistent.pool is not None:
             self.close()
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""``DataLoader``: torch's argument rules, ``len()``, and one iterator per epoch.
+"""``DataLoader``: the facade that holds a loader's settings and state, and makes one iterator per epoch.
 
 In:  a dataset (map-style or iterable-style), sampling and batching options
      with torch's meaning, and a ``mode`` (``"auto" | "thread" | "process"``).
@@ -16,6 +16,11 @@ sampler injection and re-instantiation from constructor arguments treat it
 as torch's; iteration is always threadloader's. A loader pickles at any time,
 without its live pool or iterator.
 
+The parts live beside it: ``_options`` (the arguments, by torch's rules),
+``_compat`` (torch's attributes, ``len()``, pickling), ``_epochs`` (epoch
+numbers, index batches, plans), ``_pools`` (worker pools), ``_resume``
+(``state_dict()``) and ``_advice`` (the warnings about how it is used).
+
 Ownership: without ``persistent_workers`` each epoch iterator owns its worker
 pool and stops it when the epoch ends, on ``close()``, or when it is garbage
 collected. With ``persistent_workers`` the loader owns one pool for all
@@ -28,18 +33,15 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _advice, _resume, _torch, collate, runtime
+from . import _advice, _epochs, _pools, _resume, _torch, collate, runtime
 from ._compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
 from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset, shuffling_samplers
 from .collate import default_collate, default_convert
-from .replication import ReplicaTemplate
 from .runtime import RequestedMode, RunningMode
-from .scheduler import EpochIterator, EpochPlan, Executor, Progress, SerialIterator, SerialPlan
+from .scheduler import EpochIterator, EpochPlan, SerialIterator, SerialPlan
 from .stats import EpochStats
-from .worker import FetchSpec, WorkerRuntime, derive_seed
 
 __all__ = ["DataLoader", "is_iterable_dataset"]
 
@@ -54,12 +56,6 @@ if TYPE_CHECKING:
     _LoaderBase = _WithoutTorch
 else:
     _LoaderBase = _torch.base("DataLoader", default=_WithoutTorch)
-
-
-def _told_epoch(sampler: Any) -> int | None:
-    """The epoch a sampler holds now (``.epoch``), if it exposes one."""
-    value = getattr(sampler, "epoch", None)
-    return value if isinstance(value, int) else None
 
 
 class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
@@ -129,15 +125,13 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
                 mode, seed, replicate, starvation_warning, stats,
             )
         )
-        iterable = options.iterable
+        self._iterable = options.iterable
         self._base_seed = options.base_seed
-        sampler, batch_sampler, self._owns_sampler = default_samplers(options)
+        self.sampler, self.batch_sampler, self._owns_sampler = default_samplers(options)
         self.dataset = options.dataset
-        self._dataset_kind = DATASET_KIND_ITERABLE if iterable else DATASET_KIND_MAP
+        self._dataset_kind = DATASET_KIND_ITERABLE if self._iterable else DATASET_KIND_MAP
         self.batch_size = options.batch_size
         self.drop_last = options.drop_last
-        self.sampler = sampler
-        self.batch_sampler = batch_sampler
         self.num_workers = options.num_workers
         self.prefetch_factor = options.prefetch_factor
         self.pin_memory = pin_memory
@@ -154,22 +148,23 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self.starvation_warning = starvation_warning
         self.stats = stats
         self.auto_workers = options.auto_workers
-        self._warned: frozenset[str] = frozenset()  # topics warned about, once each; a shallow copy keeps its own
-        self._iterable = iterable
-        if collate_fn is None:
-            collate_fn = default_collate if self._auto_collation else default_convert
-        self.collate_fn = collate_fn
-        self._IterableDataset_len_called: int | None = None  # torch's name: len(dataset) when len(loader) ran
-        self._epoch = 0
-        self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
-        self._resume: _resume.ResumePoint | None = None
-        self._epoch_start_state: list[str | None] | ValueError | None = None
-        self._pool: Executor | None = None
-        self._pool_finalizer: weakref.finalize[Any, Any] | None = None
-        self._current: weakref.ref[Any] | None = None
+        default = default_collate if self._auto_collation else default_convert
+        self.collate_fn = default if collate_fn is None else collate_fn
+        self._init_running_state()
         self.__initialized = True
         if not self.auto_workers:
             self.check_worker_number_rationality()
+
+    def _init_running_state(self) -> None:
+        """What changes as the loader runs: epoch counter, resume point, live pool and iterator, warnings given."""
+        self._IterableDataset_len_called: int | None = None  # torch's name: len(dataset) when len(loader) ran
+        self._warned: frozenset[str] = frozenset()  # topics warned about, once each; a shallow copy keeps its own
+        self._epoch = 0
+        self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
+        self._resume: _resume.ResumePoint | None = None
+        self._epoch_start_state: list[str | None] | ValueError | None = None  # for state_dict() mid-epoch
+        self._persistent = _pools.PersistentPool()  # stays empty without persistent_workers
+        self._current: weakref.ref[Any] | None = None  # the epoch iterator started last
 
     @property
     def base_seed(self) -> int:
@@ -220,65 +215,23 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         collate.prepare(self.collate_fn)
         if self._iterable:
             return epoch, resume, None
-        index_sampler = self._index_sampler
-        if resume is not None and resume.sampler_state is not None:
-            _resume.restore(index_sampler, resume.sampler_state)
-        self._epoch_start_state = resume.sampler_state if resume is not None else _resume.try_capture(index_sampler)
-        index_batches: Iterator[Any] = iter(index_sampler)
-        if resume is not None and resume.done:
-            next(islice(index_batches, resume.done - 1, None), None)  # skip consumed batches, unfetched
+        index_batches, self._epoch_start_state = _epochs.index_batches(self._index_sampler, resume)
         return epoch, resume, index_batches
 
     def _launch_serial(self, iterator: SerialIterator) -> SerialPlan:
         epoch, resume, index_batches = self._open_epoch(iterator)
-        spec = self._fetch_spec("serial", needs_replica=False)
-        return SerialPlan(
-            runtime=WorkerRuntime(spec, None, 0, 0),
-            index_batches=index_batches,
-            generation=epoch,
-            resume=None if resume is None else Progress(resume.done, set(resume.also_done)),
-            timed=self.stats,
-            length_hint=self._IterableDataset_len_called if self._iterable else None,
-            dataset=self.dataset,
-        )
+        spec = _epochs.fetch_spec(self, "serial", needs_replica=False)
+        return _epochs.serial_plan(self, spec, epoch, index_batches, resume)
 
     def _launch(self, mode: RunningMode, iterator: EpochIterator) -> EpochPlan:
         epoch, resume, index_batches = self._open_epoch(iterator)
-        pool = self._pool
-        reusing_pool = pool is not None and pool.mode == mode and not getattr(pool, "closed", False)
-        spec = self._fetch_spec(mode, needs_replica=not (self.persistent_workers and reusing_pool))
-        if self.persistent_workers:
-            executor = self._persistent_pool(mode, spec, epoch)
+        persistent = self.persistent_workers
+        spec = _epochs.fetch_spec(self, mode, needs_replica=not (persistent and self._persistent.serves(mode)))
+        if persistent:
+            executor = self._persistent.get(self, mode, spec, epoch)
         else:
-            executor = self._new_pool(mode, spec, epoch)
-        return EpochPlan(
-            executor=executor,
-            owns_executor=not self.persistent_workers,
-            generation=epoch,
-            index_batches=index_batches,
-            in_order=self.in_order,
-            prefetch_factor=self.prefetch_factor or 0,
-            timeout=self.timeout,
-            resume=None if resume is None else Progress(resume.done, set(resume.also_done)),
-            on_epoch_end=self._check_starvation if self.stats else None,
-            split_first_batch=self._first_batch_splitter(spec),
-            timed=self.stats,
-            autoscale=self.auto_workers and mode == "thread" and not self._iterable,
-            length_hint=self._IterableDataset_len_called if self._iterable else None,
-            dataset=self.dataset,
-        )
-
-    def _first_batch_splitter(self, spec: FetchSpec) -> Callable[[Any], Any] | None:
-        """The collate function when the first batch may be fetched in parts, else ``None``.
-
-        Only samples fetched one by one are split (``__getitems__`` may return
-        something other than a list of samples), and not with pinning.
-        """
-        if self._iterable or not self._auto_collation or spec.pin_memory:
-            return None
-        if getattr(self.dataset, "__getitems__", None):
-            return None
-        return self.collate_fn
+            executor = _pools.new_pool(self, mode, spec, epoch)
+        return _epochs.epoch_plan(self, mode, executor, spec, epoch, index_batches, resume, self._check_starvation)
 
     def _check_starvation(self, stats: EpochStats, in_order: bool) -> None:
         """Warn once per loader when an epoch spent too much of its time waiting for data."""
@@ -298,8 +251,21 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             raise TypeError(f"epoch should be an integer, but got epoch={epoch!r}")
         if epoch < 0:
             raise ValueError(f"epoch should be non-negative, but got epoch={epoch}")
+        self._set_next_epoch(epoch)
+
+    def _set_next_epoch(self, epoch: int) -> None:
+        """Number the next epoch ``epoch``: the loader's number wins over what its sampler holds now."""
         self._epoch = epoch
-        self._epoch_told = _told_epoch(self._epoch_sampler())  # the loader's number wins over the sampler's
+        self._epoch_told = _epochs.told_epoch(_epochs.epoch_sampler(self.sampler, self.batch_sampler))
+
+    def _begin_epoch(self) -> int:
+        """Number the starting epoch and tell the sampler (``_epochs.number_epoch``)."""
+        sampler = _epochs.epoch_sampler(self.sampler, self.batch_sampler)
+        epoch, self._epoch_told = _epochs.number_epoch(self._epoch, self._epoch_told, sampler)
+        self._epoch = epoch + 1
+        return epoch
+
+    # --- checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's position, to resume exactly with ``load_state_dict``.
@@ -348,8 +314,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             self._warn_once("inexact", _resume.inexact_loaded(state, self._iterable), stacklevel=3)
         if state["seed"] != self._base_seed:
             self._reseed(state["seed"])
-        self._epoch = state["epoch"]
-        self._epoch_told = _told_epoch(self._epoch_sampler())
+        self._set_next_epoch(state["epoch"])
         if not self._iterable:
             self._resume = _resume.resume_point(state)
 
@@ -361,114 +326,17 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             object.__setattr__(self, "sampler", sampler)  # the loader's own change, past the frozen-attribute check
             object.__setattr__(self, "batch_sampler", batch_sampler)
 
-    def _epoch_sampler(self) -> Any:
-        """The sampler that takes ``set_epoch`` (ours for shuffle=True, a DistributedSampler, ...)."""
-        for obj in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
-            if obj is not None and callable(getattr(obj, "set_epoch", None)):
-                return obj
-        return None
-
-    def _begin_epoch(self) -> int:
-        """Number the starting epoch and tell the sampler.
-
-        A user who calls ``sampler.set_epoch(e)`` before iterating (torch's
-        idiom) is followed: the loader adopts ``e``, and so it does with the
-        sampler's epoch at the first iteration. Otherwise the loader counts
-        epochs itself and calls ``set_epoch`` for them.
-        """
-        epoch = self._epoch
-        sampler = self._epoch_sampler()
-        if sampler is not None:
-            seen = _told_epoch(sampler)
-            if seen is not None and seen != self._epoch_told:
-                epoch = seen  # the user set the epoch on the sampler
-            sampler.set_epoch(epoch)
-            self._epoch_told = epoch
-        self._epoch = epoch + 1
-        return epoch
+    # --- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop the current epoch and the persistent pool, if any. Idempotent."""
         current = self._current() if self._current is not None else None
         if current is not None:
             current.close()
-        self._drop_pool()
-
-    def _drop_pool(self) -> None:
-        """Stop the persistent pool, if any."""
-        if self._pool_finalizer is not None:
-            self._pool_finalizer()
-        self._pool = None
-        self._pool_finalizer = None
+        self._persistent.drop()
 
     def __enter__(self) -> DataLoader[T_co]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _fetch_spec(self, mode: RunningMode, needs_replica: bool) -> FetchSpec:
-        replicate: Any = None
-        if mode != "serial" and needs_replica and self.replicate is not False:
-            if self.replicate is True:
-                # a process worker has its own copy anyway; threads build theirs from one template
-                replicate = ReplicaTemplate(self.dataset) if mode == "thread" else None
-            else:
-                replicate = self.replicate
-        return FetchSpec(
-            dataset=self.dataset,
-            iterable=self._iterable,
-            auto_collation=self._auto_collation,
-            collate_fn=self.collate_fn,
-            batch_size=self.batch_size,
-            drop_last=self.drop_last,
-            worker_init_fn=self.worker_init_fn,
-            pin_memory=self._pin_memory_usable(),
-            seed=self._base_seed,
-            replicate=replicate,
-            timed=self.stats,
-            datapipe=_torch.is_datapipe(self.dataset),
-        )
-
-    def _pin_memory_usable(self) -> bool:
-        if not self.pin_memory:
-            return False
-        try:
-            import torch
-        except ImportError:
-            warnings.warn("pin_memory=True needs torch; pinned memory won't be used.", stacklevel=3)
-            return False
-        accelerator = getattr(torch, "accelerator", None)
-        available = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-        if not available:
-            warnings.warn(
-                "'pin_memory' argument is set as true but no accelerator is found, "
-                "then device pinned memory won't be used.",
-                stacklevel=3,
-            )
-        return bool(available)
-
-    def _new_pool(self, mode: RunningMode, spec: FetchSpec, epoch: int) -> Executor:
-        base_seed = derive_seed(self._base_seed, epoch)
-        if mode == "thread":
-            from ._threads import ThreadExecutor
-
-            return ThreadExecutor(spec, self.num_workers, base_seed, per_worker_queues=self._iterable)
-        from ._processes import ProcessExecutor
-
-        return ProcessExecutor(
-            spec, self.num_workers, base_seed, per_worker_queues=self._iterable, context=self.multiprocessing_context
-        )
-
-    def _persistent_pool(self, mode: RunningMode, spec: FetchSpec, epoch: int) -> Executor:
-        pool = self._pool
-        if pool is not None and (pool.mode != mode or getattr(pool, "closed", False)):
-            self._drop_pool()
-            pool = None
-        if pool is None:
-            pool = self._new_pool(mode, spec, epoch)
-            self._pool = pool
-            self._pool_finalizer = weakref.finalize(self, pool.shutdown)
-        else:
-            pool.discard_pending()
-        return pool
