@@ -1,0 +1,234 @@
+"""Ticket issuing per dataset style and the split first batch, against a fake executor; no threads, no sleeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from threadloader._contract import Executor, Result, ScalableExecutor, Ticket
+from threadloader._dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch
+from threadloader._reorder import ReorderBuffer
+from threadloader.stats import Timings
+from threadloader.worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeExecutor:
+    """Records what is submitted; answers nothing by itself."""
+
+    mode = "thread"
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.submitted: list[tuple[Ticket, int | None]] = []
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
+        self.submitted.append((ticket, worker_id))
+
+    def poll(self, timeout: float) -> Result | None:
+        return None
+
+    def timings(self, generation: int) -> Timings:
+        return [None] * self.num_workers
+
+    def check_workers(self) -> None:
+        pass
+
+    def discard_pending(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+def _buffer(bound: int, in_order: bool = True, first: int = 0) -> ReorderBuffer[Issued, Result]:
+    return ReorderBuffer(in_order, bound, first)
+
+
+def _batches(count: int, size: int = 3) -> list[list[int]]:
+    return [list(range(n * size, (n + 1) * size)) for n in range(count)]
+
+
+def _join(samples: list[Any]) -> list[Any]:
+    return ["collated", *samples]
+
+
+def test_fake_executor_is_an_executor() -> None:
+    executor: Executor = FakeExecutor(2)  # mypy checks the protocol here
+    assert not isinstance(executor, ScalableExecutor)  # no add_worker or retire_worker: never autoscaled
+
+
+def test_map_issues_one_ticket_per_index_batch_up_to_the_bound() -> None:
+    executor = FakeExecutor(2)
+    batches = _batches(5)
+    dispatch = MapDispatch(executor, 7, iter(batches), 0, set())
+    buffer = _buffer(bound=3)
+    dispatch.fill(buffer)
+    assert executor.submitted == [((7, seq, batches[seq]), None) for seq in range(3)]
+    assert buffer.ticket(1) == Issued(batches[1], None) and buffer.full and not dispatch.done
+    buffer.finish(0, (7, 0, 1, OK, "b0"))
+    assert buffer.pop() is not None
+    dispatch.fill(buffer)
+    assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3]
+    while len(buffer):  # answer and consume everything, issuing as room appears
+        for seq in buffer.unfinished():
+            buffer.finish(seq, (7, seq, 0, OK, None))
+        while buffer.pop() is not None:
+            pass
+        dispatch.fill(buffer)
+    assert dispatch.done
+    assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3, 4]
+
+
+def test_map_passes_over_batches_consumed_before_the_checkpoint() -> None:
+    executor = FakeExecutor(1)
+    batches = _batches(6)
+    consumed = {3, 5}
+    dispatch = MapDispatch(executor, 0, iter(batches[2:]), 2, consumed)  # resumed after 2 batches
+    buffer = _buffer(bound=8, first=2)
+    dispatch.fill(buffer)
+    assert dispatch.done
+    assert [(ticket[1], ticket[2]) for ticket, _ in executor.submitted] == [(2, batches[2]), (4, batches[4])]
+    buffer.finish(4, (0, 4, 0, OK, "b4"))
+    assert buffer.pop() is None  # in order: 2 first
+    buffer.finish(2, (0, 2, 0, OK, "b2"))
+    assert buffer.pop() == (2, Issued(batches[2], None), (0, 2, 0, OK, "b2"))
+    assert buffer.pop() == (4, Issued(batches[4], None), (0, 4, 0, OK, "b4"))
+    assert buffer.pop() is None and len(buffer) == 0
+
+
+def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
+    executor = FakeExecutor(3)
+    batches = [list(range(7)), [7, 8]]
+    dispatch = MapDispatch(executor, 1, iter(batches), 0, set(), _join)
+    buffer = _buffer(bound=4)
+    dispatch.fill(buffer)
+    tickets = [ticket for ticket, _ in executor.submitted]
+    parts = [ticket[2] for ticket in tickets if ticket[1] == 0]
+    assert all(type(part) is BatchPart for part in parts)
+    assert [part.indices for part in parts] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert tickets[-1] == (1, 1, [7, 8])  # only the first ticket is split
+    assert buffer.ticket(0) == Issued(list(range(7)), None)
+    answers = [(1, 0, number, OK, (part.number, [f"s{i}" for i in part.indices])) for number, part in enumerate(parts)]
+    assert dispatch.receive(answers[2]) is None
+    assert dispatch.receive(answers[0]) is None
+    joined = dispatch.receive(answers[1])
+    assert joined == (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))])
+    whole = (1, 1, 0, OK, "b1")
+    assert dispatch.receive(whole) is whole  # later batches pass through
+
+
+def test_a_failing_part_fails_the_first_batch_and_later_parts_pass_through_to_be_refused() -> None:
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter([[0, 1, 2, 3]]), 0, set(), _join)
+    buffer = _buffer(bound=2)
+    dispatch.fill(buffer)
+    failure = (0, 0, 1, ERROR, Failure(ValueError("bad"), "dataset.__getitem__", 2))
+    assert dispatch.receive(failure) is failure
+    assert buffer.finish(0, failure)
+    late_part = (0, 0, 0, OK, (0, ["s0", "s1"]))
+    assert dispatch.receive(late_part) is late_part
+    assert not buffer.finish(0, late_part)
+
+
+def test_a_failing_collate_of_the_joined_parts_is_an_error_result() -> None:
+    def broken(samples: list[Any]) -> Any:
+        raise RuntimeError("collate broke")
+
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter([[0, 1]]), 0, set(), broken)
+    dispatch.fill(_buffer(bound=2))
+    assert dispatch.receive((0, 0, 0, OK, (0, ["a"]))) is None
+    joined = dispatch.receive((0, 0, 1, OK, (1, ["b"])))
+    assert joined is not None and joined[3] == ERROR
+    assert isinstance(joined[4].exc, RuntimeError) and joined[4].phase == "collate_fn"
+
+
+@pytest.mark.parametrize(
+    ("workers", "first"),
+    [(1, [0, 1, 2]), (3, [5]), (3, 5), (3, [])],
+    ids=["one worker", "single index", "not a list", "empty"],
+)
+def test_the_first_ticket_is_not_split_where_it_would_not_help(workers: int, first: Any) -> None:
+    executor = FakeExecutor(workers)
+    dispatch = MapDispatch(executor, 0, iter([first, [9, 10, 11]]), 0, set(), _join)
+    dispatch.fill(_buffer(bound=4))
+    assert executor.submitted == [((0, 0, first), None), ((0, 1, [9, 10, 11]), None)]
+    result = (0, 0, 0, OK, "whole")
+    assert dispatch.receive(result) is result
+
+
+def test_the_first_ticket_issued_after_a_checkpoint_is_the_one_split() -> None:
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter(_batches(3, size=4)), 0, {0}, _join)
+    dispatch.fill(_buffer(bound=4))
+    split_seqs = [ticket[1] for ticket, _ in executor.submitted if type(ticket[2]) is BatchPart]
+    assert split_seqs == [1, 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(2, 50), workers=st.integers(2, 9))
+def test_split_parts_cover_the_batch_once_in_order(size: int, workers: int) -> None:
+    indices = list(range(size))
+    split = _SplitBatch(_join, 0, indices, workers)
+    assert len(split.parts) == min(size, workers)
+    assert [i for part in split.parts for i in part.indices] == indices
+    lengths = [len(part.indices) for part in split.parts]
+    assert max(lengths) - min(lengths) <= 1 and min(lengths) >= 1
+    assert [part.number for part in split.parts] == list(range(len(split.parts)))
+
+
+def test_iterable_round_robins_over_live_workers() -> None:
+    executor = FakeExecutor(3)
+    dispatch = IterableDispatch(executor, 4, 0)
+    buffer = _buffer(bound=5)
+    dispatch.fill(buffer)
+    assert executor.submitted == [((4, seq, None), seq % 3) for seq in range(5)]
+    assert buffer.ticket(4) == Issued(None, 1)
+    result = (4, 0, 0, OK, "b")
+    assert dispatch.receive(result) is result
+
+
+def test_iterable_stops_issuing_to_a_worker_that_ran_out_and_ends_with_the_last() -> None:
+    executor = FakeExecutor(2)
+    dispatch = IterableDispatch(executor, 0, 0)
+    buffer = _buffer(bound=2)
+    dispatch.fill(buffer)  # seq 0 -> worker 0, seq 1 -> worker 1
+    assert buffer.drop(1)  # worker 1's iterator ran out
+    dispatch.worker_ended(1)
+    dispatch.worker_ended(1)  # a second notice changes nothing
+    dispatch.fill(buffer)
+    assert executor.submitted[-1] == ((0, 2, None), 0)
+    for seq in (0, 2):
+        assert buffer.finish(seq, (0, seq, 0, OK, seq))
+    assert [ready[0] for ready in iter(buffer.pop, None)] == [0, 2]
+    dispatch.fill(buffer)
+    assert buffer.drop(3) and buffer.drop(4)
+    dispatch.worker_ended(0)
+    dispatch.fill(buffer)
+    assert dispatch.done and len(buffer) == 0
+    assert buffer.pop() is None
+    assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3, 4]
+
+
+def test_iterable_resumes_numbering_past_consumed_batches() -> None:
+    executor = FakeExecutor(2)
+    dispatch = IterableDispatch(executor, 0, 6)
+    dispatch.fill(_buffer(bound=2, first=6))
+    assert executor.submitted == [((0, 6, None), 0), ((0, 7, None), 1)]
+
+
+def test_exhausted_status_is_passed_on_unchanged() -> None:
+    dispatch = MapDispatch(FakeExecutor(1), 0, iter([]), 0, set())
+    exhausted = (0, 3, 0, EXHAUSTED, None)
+    assert dispatch.receive(exhausted) is exhausted
+    dispatch.fill(_buffer(bound=1))
+    assert dispatch.done
