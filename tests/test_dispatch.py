@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from threadloader._contract import Executor, Result, ScalableExecutor, Ticket
-from threadloader._dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch
+from threadloader._dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch, new_dispatch
 from threadloader._reorder import ReorderBuffer
+from threadloader.scheduler import Progress
 from threadloader.stats import Timings
 from threadloader.worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
 
@@ -69,18 +70,19 @@ def test_fake_executor_is_an_executor() -> None:
 def test_map_issues_one_ticket_per_index_batch_up_to_the_bound() -> None:
     executor = FakeExecutor(2)
     batches = _batches(5)
-    dispatch = MapDispatch(executor, 7, iter(batches), 0, set())
+    dispatch = new_dispatch(executor, 7, iter(batches), Progress())
+    assert isinstance(dispatch, MapDispatch)
     buffer = _buffer(bound=3)
     dispatch.fill(buffer)
     assert executor.submitted == [((7, seq, batches[seq]), None) for seq in range(3)]
     assert buffer.ticket(1) == Issued(batches[1], None) and buffer.full and not dispatch.done
-    buffer.finish(0, (7, 0, 1, OK, "b0"))
-    assert buffer.pop() is not None
+    assert dispatch.store((7, 0, 1, OK, "b0"), buffer)
+    assert buffer.pop() == (0, Issued(batches[0], None), (7, 0, 1, OK, "b0"))
     dispatch.fill(buffer)
     assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3]
     while len(buffer):  # answer and consume everything, issuing as room appears
         for seq in buffer.unfinished():
-            buffer.finish(seq, (7, seq, 0, OK, None))
+            assert dispatch.store((7, seq, 0, OK, None), buffer)
         while buffer.pop() is not None:
             pass
         dispatch.fill(buffer)
@@ -91,15 +93,15 @@ def test_map_issues_one_ticket_per_index_batch_up_to_the_bound() -> None:
 def test_map_passes_over_batches_consumed_before_the_checkpoint() -> None:
     executor = FakeExecutor(1)
     batches = _batches(6)
-    consumed = {3, 5}
-    dispatch = MapDispatch(executor, 0, iter(batches[2:]), 2, consumed)  # resumed after 2 batches
+    progress = Progress(2, {3, 5})  # resumed after batches 0, 1, 3 and 5 were consumed
+    dispatch = MapDispatch(executor, 0, iter(batches[2:]), progress)
     buffer = _buffer(bound=8, first=2)
     dispatch.fill(buffer)
     assert dispatch.done
     assert [(ticket[1], ticket[2]) for ticket, _ in executor.submitted] == [(2, batches[2]), (4, batches[4])]
-    buffer.finish(4, (0, 4, 0, OK, "b4"))
+    assert dispatch.store((0, 4, 0, OK, "b4"), buffer)
     assert buffer.pop() is None  # in order: 2 first
-    buffer.finish(2, (0, 2, 0, OK, "b2"))
+    assert dispatch.store((0, 2, 0, OK, "b2"), buffer)
     assert buffer.pop() == (2, Issued(batches[2], None), (0, 2, 0, OK, "b2"))
     assert buffer.pop() == (4, Issued(batches[4], None), (0, 4, 0, OK, "b4"))
     assert buffer.pop() is None and len(buffer) == 0
@@ -108,7 +110,7 @@ def test_map_passes_over_batches_consumed_before_the_checkpoint() -> None:
 def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
     executor = FakeExecutor(3)
     batches = [list(range(7)), [7, 8]]
-    dispatch = MapDispatch(executor, 1, iter(batches), 0, set(), _join)
+    dispatch = MapDispatch(executor, 1, iter(batches), Progress(), _join)
     buffer = _buffer(bound=4)
     dispatch.fill(buffer)
     tickets = [ticket for ticket, _ in executor.submitted]
@@ -118,25 +120,25 @@ def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
     assert tickets[-1] == (1, 1, [7, 8])  # only the first ticket is split
     assert buffer.ticket(0) == Issued(list(range(7)), None)
     answers = [(1, 0, number, OK, (part.number, [f"s{i}" for i in part.indices])) for number, part in enumerate(parts)]
-    assert dispatch.receive(answers[2]) is None
-    assert dispatch.receive(answers[0]) is None
-    joined = dispatch.receive(answers[1])
-    assert joined == (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))])
-    whole = (1, 1, 0, OK, "b1")
-    assert dispatch.receive(whole) is whole  # later batches pass through
+    assert not dispatch.store(answers[2], buffer)
+    assert not dispatch.store(answers[0], buffer)
+    assert buffer.unfinished() == [0, 1]
+    assert dispatch.store(answers[1], buffer)
+    assert dispatch.store((1, 1, 0, OK, "b1"), buffer)  # later batches are stored as they come
+    assert buffer.pop() == (0, Issued(list(range(7)), None), (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))]))
+    assert buffer.pop() == (1, Issued([7, 8], None), (1, 1, 0, OK, "b1"))
 
 
 def test_a_failing_part_fails_the_first_batch_and_later_parts_pass_through_to_be_refused() -> None:
     executor = FakeExecutor(2)
-    dispatch = MapDispatch(executor, 0, iter([[0, 1, 2, 3]]), 0, set(), _join)
+    dispatch = MapDispatch(executor, 0, iter([[0, 1, 2, 3]]), Progress(), _join)
     buffer = _buffer(bound=2)
     dispatch.fill(buffer)
     failure = (0, 0, 1, ERROR, Failure(ValueError("bad"), "dataset.__getitem__", 2))
-    assert dispatch.receive(failure) is failure
-    assert buffer.finish(0, failure)
-    late_part = (0, 0, 0, OK, (0, ["s0", "s1"]))
-    assert dispatch.receive(late_part) is late_part
-    assert not buffer.finish(0, late_part)
+    assert dispatch.store(failure, buffer)
+    assert not dispatch.store((0, 0, 0, OK, (0, ["s0", "s1"])), buffer)  # the other part, too late
+    ready = buffer.pop()
+    assert ready is not None and ready[2] is failure
 
 
 def test_a_failing_collate_of_the_joined_parts_is_an_error_result() -> None:
@@ -144,12 +146,15 @@ def test_a_failing_collate_of_the_joined_parts_is_an_error_result() -> None:
         raise RuntimeError("collate broke")
 
     executor = FakeExecutor(2)
-    dispatch = MapDispatch(executor, 0, iter([[0, 1]]), 0, set(), broken)
-    dispatch.fill(_buffer(bound=2))
-    assert dispatch.receive((0, 0, 0, OK, (0, ["a"]))) is None
-    joined = dispatch.receive((0, 0, 1, OK, (1, ["b"])))
-    assert joined is not None and joined[3] == ERROR
-    assert isinstance(joined[4].exc, RuntimeError) and joined[4].phase == "collate_fn"
+    dispatch = MapDispatch(executor, 0, iter([[0, 1]]), Progress(), broken)
+    buffer = _buffer(bound=2)
+    dispatch.fill(buffer)
+    assert not dispatch.store((0, 0, 0, OK, (0, ["a"])), buffer)
+    assert dispatch.store((0, 0, 1, OK, (1, ["b"])), buffer)
+    ready = buffer.pop()
+    assert ready is not None
+    _generation, _seq, _worker, status, value = ready[2]
+    assert status == ERROR and isinstance(value.exc, RuntimeError) and value.phase == "collate_fn"
 
 
 @pytest.mark.parametrize(
@@ -159,16 +164,17 @@ def test_a_failing_collate_of_the_joined_parts_is_an_error_result() -> None:
 )
 def test_the_first_ticket_is_not_split_where_it_would_not_help(workers: int, first: Any) -> None:
     executor = FakeExecutor(workers)
-    dispatch = MapDispatch(executor, 0, iter([first, [9, 10, 11]]), 0, set(), _join)
-    dispatch.fill(_buffer(bound=4))
+    dispatch = MapDispatch(executor, 0, iter([first, [9, 10, 11]]), Progress(), _join)
+    buffer = _buffer(bound=4)
+    dispatch.fill(buffer)
     assert executor.submitted == [((0, 0, first), None), ((0, 1, [9, 10, 11]), None)]
-    result = (0, 0, 0, OK, "whole")
-    assert dispatch.receive(result) is result
+    assert dispatch.store((0, 0, 0, OK, "whole"), buffer)
+    assert buffer.pop() == (0, Issued(first, None), (0, 0, 0, OK, "whole"))
 
 
 def test_the_first_ticket_issued_after_a_checkpoint_is_the_one_split() -> None:
     executor = FakeExecutor(2)
-    dispatch = MapDispatch(executor, 0, iter(_batches(3, size=4)), 0, {0}, _join)
+    dispatch = MapDispatch(executor, 0, iter(_batches(3, size=4)), Progress(0, {0}), _join)
     dispatch.fill(_buffer(bound=4))
     split_seqs = [ticket[1] for ticket, _ in executor.submitted if type(ticket[2]) is BatchPart]
     assert split_seqs == [1, 1]
@@ -188,47 +194,51 @@ def test_split_parts_cover_the_batch_once_in_order(size: int, workers: int) -> N
 
 def test_iterable_round_robins_over_live_workers() -> None:
     executor = FakeExecutor(3)
-    dispatch = IterableDispatch(executor, 4, 0)
+    dispatch = new_dispatch(executor, 4, None, Progress())
+    assert isinstance(dispatch, IterableDispatch)
     buffer = _buffer(bound=5)
     dispatch.fill(buffer)
     assert executor.submitted == [((4, seq, None), seq % 3) for seq in range(5)]
     assert buffer.ticket(4) == Issued(None, 1)
-    result = (4, 0, 0, OK, "b")
-    assert dispatch.receive(result) is result
+    assert dispatch.store((4, 0, 0, OK, "b"), buffer)
+    assert not dispatch.store((4, 0, 0, OK, "again"), buffer)
+    assert buffer.pop() == (0, Issued(None, 0), (4, 0, 0, OK, "b"))
 
 
 def test_iterable_stops_issuing_to_a_worker_that_ran_out_and_ends_with_the_last() -> None:
     executor = FakeExecutor(2)
-    dispatch = IterableDispatch(executor, 0, 0)
+    progress = Progress()
+    dispatch = IterableDispatch(executor, 0, progress)
     buffer = _buffer(bound=2)
     dispatch.fill(buffer)  # seq 0 -> worker 0, seq 1 -> worker 1
-    assert buffer.drop(1)  # worker 1's iterator ran out
-    dispatch.worker_ended(1)
-    dispatch.worker_ended(1)  # a second notice changes nothing
-    dispatch.fill(buffer)
-    assert executor.submitted[-1] == ((0, 2, None), 0)
+    assert dispatch.store((0, 1, 1, EXHAUSTED, None), buffer)  # worker 1's iterator ran out
+    assert progress.also_done == {1}  # consumed, as nothing
+    assert executor.submitted[-1] == ((0, 2, None), 0)  # its place went to worker 0 at once
+    assert not dispatch.store((0, 1, 1, EXHAUSTED, None), buffer)  # a second notice changes nothing
     for seq in (0, 2):
-        assert buffer.finish(seq, (0, seq, 0, OK, seq))
+        assert dispatch.store((0, seq, 0, OK, seq), buffer)
     assert [ready[0] for ready in iter(buffer.pop, None)] == [0, 2]
+    progress.retire(0)
+    progress.retire(2)
     dispatch.fill(buffer)
-    assert buffer.drop(3) and buffer.drop(4)
-    dispatch.worker_ended(0)
-    dispatch.fill(buffer)
-    assert dispatch.done and len(buffer) == 0
-    assert buffer.pop() is None
+    assert [ticket for ticket, _ in executor.submitted[-2:]] == [(0, 3, None), (0, 4, None)]
+    assert dispatch.store((0, 3, 0, EXHAUSTED, None), buffer)
+    assert dispatch.done and len(buffer) == 1  # no worker left to issue to; seq 4 is still out
+    assert dispatch.store((0, 4, 0, EXHAUSTED, None), buffer)
+    assert len(buffer) == 0 and buffer.pop() is None
+    assert progress.done == 5
     assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3, 4]
 
 
 def test_iterable_resumes_numbering_past_consumed_batches() -> None:
     executor = FakeExecutor(2)
-    dispatch = IterableDispatch(executor, 0, 6)
+    dispatch = IterableDispatch(executor, 0, Progress(6))
     dispatch.fill(_buffer(bound=2, first=6))
     assert executor.submitted == [((0, 6, None), 0), ((0, 7, None), 1)]
 
 
-def test_exhausted_status_is_passed_on_unchanged() -> None:
-    dispatch = MapDispatch(FakeExecutor(1), 0, iter([]), 0, set())
-    exhausted = (0, 3, 0, EXHAUSTED, None)
-    assert dispatch.receive(exhausted) is exhausted
+def test_a_map_dispatch_with_an_empty_sampler_is_done_at_once() -> None:
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter([]), Progress(), _join)
     dispatch.fill(_buffer(bound=1))
-    assert dispatch.done
+    assert dispatch.done and executor.submitted == []

@@ -1,30 +1,36 @@
 """Ticket issuing, one strategy per dataset style, and the split first batch.
 
-In:  the executor to submit to, the epoch's number and, for a map-style
-     dataset, the batch sampler's iterator and the batches consumed before a
-     checkpoint; from the scheduler, the reorder buffer to fill and each
-     result as it arrives.
+In:  the executor to submit to, the epoch's number, its ``Progress`` (where
+     a resumed epoch starts, and which later batches were consumed before
+     the checkpoint) and, for a map-style dataset, the batch sampler's
+     iterator; from the scheduler, the reorder buffer to fill and each of
+     this epoch's results as it arrives (``store``).
 Out: tickets submitted to the executor, each held in the reorder buffer with
-     its ``Issued`` record until consumed: ``MapDispatch`` issues one ticket
-     per index batch for whichever worker is free, and spreads the epoch's
-     first batch over the workers (``_SplitBatch``), joining the parts'
-     results into one; ``IterableDispatch`` issues "next batch" tickets
-     round-robin to the workers whose iterators have not run out.
+     its ``Issued`` record until consumed, and results stored there.
+     ``MapDispatch`` issues one ticket per index batch for whichever worker
+     is free, and spreads the epoch's first batch over the workers
+     (``_SplitBatch``), joining the parts' results into one.
+     ``IterableDispatch`` issues "next batch" tickets round-robin to the
+     workers whose iterators have not run out; an ``EXHAUSTED`` result
+     retires its ticket as consumed and takes that worker out of the turn.
 
 Ownership: the epoch iterator owns one strategy and calls it from the
 consumer's thread only. The strategy owns its position in the sampler (or in
-the round-robin) and the first batch's parts; the executor and the buffer
-belong to the iterator.
+the round-robin) and the first batch's parts; the executor, the buffer and
+the progress belong to the iterator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ._contract import Executor, Result
 from ._reorder import ReorderBuffer
-from .worker import ERROR, OK, BatchPart, Failure
+from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
+
+if TYPE_CHECKING:
+    from .scheduler import Progress
 
 
 class Issued(NamedTuple):
@@ -55,12 +61,8 @@ class Dispatch(Protocol):
         """Issue tickets until ``buffer`` is full or none is left."""
         ...
 
-    def receive(self, result: Result) -> Result | None:
-        """The result to store for ``result``'s batch, or ``None`` while that batch is incomplete."""
-        ...
-
-    def worker_ended(self, worker_id: int) -> None:
-        """Worker ``worker_id`` will take no more tickets this epoch (its iterator ran out)."""
+    def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
+        """Put this epoch's ``result`` into ``buffer``; False if that changed nothing (stale, or a part)."""
         ...
 
 
@@ -119,21 +121,19 @@ class MapDispatch:
         executor: Executor,
         generation: int,
         index_batches: Iterator[Any],
-        first_seq: int,
-        consumed: set[int],
+        progress: Progress,
         split_collate: Callable[[Any], Any] | None = None,
     ) -> None:
-        """Start issuing at batch ``first_seq``.
+        """Start issuing at batch ``progress.done``.
 
         Args:
             executor: the pool to submit to.
             generation: the epoch's number, carried by every ticket.
             index_batches: the batch sampler's iterator, already past the
-                first ``first_seq`` batches.
-            first_seq: the number of the sampler's next batch.
-            consumed: batches at or past ``first_seq`` consumed before a
-                checkpoint (``in_order=False``): passed over, not issued.
-                Read as tickets are issued, so the caller may keep it live.
+                first ``progress.done`` batches.
+            progress: the epoch's consumed batches: those in ``also_done``
+                (consumed out of order before a checkpoint) are passed
+                over, not issued.
             split_collate: the collate function, to split the first ticket
                 issued over the workers and collate its parts in the
                 consumer; ``None`` to not split.
@@ -142,8 +142,8 @@ class MapDispatch:
         self._executor = executor
         self._generation = generation
         self._index_batches = index_batches
-        self._next_seq = first_seq
-        self._consumed = consumed
+        self._next_seq = progress.done
+        self._progress = progress
         self._split_collate = split_collate if executor.num_workers > 1 else None
         self._split: _SplitBatch | None = None
 
@@ -161,7 +161,7 @@ class MapDispatch:
                 self.done = True
                 return
             self._next_seq = seq + 1
-            if seq in self._consumed:  # consumed before the checkpoint (in_order=False)
+            if seq in self._progress.also_done:  # consumed before the checkpoint (in_order=False)
                 buffer.skip(seq)
                 continue
             buffer.add(seq, Issued(indices, None))
@@ -181,35 +181,35 @@ class MapDispatch:
         for part in split.parts:
             executor.submit((self._generation, seq, part))
 
-    def receive(self, result: Result) -> Result | None:
-        """Pass ``result`` on, except a part of the split first batch: join those into one."""
+    def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
+        """Put ``result`` into ``buffer``; the split first batch's parts are joined into one result first."""
         split = self._split
-        if split is None or result[1] != split.seq:
-            return result
-        joined = split.accept(result)
-        if joined is not None:
+        if split is not None and result[1] == split.seq:
+            joined = split.accept(result)
+            if joined is None:
+                return False
             self._split = None  # later parts of a failed batch are stale: the buffer refuses them
-        return joined
-
-    def worker_ended(self, worker_id: int) -> None:
-        """Nothing to do: a map-style worker's iterator does not run out."""
+            result = joined
+        return buffer.finish(result[1], result)
 
 
 class IterableDispatch:
     """Iterable-style: "next batch" tickets, round-robin over the workers whose iterators have not run out."""
 
-    def __init__(self, executor: Executor, generation: int, first_seq: int) -> None:
-        """Start issuing at batch ``first_seq``, to every worker.
+    def __init__(self, executor: Executor, generation: int, progress: Progress) -> None:
+        """Start issuing at batch ``progress.done``, to every worker.
 
         Args:
             executor: the pool to submit to (one task queue per worker).
             generation: the epoch's number, carried by every ticket.
-            first_seq: the number the first ticket gets.
+            progress: the epoch's consumed batches; a ticket whose worker
+                ran out is retired there, consumed as nothing.
         """
         self.done = False
         self._executor = executor
         self._generation = generation
-        self._next_seq = first_seq
+        self._progress = progress
+        self._next_seq = progress.done
         self._live: list[int] = list(range(executor.num_workers))
         self._turn = 0
 
@@ -228,11 +228,45 @@ class IterableDispatch:
             buffer.add(seq, Issued(None, worker_id))
             executor.submit((self._generation, seq, None), worker_id)
 
-    def receive(self, result: Result) -> Result | None:
-        """Pass ``result`` on: each ticket has one result."""
-        return result
+    def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
+        """Put ``result`` into ``buffer``; an ``EXHAUSTED`` one instead ends its worker's part of the epoch.
 
-    def worker_ended(self, worker_id: int) -> None:
-        """Send worker ``worker_id`` no more tickets this epoch."""
+        That ticket's batch counts as consumed, its worker gets no more
+        tickets, and another live worker gets one in its place.
+        """
+        seq = result[1]
+        if result[3] != EXHAUSTED:
+            return buffer.finish(seq, result)
+        if not buffer.drop(seq):
+            return False
+        self._progress.retire(seq)
+        worker_id = result[2]
         if worker_id in self._live:
             self._live.remove(worker_id)
+        self.fill(buffer)
+        return True
+
+
+def new_dispatch(
+    executor: Executor,
+    generation: int,
+    index_batches: Iterator[Any] | None,
+    progress: Progress,
+    split_collate: Callable[[Any], Any] | None = None,
+) -> Dispatch:
+    """The strategy for the epoch's dataset style: map-style with a batch sampler, else iterable-style.
+
+    Args:
+        executor: the pool to submit to.
+        generation: the epoch's number, carried by every ticket.
+        index_batches: the batch sampler's iterator (map-style), already
+            past the first ``progress.done`` batches; ``None`` for an
+            iterable-style dataset.
+        progress: the epoch's consumed batches, resumed from a checkpoint
+            or new; the first ticket is number ``progress.done``.
+        split_collate: map-style: the collate function, to split the first
+            ticket over the workers; ``None`` to not split.
+    """
+    if index_batches is None:
+        return IterableDispatch(executor, generation, progress)
+    return MapDispatch(executor, generation, index_batches, progress, split_collate)

@@ -28,10 +28,10 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from ._contract import Executor, Result, ScalableExecutor
-from ._dispatch import Dispatch, Issued, IterableDispatch, MapDispatch
+from ._dispatch import Issued, new_dispatch
 from ._reorder import ReorderBuffer
 from .autoscale import AutoScaler
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices, user_exit_error
@@ -166,8 +166,16 @@ class EpochPlan:
     dataset: Any = None
 
 
-def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int) -> None:
-    """torch's warning for an iterable-style dataset that yields more batches than ``len(dataset)`` said."""
+def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int, stacklevel: int = 3) -> None:
+    """torch's warning for an iterable-style dataset that yields more batches than ``len(dataset)`` said.
+
+    Args:
+        dataset: the dataset, named in the warning.
+        length: ``len(dataset)`` as ``len(loader)`` saw it.
+        yielded: batches yielded so far this epoch.
+        num_workers: the loader's workers (the advice about replicas needs some).
+        stacklevel: as for ``warnings.warn``; the default points at the caller's caller.
+    """
     message = (
         f"Length of IterableDataset {dataset} was reported to be {length}"  # torch's text, missing space included
         f"(when accessing len(dataloader)), but {yielded} samples have been fetched. "
@@ -178,10 +186,71 @@ def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers
             "IterableDataset replica at each worker. Please see "
             "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset for examples."
         )
-    warnings.warn(message, stacklevel=3)
+    warnings.warn(message, stacklevel=stacklevel)
 
 
-class EpochIterator:
+class _LengthWatch:
+    """Counts the batches an iterable-style dataset with a ``len()`` yields, and warns past it, as torch does."""
+
+    __slots__ = ("_dataset", "_length", "_num_workers", "_yielded")
+
+    def __init__(self, dataset: Any, length: int, num_workers: int) -> None:
+        self._dataset = dataset
+        self._length = length
+        self._num_workers = num_workers
+        self._yielded = 0
+
+    def count(self) -> None:
+        """Count one batch yielded; warn (at the training loop's ``next()``) once past the length."""
+        self._yielded += 1
+        if self._yielded > self._length:
+            warn_longer_than_length(self._dataset, self._length, self._yielded, self._num_workers, stacklevel=4)
+
+
+def _length_watch(dataset: Any, length_hint: int | None, num_workers: int) -> _LengthWatch | None:
+    return None if length_hint is None else _LengthWatch(dataset, length_hint, num_workers)
+
+
+_IteratorT = TypeVar("_IteratorT", bound="_EpochIteratorBase")
+
+
+class _EpochIteratorBase:
+    """What both epoch iterators share: ``iter()``, ``finished``, ``with`` and the refusal to be pickled."""
+
+    _closed: bool
+
+    def __iter__(self: _IteratorT) -> _IteratorT:
+        return self
+
+    @property
+    def finished(self) -> bool:
+        """True once the epoch ended or the iterator was closed."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the epoch (each iterator says how); idempotent."""
+        raise NotImplementedError
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"threadloader: a {type(self).__name__} cannot be pickled; pickle its DataLoader instead")
+
+    def __enter__(self: _IteratorT) -> _IteratorT:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _new_autoscaler(plan: EpochPlan, stats: StatsRecorder | None) -> AutoScaler | None:
+    """The epoch's autoscaler where the plan asks for one, the epoch is timed and the pool can change size."""
+    executor = plan.executor
+    if not plan.autoscale or stats is None or not isinstance(executor, ScalableExecutor):
+        return None
+    busy = partial(_busy_seconds, executor, plan.generation)
+    return AutoScaler(executor, busy, lambda: stats.wait_s, stats.scaling)
+
+
+class EpochIterator(_EpochIteratorBase):
     """Iterator over one epoch's batches, fed by an executor.
 
     Cheap to make: ``iter(loader)`` starts no worker and consumes no epoch.
@@ -217,31 +286,15 @@ class EpochIterator:
         self._buffer: ReorderBuffer[Issued, Result] = ReorderBuffer(
             plan.in_order, max(1, plan.prefetch_factor * executor.num_workers), progress.done
         )
-        self._dispatch: Dispatch
-        if plan.index_batches is not None:
-            self._dispatch = MapDispatch(
-                executor, plan.generation, plan.index_batches, progress.done, progress.also_done,
-                plan.split_first_batch,
-            )
-        else:
-            self._dispatch = IterableDispatch(executor, plan.generation, progress.done)
-        self._length_hint = plan.length_hint
-        self._dataset = plan.dataset
-        self._yielded = 0
-        self._stats = StatsRecorder(self.mode, partial(executor.timings, plan.generation)) if plan.timed else None
+        self._dispatch = new_dispatch(executor, plan.generation, plan.index_batches, progress, plan.split_first_batch)
+        self._length_watch = _length_watch(plan.dataset, plan.length_hint, executor.num_workers)
+        timings = partial(executor.timings, plan.generation)
+        stats = self._stats = StatsRecorder(self.mode, timings) if plan.timed else None
         self._on_epoch_end = plan.on_epoch_end
-        self._scaler: AutoScaler | None = None
-        if plan.autoscale and self._stats is not None and isinstance(executor, ScalableExecutor):
-            stats = self._stats
-            self._scaler = AutoScaler(
-                executor, partial(_busy_seconds, executor, plan.generation), lambda: stats.wait_s, stats.scaling
-            )
+        self._scaler = _new_autoscaler(plan, stats)
         self._finalizer = weakref.finalize(self, executor.shutdown) if plan.owns_executor else None
         self._halted = False
         self._dispatch.fill(self._buffer)
-
-    def __iter__(self) -> EpochIterator:
-        return self
 
     def __next__(self) -> Any:
         if self._halted:  # one check on the per-batch path covers "not started" and "ended"
@@ -252,7 +305,7 @@ class EpochIterator:
         ready = self._buffer.pop()
         if ready is None:
             ready = self._wait_for_batch()
-        seq, issued, (_generation, _seq, worker_id, status, value) = ready
+        seq, (indices, _owner), (_generation, _seq, worker_id, status, value) = ready
         self.progress.retire(seq)
         self._dispatch.fill(self._buffer)
         stats = self._stats
@@ -261,18 +314,17 @@ class EpochIterator:
                 stats.made[worker_id] += 1
             except IndexError:  # this worker's first batch
                 stats.count(worker_id)
-            if type(issued.indices) is list:
-                stats.samples += len(issued.indices)
+            if type(indices) is list:
+                stats.samples += len(indices)
             scaler = self._scaler
             if scaler is not None and scaler.due():
                 self._rescale(scaler, stats.batches)
         if status == OK:
-            if self._length_hint is not None:
-                self._yielded += 1
-                if self._yielded > self._length_hint:
-                    warn_longer_than_length(self._dataset, self._length_hint, self._yielded, self._executor.num_workers)
+            watch = self._length_watch
+            if watch is not None:
+                watch.count()
             return value
-        raise_failure(value, seq, issued.indices, self._where(worker_id))
+        raise_failure(value, seq, indices, f"worker {worker_id} ({self.mode} mode)")
 
     def _rescale(self, scaler: AutoScaler, batches: int) -> None:
         """Let the autoscaler judge the window that just ended; a changed pool gets a changed bound."""
@@ -314,40 +366,17 @@ class EpochIterator:
         while True:
             result = executor.poll(_WAIT_SLICE)
             if result is not None:
-                if result[0] != generation:  # a persistent pool's earlier epoch
-                    continue
-                joined = dispatch.receive(result)
-                if joined is None:  # a part of the split first batch
-                    continue
-                if joined[3] == EXHAUSTED:
-                    if buffer.drop(joined[1]):
-                        self._worker_ran_out(joined[1], joined[2])
-                        return
-                elif buffer.finish(joined[1], joined):
+                if result[0] == generation and dispatch.store(result, buffer):  # else an earlier epoch's, or stale
                     return
-                continue  # stale: not in flight (any more)
+                continue
             executor.check_workers()
             if self._timeout and time.perf_counter() - started > self._timeout:
                 raise timeout_error(self._timeout, time.perf_counter() - started, buffer)
-
-    def _worker_ran_out(self, seq: int, worker_id: int) -> None:
-        """An iterable-style worker's iterator ended at ticket ``seq``: that batch is consumed, as nothing."""
-        self.progress.retire(seq)
-        self._dispatch.worker_ended(worker_id)
-        self._dispatch.fill(self._buffer)
 
     @property
     def stats(self) -> EpochStats | None:
         """Where this epoch's time went so far (see ``threadloader.stats``); ``None`` with ``stats=False``."""
         return None if self._stats is None else self._stats.snapshot(len(self._buffer))
-
-    @property
-    def finished(self) -> bool:
-        """True once the epoch ended or the iterator was closed."""
-        return self._closed
-
-    def __reduce__(self) -> Any:
-        raise TypeError(f"threadloader: a {type(self).__name__} cannot be pickled; pickle its DataLoader instead")
 
     def _end_epoch(self) -> None:
         stats = self._stats
@@ -377,15 +406,6 @@ class EpochIterator:
             self._finalizer()
         else:
             self._executor.shutdown(wait=False)  # the finalizer still joins it, when this iterator goes
-
-    def __enter__(self) -> EpochIterator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _where(self, worker_id: int) -> str:
-        return f"worker {worker_id} ({self.mode} mode)"
 
 
 def timeout_error(timeout: float, waited: float, buffer: ReorderBuffer[Issued, Result]) -> LoaderTimeoutError:
@@ -428,7 +448,7 @@ class SerialPlan:
     dataset: Any = None
 
 
-class SerialIterator:
+class SerialIterator(_EpochIteratorBase):
     """``num_workers=0``: fetch each batch in the calling thread, like torch.
 
     As with ``EpochIterator``, the epoch starts at the first ``next()``.
@@ -454,14 +474,9 @@ class SerialIterator:
         generation = self.generation = plan.generation
         self.progress = plan.resume or Progress()
         self._seq = self.progress.done
-        self._length_hint = plan.length_hint
-        self._dataset = plan.dataset
-        self._yielded = 0
+        self._length_watch = _length_watch(plan.dataset, plan.length_hint, 0)
         self._stats = StatsRecorder(self.mode, lambda: [runtime.totals_for(generation)]) if plan.timed else None
         self._halted = False
-
-    def __iter__(self) -> SerialIterator:
-        return self
 
     def __next__(self) -> Any:
         if self._halted:
@@ -494,10 +509,9 @@ class SerialIterator:
             if type(indices) is list:
                 stats.samples += len(indices)
         if status == OK:
-            if self._length_hint is not None:
-                self._yielded += 1
-                if self._yielded > self._length_hint:
-                    warn_longer_than_length(self._dataset, self._length_hint, self._yielded, 0)
+            watch = self._length_watch
+            if watch is not None:
+                watch.count()
             return value
         if status == EXHAUSTED:
             self.close()
@@ -510,11 +524,6 @@ class SerialIterator:
         """Where this epoch's time went so far (the calling thread is "worker 0"); ``None`` with ``stats=False``."""
         return None if self._stats is None else self._stats.snapshot(0)
 
-    @property
-    def finished(self) -> bool:
-        """True once the epoch ended or the iterator was closed."""
-        return self._closed
-
     def close(self) -> None:
         """End the epoch; idempotent."""
         self._launch = None
@@ -523,12 +532,3 @@ class SerialIterator:
             self._stats.end()
         if self._runtime is not None:
             self._runtime.stop()
-
-    def __reduce__(self) -> Any:
-        raise TypeError("threadloader: a SerialIterator cannot be pickled; pickle its DataLoader instead")
-
-    def __enter__(self) -> SerialIterator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
