@@ -75,9 +75,9 @@ def test_map_issues_one_ticket_per_index_batch_up_to_the_bound() -> None:
     buffer = _buffer(bound=3)
     dispatch.fill(buffer)
     assert executor.submitted == [((7, seq, batches[seq]), None) for seq in range(3)]
-    assert buffer.ticket(1) == Issued(batches[1], None) and buffer.full and not dispatch.done
+    assert buffer.ticket(1) == (batches[1], None) and buffer.full and not dispatch.done
     assert dispatch.store((7, 0, 1, OK, "b0"), buffer)
-    assert buffer.pop() == (0, Issued(batches[0], None), (7, 0, 1, OK, "b0"))
+    assert buffer.pop() == (0, (batches[0], None), (7, 0, 1, OK, "b0"))
     dispatch.fill(buffer)
     assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3]
     while len(buffer):  # answer and consume everything, issuing as room appears
@@ -102,8 +102,8 @@ def test_map_passes_over_batches_consumed_before_the_checkpoint() -> None:
     assert dispatch.store((0, 4, 0, OK, "b4"), buffer)
     assert buffer.pop() is None  # in order: 2 first
     assert dispatch.store((0, 2, 0, OK, "b2"), buffer)
-    assert buffer.pop() == (2, Issued(batches[2], None), (0, 2, 0, OK, "b2"))
-    assert buffer.pop() == (4, Issued(batches[4], None), (0, 4, 0, OK, "b4"))
+    assert buffer.pop() == (2, (batches[2], None), (0, 2, 0, OK, "b2"))
+    assert buffer.pop() == (4, (batches[4], None), (0, 4, 0, OK, "b4"))
     assert buffer.pop() is None and len(buffer) == 0
 
 
@@ -118,15 +118,15 @@ def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
     assert all(type(part) is BatchPart for part in parts)
     assert [part.indices for part in parts] == [[0, 1, 2], [3, 4], [5, 6]]
     assert tickets[-1] == (1, 1, [7, 8])  # only the first ticket is split
-    assert buffer.ticket(0) == Issued(list(range(7)), None)
+    assert buffer.ticket(0) == (list(range(7)), None)
     answers = [(1, 0, number, OK, (part.number, [f"s{i}" for i in part.indices])) for number, part in enumerate(parts)]
     assert not dispatch.store(answers[2], buffer)
     assert not dispatch.store(answers[0], buffer)
     assert buffer.unfinished() == [0, 1]
     assert dispatch.store(answers[1], buffer)
     assert dispatch.store((1, 1, 0, OK, "b1"), buffer)  # later batches are stored as they come
-    assert buffer.pop() == (0, Issued(list(range(7)), None), (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))]))
-    assert buffer.pop() == (1, Issued([7, 8], None), (1, 1, 0, OK, "b1"))
+    assert buffer.pop() == (0, (list(range(7)), None), (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))]))
+    assert buffer.pop() == (1, ([7, 8], None), (1, 1, 0, OK, "b1"))
 
 
 def test_a_failing_part_fails_the_first_batch_and_later_parts_pass_through_to_be_refused() -> None:
@@ -169,7 +169,7 @@ def test_the_first_ticket_is_not_split_where_it_would_not_help(workers: int, fir
     dispatch.fill(buffer)
     assert executor.submitted == [((0, 0, first), None), ((0, 1, [9, 10, 11]), None)]
     assert dispatch.store((0, 0, 0, OK, "whole"), buffer)
-    assert buffer.pop() == (0, Issued(first, None), (0, 0, 0, OK, "whole"))
+    assert buffer.pop() == (0, (first, None), (0, 0, 0, OK, "whole"))
 
 
 def test_the_first_ticket_issued_after_a_checkpoint_is_the_one_split() -> None:
@@ -199,10 +199,10 @@ def test_iterable_round_robins_over_live_workers() -> None:
     buffer = _buffer(bound=5)
     dispatch.fill(buffer)
     assert executor.submitted == [((4, seq, None), seq % 3) for seq in range(5)]
-    assert buffer.ticket(4) == Issued(None, 1)
+    assert buffer.ticket(4) == (None, 1)
     assert dispatch.store((4, 0, 0, OK, "b"), buffer)
     assert not dispatch.store((4, 0, 0, OK, "again"), buffer)
-    assert buffer.pop() == (0, Issued(None, 0), (4, 0, 0, OK, "b"))
+    assert buffer.pop() == (0, (None, 0), (4, 0, 0, OK, "b"))
 
 
 def test_iterable_stops_issuing_to_a_worker_that_ran_out_and_ends_with_the_last() -> None:

@@ -63,10 +63,14 @@ def test_a_lowered_bound_holds_what_is_in_flight_and_refuses_more() -> None:
     for seq in range(3):
         buffer.add(seq, "t")
     buffer.bound = 1  # the pool shrank
+    assert buffer.room == -2
     for seq in range(3):
         assert buffer.finish(seq, "r")
-    assert buffer.pop() is not None and buffer.full
+    assert buffer.pop() is not None and buffer.full and buffer.room == -1
     assert _drain(buffer) == [1, 2] and not buffer.full
+    assert buffer.room == 1
+    buffer.bound = 4  # and grew again
+    assert buffer.room == 4
 
 
 def test_stale_and_repeated_results_are_refused() -> None:
@@ -123,6 +127,10 @@ def test_clear_forgets_everything() -> None:
 def test_bound_below_one_is_refused() -> None:
     with pytest.raises(ValueError):
         ReorderBuffer(in_order=True, bound=0)
+    buffer: ReorderBuffer[str, str] = ReorderBuffer(in_order=True, bound=2)
+    with pytest.raises(ValueError):
+        buffer.bound = 0
+    assert buffer.bound == 2
 
 
 @settings(max_examples=200, deadline=None)
@@ -152,7 +160,7 @@ def test_every_seq_is_handed_out_exactly_once(
             buffer.add(next_seq, -next_seq)
             in_flight.append(next_seq)
             next_seq += 1
-        assert len(buffer) <= bound
+        assert len(buffer) <= bound and buffer.room == bound - len(buffer)
         if in_flight:
             seq = in_flight.pop(rng.randrange(len(in_flight)))
             if rng.random() < drop_share:

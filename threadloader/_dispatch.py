@@ -23,7 +23,7 @@ the progress belong to the iterator.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from ._contract import Executor, Result
 from ._reorder import ReorderBuffer
@@ -33,18 +33,12 @@ if TYPE_CHECKING:
     from .scheduler import Progress
 
 
-class Issued(NamedTuple):
-    """What the scheduler remembers about a ticket it issued, until the batch is consumed.
-
-    Attributes:
-        indices: the batch's sample indices (map-style); ``None`` for an
-            iterable-style dataset, whose workers pick their own samples.
-        worker_id: the worker the ticket was sent to (iterable-style);
-            ``None`` when any free worker may take it.
-    """
-
-    indices: Any
-    worker_id: int | None
+#: ``(indices, worker_id)``: what the scheduler remembers about a ticket it issued, until the batch is
+#: consumed: the batch's sample indices (map-style; ``None`` for an iterable-style dataset, whose workers
+#: pick their own samples), and the worker the ticket was sent to (iterable-style; ``None`` when any free
+#: worker may take it). A tuple, not a ``NamedTuple``, for the reason ``_contract`` gives: one is built
+#: per batch.
+Issued: TypeAlias = tuple[Any, "int | None"]
 
 
 class Dispatch(Protocol):
@@ -153,7 +147,7 @@ class MapDispatch:
             return
         executor = self._executor
         generation = self._generation
-        while not buffer.full:
+        while buffer.room > 0:
             seq = self._next_seq
             try:
                 indices = next(self._index_batches)
@@ -164,7 +158,7 @@ class MapDispatch:
             if seq in self._progress.also_done:  # consumed before the checkpoint (in_order=False)
                 buffer.skip(seq)
                 continue
-            buffer.add(seq, Issued(indices, None))
+            buffer.add(seq, (indices, None))
             if self._split_collate is not None:  # the first ticket: split it if worth it
                 self._submit_first(seq, indices)
             else:
@@ -215,8 +209,10 @@ class IterableDispatch:
 
     def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
         """Issue a ticket to the next live worker in turn until ``buffer`` is full or no worker is left."""
+        if self.done:
+            return
         executor = self._executor
-        while not self.done and not buffer.full:
+        while buffer.room > 0:
             live = self._live
             if not live:
                 self.done = True
@@ -225,7 +221,7 @@ class IterableDispatch:
             self._turn += 1
             seq = self._next_seq
             self._next_seq = seq + 1
-            buffer.add(seq, Issued(None, worker_id))
+            buffer.add(seq, (None, worker_id))
             executor.submit((self._generation, seq, None), worker_id)
 
     def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:

@@ -32,10 +32,13 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
 
     Attributes:
         in_order: pop in sequence order (True) or in arrival order.
-        bound: the most tickets held at once; the caller may change it.
+        room: how many more tickets ``add`` takes now: ``bound`` less those
+            held, below zero while a lowered bound is still exceeded. An
+            attribute kept up to date, not a property: the dispatch reads it
+            for every ticket, and a call there costs more than the counting.
     """
 
-    __slots__ = ("_arrivals", "_done", "_issued", "_next", "_passed", "bound", "in_order")
+    __slots__ = ("_arrivals", "_bound", "_done", "_issued", "_next", "_passed", "in_order", "room")
 
     def __init__(self, in_order: bool, bound: int, first: int = 0) -> None:
         """Start empty.
@@ -49,7 +52,7 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
         if bound < 1:
             raise ValueError(f"bound must be at least 1, got {bound}")
         self.in_order = in_order
-        self.bound = bound
+        self._bound = self.room = bound
         self._next = first  # in order: the seq to pop next
         self._issued: dict[int, TicketT] = {}  # held: in flight or finished
         self._done: dict[int, ResultT] = {}  # finished, not yet popped
@@ -61,9 +64,21 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
         return len(self._issued)
 
     @property
+    def bound(self) -> int:
+        """The most tickets held at once; the caller may change it as the pool changes size."""
+        return self._bound
+
+    @bound.setter
+    def bound(self, bound: int) -> None:
+        if bound < 1:
+            raise ValueError(f"bound must be at least 1, got {bound}")
+        self._bound = bound
+        self.room = bound - len(self._issued)
+
+    @property
     def full(self) -> bool:
-        """True when ``bound`` tickets are held."""
-        return len(self._issued) >= self.bound
+        """True when ``bound`` tickets (or more, after the bound was lowered) are held."""
+        return self.room <= 0
 
     def add(self, seq: int, ticket: TicketT) -> None:
         """Hold ``ticket``, issued as number ``seq``, until its result is popped.
@@ -73,11 +88,12 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
             ValueError: ``seq`` is held already.
         """
         issued = self._issued
-        if len(issued) >= self.bound:
-            raise OverflowError(f"threadloader: reorder buffer full ({self.bound} tickets held)")
+        if self.room <= 0:
+            raise OverflowError(f"threadloader: reorder buffer full ({len(issued)} tickets held)")
         if seq in issued:
             raise ValueError(f"threadloader: ticket {seq} issued twice")
         issued[seq] = ticket
+        self.room -= 1
 
     def finish(self, seq: int, result: ResultT) -> bool:
         """Store ticket ``seq``'s result; False (and nothing stored) if ``seq`` is not in flight."""
@@ -93,6 +109,7 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
         if seq not in self._issued or seq in self._done:
             return False
         del self._issued[seq]
+        self.room += 1
         self.skip(seq)
         return True
 
@@ -116,6 +133,7 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
             seq = self._arrivals.popleft()
         else:
             return None
+        self.room += 1
         return seq, self._issued.pop(seq), self._done.pop(seq)
 
     @property
@@ -137,6 +155,7 @@ class ReorderBuffer(Generic[TicketT, ResultT]):
     def clear(self) -> None:
         """Forget every ticket and result (the epoch stopped)."""
         self._issued.clear()
+        self.room = self._bound
         self._done.clear()
         self._arrivals.clear()
         self._passed.clear()

@@ -337,10 +337,12 @@ class EpochIterator(_EpochIteratorBase):
         started = time.perf_counter()
         stats = self._stats
         buffer = self._buffer
+        dispatch = self._dispatch
         try:
             ready = None
             while ready is None:
-                if not buffer:
+                # Until the dispatch is done, each fill leaves the buffer full, so it is not empty.
+                if dispatch.done and not buffer:
                     if stats is not None:
                         stats.wait_s += time.perf_counter() - started
                     self._end_epoch()
@@ -413,11 +415,11 @@ def timeout_error(timeout: float, waited: float, buffer: ReorderBuffer[Issued, R
     if buffer.in_order:
         seq = buffer.next_seq
         detail = f"batch {seq}"
-        issued = buffer.ticket(seq)
-        if issued is not None and issued.indices is not None:
-            detail += f" (sample indices {describe_indices(issued.indices)})"
-        elif issued is not None and issued.worker_id is not None:
-            detail += f" (worker {issued.worker_id})"
+        indices, worker_id = buffer.ticket(seq) or (None, None)
+        if indices is not None:
+            detail += f" (sample indices {describe_indices(indices)})"
+        elif worker_id is not None:
+            detail += f" (worker {worker_id})"
     else:
         detail = f"any of batches {buffer.unfinished()[:8]}"
     return LoaderTimeoutError(  # starts as torch's message does, for code and alerts that match it
