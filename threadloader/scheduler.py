@@ -341,8 +341,9 @@ class EpochIterator(_EpochIteratorBase):
         try:
             ready = None
             while ready is None:
-                # Until the dispatch is done, each fill leaves the buffer full, so it is not empty.
-                if dispatch.done and not buffer:
+                # A fill leaves the buffer full unless the dispatch is done (or the sampler raised
+                # in the middle of one): only then can it be empty, and only then is len() worth a call.
+                if (dispatch.done or buffer.room > 0) and not buffer:
                     if stats is not None:
                         stats.wait_s += time.perf_counter() - started
                     self._end_epoch()
