@@ -45,14 +45,13 @@ from multiprocessing.connection import wait as wait_for_connections
 from typing import Any
 
 from . import _lifecycle, _shm
+from ._contract import Result, Ticket
 from ._process_worker import decode_failure, process_main
 from .errors import WorkerDiedError, describe_indices
 from .runtime import resolve_context
 from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, FetchSpec
 
 _JOIN_SECONDS = 1.0  # then terminate: a worker mid-sample does not delay shutdown
-
-Result = tuple[int, int, int, int, Any]
 
 
 def _preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) -> None:
@@ -83,7 +82,7 @@ class _Worker:
         self.process = process
         self.tasks = tasks
         self.results = results
-        self.held: list[tuple[int, int, Any]] = []
+        self.held: list[Ticket] = []
 
     def answered(self, generation: int, seq: int) -> None:
         """Forget the first held ticket ``(generation, seq)`` (a split batch's parts share a seq)."""
@@ -162,17 +161,17 @@ class ProcessExecutor:
         self._channels[reader] = worker
         return worker
 
-    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
+    def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
         """Queue a ticket for ``worker_id`` (iterable-style), or for the live worker holding the fewest."""
         if self._per_worker and worker_id is not None:
             if worker_id in self._ended:  # its stream died with it: nothing more will come from it
-                self._ready.append((task[0], task[1], worker_id, EXHAUSTED, None))
+                self._ready.append((ticket[0], ticket[1], worker_id, EXHAUSTED, None))
                 return
             worker = self._workers[worker_id]
         else:  # a dead worker's untaken tickets go to its replacement, so no liveness check is needed here
             worker = min(self._workers, key=lambda w: len(w.held))
-        worker.held.append(task)
-        worker.tasks.put(task)
+        worker.held.append(ticket)
+        worker.tasks.put(ticket)
 
     def poll(self, timeout: float) -> Result | None:
         """Return the next result (batch rebuilt from shared memory), or ``None`` after ``timeout`` seconds."""

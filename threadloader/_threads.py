@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _lifecycle
+from ._contract import Result, Ticket
 from .errors import WorkerDiedError
 from .runtime import gil_enabled
 from .worker import FetchSpec, WorkerRuntime
@@ -186,14 +187,14 @@ class ThreadExecutor:
             self.num_workers -= 1
             self._tasks[0].put(None)
 
-    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None:
+    def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
-        self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(task)
+        self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(ticket)
 
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None:
+    def poll(self, timeout: float) -> Result | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""
         try:
-            result: tuple[int, int, int, int, Any] = _take(self._results, timeout, self._tries)
+            result: Result = _take(self._results, timeout, self._tries)
         except queue.Empty:
             return None
         return result

@@ -32,7 +32,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._contract import ScalableExecutor
 
 WINDOW_S = 0.25
 GROW_WAIT_SHARE = 0.10
@@ -97,7 +100,7 @@ class AutoScaler:
 
     def __init__(
         self,
-        executor: Any,
+        executor: ScalableExecutor,
         busy_totals: Callable[[], float],
         wait_total: Callable[[], float],
         log: list[ScalingDecision],

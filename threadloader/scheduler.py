@@ -1,4 +1,4 @@
-"""One epoch of batches: tickets, backpressure, the reorder buffer, waiting.
+"""One epoch of batches: backpressure, waiting, stats and errors, over a dispatch strategy and a reorder buffer.
 
 In:  the batch sampler's index lists (map-style) or "next batch" requests
      (iterable-style, round-robin over workers), and an executor (threads or
@@ -7,15 +7,17 @@ Out: batches, yielded to the training loop in sampler order (``in_order=True``)
      or as they finish (``in_order=False``); a worker's error is raised at its
      batch's position with a note naming the batch, its indices and the worker.
 
-Everything here runs in the consumer's thread and is owned by the iterator:
-the ticket counter, the dict of issued-but-not-consumed tickets, and the
-reorder buffer. At most ``bound = prefetch_factor * num_workers`` tickets are
-issued and not yet consumed; the oldest of them is always being worked on or
-done, so the bounded in-order buffer cannot deadlock. The consumer waits on
-the executor's result queue in slices of ``_WAIT_SLICE`` seconds, checking
+Ownership: everything here runs in the consumer's thread and is owned by the
+iterator: its ``Dispatch`` strategy (``_dispatch``: map-style tickets from
+the sampler, or iterable-style ones round-robin over the workers, and the
+split first batch) and its ``ReorderBuffer`` (``_reorder``). At most
+``bound = prefetch_factor * num_workers`` tickets are issued and not yet
+consumed; the oldest of them is always being worked on or done, so the
+bounded in-order buffer cannot deadlock. The consumer waits on the
+executor's result queue in slices of ``_WAIT_SLICE`` seconds, checking
 worker liveness and the user's ``timeout`` between slices, so Ctrl-C works.
-The epoch's first batch is split into one part per worker (``_SplitBatch``)
-and collated here, so it arrives after ``batch_size / num_workers`` samples.
+This module also counts each batch for ``stats``, lets the autoscaler judge
+each window, and names what it waited for when it times out.
 """
 
 from __future__ import annotations
@@ -23,32 +25,32 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, TypeVar
 
+from ._contract import Executor, Result, ScalableExecutor
+from ._dispatch import Issued, new_dispatch
+from ._reorder import ReorderBuffer
 from .autoscale import AutoScaler
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices, user_exit_error
-from .stats import EpochStats, StatsRecorder, Timings
-from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure, WorkerRuntime
+from .stats import EpochStats, StatsRecorder
+from .worker import ERROR, EXHAUSTED, OK, Failure, WorkerRuntime
+
+__all__ = [
+    "EpochIterator",
+    "EpochPlan",
+    "Executor",
+    "Progress",
+    "SerialIterator",
+    "SerialPlan",
+    "raise_failure",
+    "timeout_error",
+    "warn_longer_than_length",
+]
 
 _WAIT_SLICE = 0.1
-
-
-class Executor(Protocol):
-    """What the scheduler needs from a pool of workers (threads or processes)."""
-
-    mode: str
-    num_workers: int
-
-    def submit(self, task: tuple[int, int, Any], worker_id: int | None = None) -> None: ...
-    def poll(self, timeout: float) -> tuple[int, int, int, int, Any] | None: ...
-    def timings(self, generation: int) -> Timings: ...
-    def check_workers(self) -> None: ...
-    def discard_pending(self) -> None: ...
-    def shutdown(self, wait: bool = True) -> None: ...
 
 
 def _busy_seconds(executor: Executor, generation: int) -> float:
@@ -115,54 +117,6 @@ class Progress:
             self.done += 1
 
 
-class _SplitBatch:
-    """The epoch's first batch, fetched in parts by several workers and collated by the consumer."""
-
-    def __init__(self, collate_fn: Callable[[Any], Any]) -> None:
-        self.seq = -1
-        self._collate_fn = collate_fn
-        self._parts: list[Any] = []
-        self._missing = 0
-
-    def start(self, seq: int, indices: Any, workers: int) -> bool:
-        """Split ``indices`` (if worth it); only the first ticket is ever split."""
-        if self.seq != -1:
-            return False
-        self.seq = seq
-        if type(indices) is not list or len(indices) < 2:
-            self.seq = -2
-            return False
-        self._missing = min(workers, len(indices))
-        self._parts = [None] * self._missing
-        return True
-
-    def parts(self, indices: list[Any]) -> list[BatchPart]:
-        """Contiguous slices of ``indices``, one per participating worker."""
-        count = len(self._parts)
-        size, extra = divmod(len(indices), count)
-        out, start = [], 0
-        for number in range(count):
-            end = start + size + (number < extra)
-            out.append(BatchPart(indices[start:end], number))
-            start = end
-        return out
-
-    def accept(self, worker_id: int, status: int, value: Any) -> tuple[int, int, Any] | None:
-        """Take one part's result; return the whole batch's result once decided."""
-        if status != OK:
-            return worker_id, status, value  # the first failing part fails the batch
-        number, samples = value
-        self._parts[number] = samples
-        self._missing -= 1
-        if self._missing:
-            return None
-        data = [sample for part in self._parts for sample in part]
-        try:
-            return worker_id, OK, self._collate_fn(data)
-        except BaseException as exc:  # in-band, like a worker's collate error
-            return worker_id, ERROR, Failure(exc, "collate_fn")
-
-
 @dataclass
 class EpochPlan:
     """What an epoch iterator needs when its epoch starts (at the first ``next()``).
@@ -212,8 +166,16 @@ class EpochPlan:
     dataset: Any = None
 
 
-def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int) -> None:
-    """torch's warning for an iterable-style dataset that yields more batches than ``len(dataset)`` said."""
+def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int, stacklevel: int = 3) -> None:
+    """torch's warning for an iterable-style dataset that yields more batches than ``len(dataset)`` said.
+
+    Args:
+        dataset: the dataset, named in the warning.
+        length: ``len(dataset)`` as ``len(loader)`` saw it.
+        yielded: batches yielded so far this epoch.
+        num_workers: the loader's workers (the advice about replicas needs some).
+        stacklevel: as for ``warnings.warn``; the default points at the caller's caller.
+    """
     message = (
         f"Length of IterableDataset {dataset} was reported to be {length}"  # torch's text, missing space included
         f"(when accessing len(dataloader)), but {yielded} samples have been fetched. "
@@ -224,15 +186,79 @@ def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers
             "IterableDataset replica at each worker. Please see "
             "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset for examples."
         )
-    warnings.warn(message, stacklevel=3)
+    warnings.warn(message, stacklevel=stacklevel)
 
 
-class EpochIterator:
+class _LengthWatch:
+    """Counts the batches an iterable-style dataset with a ``len()`` yields, and warns past it, as torch does."""
+
+    __slots__ = ("_dataset", "_length", "_num_workers", "_yielded")
+
+    def __init__(self, dataset: Any, length: int, num_workers: int) -> None:
+        self._dataset = dataset
+        self._length = length
+        self._num_workers = num_workers
+        self._yielded = 0
+
+    def count(self) -> None:
+        """Count one batch yielded; warn (at the training loop's ``next()``) once past the length."""
+        self._yielded += 1
+        if self._yielded > self._length:
+            warn_longer_than_length(self._dataset, self._length, self._yielded, self._num_workers, stacklevel=4)
+
+
+def _length_watch(dataset: Any, length_hint: int | None, num_workers: int) -> _LengthWatch | None:
+    return None if length_hint is None else _LengthWatch(dataset, length_hint, num_workers)
+
+
+_IteratorT = TypeVar("_IteratorT", bound="_EpochIteratorBase")
+
+
+class _EpochIteratorBase:
+    """What both epoch iterators share: ``iter()``, ``finished``, ``with`` and the refusal to be pickled."""
+
+    _closed: bool
+
+    def __iter__(self: _IteratorT) -> _IteratorT:
+        return self
+
+    @property
+    def finished(self) -> bool:
+        """True once the epoch ended or the iterator was closed."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the epoch (each iterator says how); idempotent."""
+        raise NotImplementedError
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"threadloader: a {type(self).__name__} cannot be pickled; pickle its DataLoader instead")
+
+    def __enter__(self: _IteratorT) -> _IteratorT:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _new_autoscaler(plan: EpochPlan, stats: StatsRecorder | None) -> AutoScaler | None:
+    """The epoch's autoscaler where the plan asks for one, the epoch is timed and the pool can change size."""
+    executor = plan.executor
+    if not plan.autoscale or stats is None or not isinstance(executor, ScalableExecutor):
+        return None
+    busy = partial(_busy_seconds, executor, plan.generation)
+    return AutoScaler(executor, busy, lambda: stats.wait_s, stats.scaling)
+
+
+class EpochIterator(_EpochIteratorBase):
     """Iterator over one epoch's batches, fed by an executor.
 
     Cheap to make: ``iter(loader)`` starts no worker and consumes no epoch.
     The first ``next()`` asks the loader for the epoch's ``EpochPlan``
     (``launch``), which numbers the epoch and starts or reuses the pool.
+    Tickets are issued by a ``Dispatch`` strategy for the dataset's style and
+    held, with their results, in a ``ReorderBuffer``; this class waits,
+    counts and raises.
     """
 
     def __init__(self, mode: str, launch: Callable[[EpochIterator], EpochPlan]) -> None:
@@ -252,43 +278,23 @@ class EpochIterator:
 
     def _start(self, plan: EpochPlan) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets."""
-        executor = plan.executor
-        self.progress = plan.resume or Progress()
-        self._executor = executor
+        executor = self._executor = plan.executor
+        progress = self.progress = plan.resume or Progress()
         self.generation = plan.generation
-        self._index_batches = plan.index_batches
-        self._in_order = plan.in_order
         self._timeout = plan.timeout
         self._prefetch_factor = plan.prefetch_factor
-        self._bound = max(1, plan.prefetch_factor * executor.num_workers)
-        self._next_seq = self.progress.done
-        self._next_yield = self.progress.done
-        self._issued: dict[int, Any] = {}  # seq -> indices (map) or worker id (iterable)
-        self._done: dict[int, tuple[int, int, Any]] = {}  # seq -> (worker_id, status, value)
-        self._arrivals: deque[int] = deque()  # completion order, for in_order=False
-        self._skipped: set[int] = set()  # seqs to pass over in order: exhausted (iterable) or consumed before a resume
-        self._sampler_done = False
-        self._live_workers: list[int] = list(range(executor.num_workers))
-        self._rr = 0
-        self._length_hint = plan.length_hint
-        self._dataset = plan.dataset
-        self._yielded = 0
-        self._stats = StatsRecorder(self.mode, partial(executor.timings, plan.generation)) if plan.timed else None
+        self._buffer: ReorderBuffer[Issued, Result] = ReorderBuffer(
+            plan.in_order, max(1, plan.prefetch_factor * executor.num_workers), progress.done
+        )
+        self._dispatch = new_dispatch(executor, plan.generation, plan.index_batches, progress, plan.split_first_batch)
+        self._length_watch = _length_watch(plan.dataset, plan.length_hint, executor.num_workers)
+        timings = partial(executor.timings, plan.generation)
+        stats = self._stats = StatsRecorder(self.mode, timings) if plan.timed else None
         self._on_epoch_end = plan.on_epoch_end
-        split = plan.split_first_batch
-        self._split = _SplitBatch(split) if split and executor.num_workers > 1 else None
-        self._scaler: AutoScaler | None = None
-        if plan.autoscale and self._stats is not None:
-            stats = self._stats
-            self._scaler = AutoScaler(
-                executor, partial(_busy_seconds, executor, plan.generation), lambda: stats.wait_s, stats.scaling
-            )
+        self._scaler = _new_autoscaler(plan, stats)
         self._finalizer = weakref.finalize(self, executor.shutdown) if plan.owns_executor else None
         self._halted = False
-        self._refill()
-
-    def __iter__(self) -> EpochIterator:
-        return self
+        self._dispatch.fill(self._buffer)
 
     def __next__(self) -> Any:
         if self._halted:  # one check on the per-batch path covers "not started" and "ended"
@@ -296,13 +302,12 @@ class EpochIterator:
             if launch is None:
                 raise StopIteration
             self._start(launch(self))
-        seq = self._ready()
-        if seq is None:
-            seq = self._wait_for_batch()
-        indices = self._issued.pop(seq)
-        worker_id, status, value = self._done.pop(seq)
+        ready = self._buffer.pop()
+        if ready is None:
+            ready = self._wait_for_batch()
+        seq, (indices, _owner), (_generation, _seq, worker_id, status, value) = ready
         self.progress.retire(seq)
-        self._refill()
+        self._dispatch.fill(self._buffer)
         stats = self._stats
         if stats is not None:
             try:
@@ -312,34 +317,42 @@ class EpochIterator:
             if type(indices) is list:
                 stats.samples += len(indices)
             scaler = self._scaler
-            if scaler is not None and scaler.due() and scaler.step(stats.batches) is not None:
-                self._bound = max(1, self._prefetch_factor * self._executor.num_workers)
-                self._refill()  # a new worker finds tickets waiting
+            if scaler is not None and scaler.due():
+                self._rescale(scaler, stats.batches)
         if status == OK:
-            if self._length_hint is not None:
-                self._yielded += 1
-                if self._yielded > self._length_hint:
-                    warn_longer_than_length(self._dataset, self._length_hint, self._yielded, self._executor.num_workers)
+            watch = self._length_watch
+            if watch is not None:
+                watch.count()
             return value
-        raise_failure(value, seq, None if self._index_batches is None else indices, self._where(worker_id))
+        raise_failure(value, seq, indices, f"worker {worker_id} ({self.mode} mode)")
 
-    def _wait_for_batch(self) -> int:
+    def _rescale(self, scaler: AutoScaler, batches: int) -> None:
+        """Let the autoscaler judge the window that just ended; a changed pool gets a changed bound."""
+        if scaler.step(batches) is not None:
+            self._buffer.bound = max(1, self._prefetch_factor * self._executor.num_workers)
+            self._dispatch.fill(self._buffer)  # a new worker finds tickets waiting
+
+    def _wait_for_batch(self) -> tuple[int, Issued, Result]:
         """Block (in slices) until the next batch to yield is done; time it as the loop's wait."""
         started = time.perf_counter()
         stats = self._stats
+        buffer = self._buffer
+        dispatch = self._dispatch
         try:
-            seq = None
-            while seq is None:
-                if not self._issued:
+            ready = None
+            while ready is None:
+                # A fill leaves the buffer full unless the dispatch is done (or the sampler raised
+                # in the middle of one): only then can it be empty, and only then is len() worth a call.
+                if (dispatch.done or buffer.room > 0) and not buffer:
                     if stats is not None:
                         stats.wait_s += time.perf_counter() - started
                     self._end_epoch()
                     raise StopIteration
                 self._wait_one(started)
-                seq = self._ready()
+                ready = buffer.pop()
             if stats is not None:
                 stats.wait_s += time.perf_counter() - started
-            return seq
+            return ready
         except KeyboardInterrupt:
             self._stop(wait=False)  # the exception reaches the training loop now; workers are joined later
             raise
@@ -347,18 +360,26 @@ class EpochIterator:
             self.close()  # exit, or workers that keep dying: stop the remaining workers
             raise
 
+    def _wait_one(self, started: float) -> None:
+        """Wait for one result of this epoch, in slices, and store it; raise on timeout or death."""
+        executor = self._executor
+        buffer = self._buffer
+        dispatch = self._dispatch
+        generation = self.generation
+        while True:
+            result = executor.poll(_WAIT_SLICE)
+            if result is not None:
+                if result[0] == generation and dispatch.store(result, buffer):  # else an earlier epoch's, or stale
+                    return
+                continue
+            executor.check_workers()
+            if self._timeout and time.perf_counter() - started > self._timeout:
+                raise timeout_error(self._timeout, time.perf_counter() - started, buffer)
+
     @property
     def stats(self) -> EpochStats | None:
         """Where this epoch's time went so far (see ``threadloader.stats``); ``None`` with ``stats=False``."""
-        return None if self._stats is None else self._stats.snapshot(len(self._issued))
-
-    @property
-    def finished(self) -> bool:
-        """True once the epoch ended or the iterator was closed."""
-        return self._closed
-
-    def __reduce__(self) -> Any:
-        raise TypeError(f"threadloader: a {type(self).__name__} cannot be pickled; pickle its DataLoader instead")
+        return None if self._stats is None else self._stats.snapshot(len(self._buffer))
 
     def _end_epoch(self) -> None:
         stats = self._stats
@@ -366,7 +387,7 @@ class EpochIterator:
             stats.end()
         self.close()
         if self._on_epoch_end is not None and stats is not None:
-            self._on_epoch_end(stats.snapshot(0), self._in_order)
+            self._on_epoch_end(stats.snapshot(0), self._buffer.in_order)
 
     def close(self) -> None:
         """Stop this epoch: drop batches in flight; stop an owned pool and join it. Idempotent."""
@@ -381,9 +402,7 @@ class EpochIterator:
         self._closed = self._halted = True
         if self._stats is not None:
             self._stats.end()
-        self._issued.clear()
-        self._done.clear()
-        self._arrivals.clear()
+        self._buffer.clear()
         if self._finalizer is None:
             self._executor.discard_pending()
         elif wait:
@@ -391,115 +410,22 @@ class EpochIterator:
         else:
             self._executor.shutdown(wait=False)  # the finalizer still joins it, when this iterator goes
 
-    def __enter__(self) -> EpochIterator:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _where(self, worker_id: int) -> str:
-        return f"worker {worker_id} ({self.mode} mode)"
-
-    def _ready(self) -> int | None:
-        """Return the seq to yield next if it is done, else ``None``."""
-        if self._in_order:
-            while self._next_yield in self._skipped:
-                self._skipped.discard(self._next_yield)
-                self._next_yield += 1
-            seq = self._next_yield
-            if seq in self._done:
-                self._next_yield += 1
-                return seq
-            return None
-        if self._arrivals:
-            return self._arrivals.popleft()
-        return None
-
-    def _refill(self) -> None:
-        """Issue tickets until ``bound`` are outstanding or the sampler ends."""
-        executor = self._executor
-        generation = self.generation
-        while not self._sampler_done and len(self._issued) < self._bound:
-            seq = self._next_seq
-            if self._index_batches is not None:
-                try:
-                    indices = next(self._index_batches)
-                except StopIteration:
-                    self._sampler_done = True
-                    return
-                if seq in self.progress.also_done:  # consumed before the checkpoint (in_order=False)
-                    self._next_seq = seq + 1
-                    if self._in_order:
-                        self._skipped.add(seq)
-                    continue
-                self._issued[seq] = indices
-                if self._split is not None and self._split.start(seq, indices, executor.num_workers):
-                    for part in self._split.parts(indices):
-                        executor.submit((generation, seq, part))
-                else:
-                    executor.submit((generation, seq, indices))
-            else:
-                if not self._live_workers:
-                    self._sampler_done = True
-                    return
-                worker_id = self._live_workers[self._rr % len(self._live_workers)]
-                self._rr += 1
-                self._issued[seq] = worker_id
-                executor.submit((generation, seq, None), worker_id)
-            self._next_seq = seq + 1
-
-    def _wait_one(self, started: float) -> None:
-        """Wait for one result of this epoch, in slices; raise on timeout or death."""
-        executor = self._executor
-        while True:
-            result = executor.poll(_WAIT_SLICE)
-            if result is not None:
-                generation, seq, worker_id, status, value = result
-                if generation != self.generation or seq not in self._issued or seq in self._done:
-                    continue
-                split = self._split
-                if split is not None and split.seq == seq:
-                    joined = split.accept(worker_id, status, value)
-                    if joined is None:
-                        continue
-                    worker_id, status, value = joined
-                    self._split = None
-                self._accept(seq, worker_id, status, value)
-                return
-            executor.check_workers()
-            if self._timeout and time.perf_counter() - started > self._timeout:
-                self._raise_timeout(started)
-
-    def _accept(self, seq: int, worker_id: int, status: int, value: Any) -> None:
-        if status == EXHAUSTED:
-            self._issued.pop(seq)
-            self.progress.retire(seq)
-            if worker_id in self._live_workers:
-                self._live_workers.remove(worker_id)
-            if self._in_order:
-                self._skipped.add(seq)
-            self._refill()
-            return
-        self._done[seq] = (worker_id, status, value)
-        if not self._in_order:
-            self._arrivals.append(seq)
-
-    def _raise_timeout(self, started: float) -> None:
-        waited = time.perf_counter() - started
-        if self._in_order:
-            seq = self._next_yield
-            detail = f"batch {seq}"
-            payload = self._issued.get(seq)
-            if self._index_batches is not None and payload is not None:
-                detail += f" (sample indices {describe_indices(payload)})"
-            elif payload is not None:
-                detail += f" (worker {payload})"
-        else:
-            pending = sorted(s for s in self._issued if s not in self._done)
-            detail = f"any of batches {pending[:8]}"
-        raise LoaderTimeoutError(  # starts as torch's message does, for code and alerts that match it
-            f"DataLoader timed out after {self._timeout} seconds (threadloader: waited {waited:.1f} s for {detail})"
-        )
+def timeout_error(timeout: float, waited: float, buffer: ReorderBuffer[Issued, Result]) -> LoaderTimeoutError:
+    """The error for a batch that took longer than ``timeout``, naming the batch (in order) or those awaited."""
+    if buffer.in_order:
+        seq = buffer.next_seq
+        detail = f"batch {seq}"
+        indices, worker_id = buffer.ticket(seq) or (None, None)
+        if indices is not None:
+            detail += f" (sample indices {describe_indices(indices)})"
+        elif worker_id is not None:
+            detail += f" (worker {worker_id})"
+    else:
+        detail = f"any of batches {buffer.unfinished()[:8]}"
+    return LoaderTimeoutError(  # starts as torch's message does, for code and alerts that match it
+        f"DataLoader timed out after {timeout} seconds (threadloader: waited {waited:.1f} s for {detail})"
+    )
 
 
 @dataclass
@@ -525,7 +451,7 @@ class SerialPlan:
     dataset: Any = None
 
 
-class SerialIterator:
+class SerialIterator(_EpochIteratorBase):
     """``num_workers=0``: fetch each batch in the calling thread, like torch.
 
     As with ``EpochIterator``, the epoch starts at the first ``next()``.
@@ -551,14 +477,9 @@ class SerialIterator:
         generation = self.generation = plan.generation
         self.progress = plan.resume or Progress()
         self._seq = self.progress.done
-        self._length_hint = plan.length_hint
-        self._dataset = plan.dataset
-        self._yielded = 0
+        self._length_watch = _length_watch(plan.dataset, plan.length_hint, 0)
         self._stats = StatsRecorder(self.mode, lambda: [runtime.totals_for(generation)]) if plan.timed else None
         self._halted = False
-
-    def __iter__(self) -> SerialIterator:
-        return self
 
     def __next__(self) -> Any:
         if self._halted:
@@ -591,10 +512,9 @@ class SerialIterator:
             if type(indices) is list:
                 stats.samples += len(indices)
         if status == OK:
-            if self._length_hint is not None:
-                self._yielded += 1
-                if self._yielded > self._length_hint:
-                    warn_longer_than_length(self._dataset, self._length_hint, self._yielded, 0)
+            watch = self._length_watch
+            if watch is not None:
+                watch.count()
             return value
         if status == EXHAUSTED:
             self.close()
@@ -607,11 +527,6 @@ class SerialIterator:
         """Where this epoch's time went so far (the calling thread is "worker 0"); ``None`` with ``stats=False``."""
         return None if self._stats is None else self._stats.snapshot(0)
 
-    @property
-    def finished(self) -> bool:
-        """True once the epoch ended or the iterator was closed."""
-        return self._closed
-
     def close(self) -> None:
         """End the epoch; idempotent."""
         self._launch = None
@@ -620,12 +535,3 @@ class SerialIterator:
             self._stats.end()
         if self._runtime is not None:
             self._runtime.stop()
-
-    def __reduce__(self) -> Any:
-        raise TypeError("threadloader: a SerialIterator cannot be pickled; pickle its DataLoader instead")
-
-    def __enter__(self) -> SerialIterator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

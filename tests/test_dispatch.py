@@ -1,0 +1,244 @@
+"""Ticket issuing per dataset style and the split first batch, against a fake executor; no threads, no sleeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from threadloader._contract import Executor, Result, ScalableExecutor, Ticket
+from threadloader._dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch, new_dispatch
+from threadloader._reorder import ReorderBuffer
+from threadloader.scheduler import Progress
+from threadloader.stats import Timings
+from threadloader.worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeExecutor:
+    """Records what is submitted; answers nothing by itself."""
+
+    mode = "thread"
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.submitted: list[tuple[Ticket, int | None]] = []
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
+        self.submitted.append((ticket, worker_id))
+
+    def poll(self, timeout: float) -> Result | None:
+        return None
+
+    def timings(self, generation: int) -> Timings:
+        return [None] * self.num_workers
+
+    def check_workers(self) -> None:
+        pass
+
+    def discard_pending(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+def _buffer(bound: int, in_order: bool = True, first: int = 0) -> ReorderBuffer[Issued, Result]:
+    return ReorderBuffer(in_order, bound, first)
+
+
+def _batches(count: int, size: int = 3) -> list[list[int]]:
+    return [list(range(n * size, (n + 1) * size)) for n in range(count)]
+
+
+def _join(samples: list[Any]) -> list[Any]:
+    return ["collated", *samples]
+
+
+def test_fake_executor_is_an_executor() -> None:
+    executor: Executor = FakeExecutor(2)  # mypy checks the protocol here
+    assert not isinstance(executor, ScalableExecutor)  # no add_worker or retire_worker: never autoscaled
+
+
+def test_map_issues_one_ticket_per_index_batch_up_to_the_bound() -> None:
+    executor = FakeExecutor(2)
+    batches = _batches(5)
+    dispatch = new_dispatch(executor, 7, iter(batches), Progress())
+    assert isinstance(dispatch, MapDispatch)
+    buffer = _buffer(bound=3)
+    dispatch.fill(buffer)
+    assert executor.submitted == [((7, seq, batches[seq]), None) for seq in range(3)]
+    assert buffer.ticket(1) == (batches[1], None) and buffer.full and not dispatch.done
+    assert dispatch.store((7, 0, 1, OK, "b0"), buffer)
+    assert buffer.pop() == (0, (batches[0], None), (7, 0, 1, OK, "b0"))
+    dispatch.fill(buffer)
+    assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3]
+    while len(buffer):  # answer and consume everything, issuing as room appears
+        for seq in buffer.unfinished():
+            assert dispatch.store((7, seq, 0, OK, None), buffer)
+        while buffer.pop() is not None:
+            pass
+        dispatch.fill(buffer)
+    assert dispatch.done
+    assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3, 4]
+
+
+def test_map_passes_over_batches_consumed_before_the_checkpoint() -> None:
+    executor = FakeExecutor(1)
+    batches = _batches(6)
+    progress = Progress(2, {3, 5})  # resumed after batches 0, 1, 3 and 5 were consumed
+    dispatch = MapDispatch(executor, 0, iter(batches[2:]), progress)
+    buffer = _buffer(bound=8, first=2)
+    dispatch.fill(buffer)
+    assert dispatch.done
+    assert [(ticket[1], ticket[2]) for ticket, _ in executor.submitted] == [(2, batches[2]), (4, batches[4])]
+    assert dispatch.store((0, 4, 0, OK, "b4"), buffer)
+    assert buffer.pop() is None  # in order: 2 first
+    assert dispatch.store((0, 2, 0, OK, "b2"), buffer)
+    assert buffer.pop() == (2, (batches[2], None), (0, 2, 0, OK, "b2"))
+    assert buffer.pop() == (4, (batches[4], None), (0, 4, 0, OK, "b4"))
+    assert buffer.pop() is None and len(buffer) == 0
+
+
+def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
+    executor = FakeExecutor(3)
+    batches = [list(range(7)), [7, 8]]
+    dispatch = MapDispatch(executor, 1, iter(batches), Progress(), _join)
+    buffer = _buffer(bound=4)
+    dispatch.fill(buffer)
+    tickets = [ticket for ticket, _ in executor.submitted]
+    parts = [ticket[2] for ticket in tickets if ticket[1] == 0]
+    assert all(type(part) is BatchPart for part in parts)
+    assert [part.indices for part in parts] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert tickets[-1] == (1, 1, [7, 8])  # only the first ticket is split
+    assert buffer.ticket(0) == (list(range(7)), None)
+    answers = [(1, 0, number, OK, (part.number, [f"s{i}" for i in part.indices])) for number, part in enumerate(parts)]
+    assert not dispatch.store(answers[2], buffer)
+    assert not dispatch.store(answers[0], buffer)
+    assert buffer.unfinished() == [0, 1]
+    assert dispatch.store(answers[1], buffer)
+    assert dispatch.store((1, 1, 0, OK, "b1"), buffer)  # later batches are stored as they come
+    assert buffer.pop() == (0, (list(range(7)), None), (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))]))
+    assert buffer.pop() == (1, ([7, 8], None), (1, 1, 0, OK, "b1"))
+
+
+def test_a_failing_part_fails_the_first_batch_and_later_parts_pass_through_to_be_refused() -> None:
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter([[0, 1, 2, 3]]), Progress(), _join)
+    buffer = _buffer(bound=2)
+    dispatch.fill(buffer)
+    failure = (0, 0, 1, ERROR, Failure(ValueError("bad"), "dataset.__getitem__", 2))
+    assert dispatch.store(failure, buffer)
+    assert not dispatch.store((0, 0, 0, OK, (0, ["s0", "s1"])), buffer)  # the other part, too late
+    ready = buffer.pop()
+    assert ready is not None and ready[2] is failure
+
+
+def test_a_failing_collate_of_the_joined_parts_is_an_error_result() -> None:
+    def broken(samples: list[Any]) -> Any:
+        raise RuntimeError("collate broke")
+
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter([[0, 1]]), Progress(), broken)
+    buffer = _buffer(bound=2)
+    dispatch.fill(buffer)
+    assert not dispatch.store((0, 0, 0, OK, (0, ["a"])), buffer)
+    assert dispatch.store((0, 0, 1, OK, (1, ["b"])), buffer)
+    ready = buffer.pop()
+    assert ready is not None
+    _generation, _seq, _worker, status, value = ready[2]
+    assert status == ERROR and isinstance(value.exc, RuntimeError) and value.phase == "collate_fn"
+
+
+@pytest.mark.parametrize(
+    ("workers", "first"),
+    [(1, [0, 1, 2]), (3, [5]), (3, 5), (3, [])],
+    ids=["one worker", "single index", "not a list", "empty"],
+)
+def test_the_first_ticket_is_not_split_where_it_would_not_help(workers: int, first: Any) -> None:
+    executor = FakeExecutor(workers)
+    dispatch = MapDispatch(executor, 0, iter([first, [9, 10, 11]]), Progress(), _join)
+    buffer = _buffer(bound=4)
+    dispatch.fill(buffer)
+    assert executor.submitted == [((0, 0, first), None), ((0, 1, [9, 10, 11]), None)]
+    assert dispatch.store((0, 0, 0, OK, "whole"), buffer)
+    assert buffer.pop() == (0, (first, None), (0, 0, 0, OK, "whole"))
+
+
+def test_the_first_ticket_issued_after_a_checkpoint_is_the_one_split() -> None:
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter(_batches(3, size=4)), Progress(0, {0}), _join)
+    dispatch.fill(_buffer(bound=4))
+    split_seqs = [ticket[1] for ticket, _ in executor.submitted if type(ticket[2]) is BatchPart]
+    assert split_seqs == [1, 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(2, 50), workers=st.integers(2, 9))
+def test_split_parts_cover_the_batch_once_in_order(size: int, workers: int) -> None:
+    indices = list(range(size))
+    split = _SplitBatch(_join, 0, indices, workers)
+    assert len(split.parts) == min(size, workers)
+    assert [i for part in split.parts for i in part.indices] == indices
+    lengths = [len(part.indices) for part in split.parts]
+    assert max(lengths) - min(lengths) <= 1 and min(lengths) >= 1
+    assert [part.number for part in split.parts] == list(range(len(split.parts)))
+
+
+def test_iterable_round_robins_over_live_workers() -> None:
+    executor = FakeExecutor(3)
+    dispatch = new_dispatch(executor, 4, None, Progress())
+    assert isinstance(dispatch, IterableDispatch)
+    buffer = _buffer(bound=5)
+    dispatch.fill(buffer)
+    assert executor.submitted == [((4, seq, None), seq % 3) for seq in range(5)]
+    assert buffer.ticket(4) == (None, 1)
+    assert dispatch.store((4, 0, 0, OK, "b"), buffer)
+    assert not dispatch.store((4, 0, 0, OK, "again"), buffer)
+    assert buffer.pop() == (0, (None, 0), (4, 0, 0, OK, "b"))
+
+
+def test_iterable_stops_issuing_to_a_worker_that_ran_out_and_ends_with_the_last() -> None:
+    executor = FakeExecutor(2)
+    progress = Progress()
+    dispatch = IterableDispatch(executor, 0, progress)
+    buffer = _buffer(bound=2)
+    dispatch.fill(buffer)  # seq 0 -> worker 0, seq 1 -> worker 1
+    assert dispatch.store((0, 1, 1, EXHAUSTED, None), buffer)  # worker 1's iterator ran out
+    assert progress.also_done == {1}  # consumed, as nothing
+    assert executor.submitted[-1] == ((0, 2, None), 0)  # its place went to worker 0 at once
+    assert not dispatch.store((0, 1, 1, EXHAUSTED, None), buffer)  # a second notice changes nothing
+    for seq in (0, 2):
+        assert dispatch.store((0, seq, 0, OK, seq), buffer)
+    assert [ready[0] for ready in iter(buffer.pop, None)] == [0, 2]
+    progress.retire(0)
+    progress.retire(2)
+    dispatch.fill(buffer)
+    assert [ticket for ticket, _ in executor.submitted[-2:]] == [(0, 3, None), (0, 4, None)]
+    assert dispatch.store((0, 3, 0, EXHAUSTED, None), buffer)
+    assert dispatch.done and len(buffer) == 1  # no worker left to issue to; seq 4 is still out
+    assert dispatch.store((0, 4, 0, EXHAUSTED, None), buffer)
+    assert len(buffer) == 0 and buffer.pop() is None
+    assert progress.done == 5
+    assert [ticket[1] for ticket, _ in executor.submitted] == [0, 1, 2, 3, 4]
+
+
+def test_iterable_resumes_numbering_past_consumed_batches() -> None:
+    executor = FakeExecutor(2)
+    dispatch = IterableDispatch(executor, 0, Progress(6))
+    dispatch.fill(_buffer(bound=2, first=6))
+    assert executor.submitted == [((0, 6, None), 0), ((0, 7, None), 1)]
+
+
+def test_a_map_dispatch_with_an_empty_sampler_is_done_at_once() -> None:
+    executor = FakeExecutor(2)
+    dispatch = MapDispatch(executor, 0, iter([]), Progress(), _join)
+    dispatch.fill(_buffer(bound=1))
+    assert dispatch.done and executor.submitted == []

@@ -1,0 +1,268 @@
+"""Ticket issuing, one strategy per dataset style, and the split first batch.
+
+In:  the executor to submit to, the epoch's number, its ``Progress`` (where
+     a resumed epoch starts, and which later batches were consumed before
+     the checkpoint) and, for a map-style dataset, the batch sampler's
+     iterator; from the scheduler, the reorder buffer to fill and each of
+     this epoch's results as it arrives (``store``).
+Out: tickets submitted to the executor, each held in the reorder buffer with
+     its ``Issued`` record until consumed, and results stored there.
+     ``MapDispatch`` issues one ticket per index batch for whichever worker
+     is free, and spreads the epoch's first batch over the workers
+     (``_SplitBatch``), joining the parts' results into one.
+     ``IterableDispatch`` issues "next batch" tickets round-robin to the
+     workers whose iterators have not run out; an ``EXHAUSTED`` result
+     retires its ticket as consumed and takes that worker out of the turn.
+
+Ownership: the epoch iterator owns one strategy and calls it from the
+consumer's thread only. The strategy owns its position in the sampler (or in
+the round-robin) and the first batch's parts; the executor, the buffer and
+the progress belong to the iterator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from ._contract import Executor, Result
+from ._reorder import ReorderBuffer
+from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
+
+if TYPE_CHECKING:
+    from .scheduler import Progress
+
+
+#: ``(indices, worker_id)``: what the scheduler remembers about a ticket it issued, until the batch is
+#: consumed: the batch's sample indices (map-style; ``None`` for an iterable-style dataset, whose workers
+#: pick their own samples), and the worker the ticket was sent to (iterable-style; ``None`` when any free
+#: worker may take it). A tuple, not a ``NamedTuple``, for the reason ``_contract`` gives: one is built
+#: per batch.
+Issued: TypeAlias = tuple[Any, "int | None"]
+
+
+class Dispatch(Protocol):
+    """How one dataset style issues tickets and receives their results.
+
+    Attributes:
+        done: no ticket is left to issue this epoch (the sampler ended, or
+            every worker's iterator ran out).
+    """
+
+    done: bool
+
+    def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
+        """Issue tickets until ``buffer`` is full or none is left."""
+        ...
+
+    def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
+        """Put this epoch's ``result`` into ``buffer``; False if that changed nothing (stale, or a part)."""
+        ...
+
+
+class _SplitBatch:
+    """The epoch's first batch, fetched in parts by several workers and collated by the consumer."""
+
+    def __init__(self, collate_fn: Callable[[Any], Any], seq: int, indices: list[Any], workers: int) -> None:
+        """Split ``indices`` into ``min(workers, len(indices))`` contiguous parts.
+
+        Args:
+            collate_fn: collates the joined samples.
+            seq: the batch's number.
+            indices: the batch's sample indices (at least two).
+            workers: live workers, the most parts there will be.
+        """
+        self.seq = seq
+        self._collate_fn = collate_fn
+        count = min(workers, len(indices))
+        self._samples: list[Any] = [None] * count
+        self._missing = count
+        size, extra = divmod(len(indices), count)
+        self.parts: list[BatchPart] = []
+        start = 0
+        for number in range(count):
+            end = start + size + (number < extra)
+            self.parts.append(BatchPart(indices[start:end], number))
+            start = end
+
+    @staticmethod
+    def worth_it(indices: Any) -> bool:
+        """True for a batch that splits: a list of at least two indices."""
+        return type(indices) is list and len(indices) >= 2
+
+    def accept(self, result: Result) -> Result | None:
+        """Take one part's result; return the whole batch's result once decided."""
+        generation, seq, worker_id, status, value = result
+        if status != OK:
+            return result  # the first failing part fails the batch
+        number, samples = value
+        self._samples[number] = samples
+        self._missing -= 1
+        if self._missing:
+            return None
+        data = [sample for part in self._samples for sample in part]
+        try:
+            return generation, seq, worker_id, OK, self._collate_fn(data)
+        except BaseException as exc:  # in-band, like a worker's collate error
+            return generation, seq, worker_id, ERROR, Failure(exc, "collate_fn")
+
+
+class MapDispatch:
+    """Map-style: one ticket per index batch of the batch sampler; the next free worker takes it."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        generation: int,
+        index_batches: Iterator[Any],
+        progress: Progress,
+        split_collate: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Start issuing at batch ``progress.done``.
+
+        Args:
+            executor: the pool to submit to.
+            generation: the epoch's number, carried by every ticket.
+            index_batches: the batch sampler's iterator, already past the
+                first ``progress.done`` batches.
+            progress: the epoch's consumed batches: those in ``also_done``
+                (consumed out of order before a checkpoint) are passed
+                over, not issued.
+            split_collate: the collate function, to split the first ticket
+                issued over the workers and collate its parts in the
+                consumer; ``None`` to not split.
+        """
+        self.done = False
+        self._executor = executor
+        self._generation = generation
+        self._index_batches = index_batches
+        self._next_seq = progress.done
+        self._progress = progress
+        self._split_collate = split_collate if executor.num_workers > 1 else None
+        self._split: _SplitBatch | None = None
+
+    def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
+        """Issue one ticket per index batch until ``buffer`` is full or the sampler ends."""
+        if self.done:
+            return
+        executor = self._executor
+        generation = self._generation
+        while buffer.room > 0:
+            seq = self._next_seq
+            try:
+                indices = next(self._index_batches)
+            except StopIteration:
+                self.done = True
+                return
+            self._next_seq = seq + 1
+            if seq in self._progress.also_done:  # consumed before the checkpoint (in_order=False)
+                buffer.skip(seq)
+                continue
+            buffer.add(seq, (indices, None))
+            if self._split_collate is not None:  # the first ticket: split it if worth it
+                self._submit_first(seq, indices)
+            else:
+                executor.submit((generation, seq, indices))
+
+    def _submit_first(self, seq: int, indices: Any) -> None:
+        """Submit the epoch's first ticket, in one part per worker where it splits."""
+        collate, self._split_collate = self._split_collate, None
+        executor = self._executor
+        if collate is None or not _SplitBatch.worth_it(indices):
+            executor.submit((self._generation, seq, indices))
+            return
+        self._split = split = _SplitBatch(collate, seq, indices, executor.num_workers)
+        for part in split.parts:
+            executor.submit((self._generation, seq, part))
+
+    def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
+        """Put ``result`` into ``buffer``; the split first batch's parts are joined into one result first."""
+        split = self._split
+        if split is not None and result[1] == split.seq:
+            joined = split.accept(result)
+            if joined is None:
+                return False
+            self._split = None  # later parts of a failed batch are stale: the buffer refuses them
+            result = joined
+        return buffer.finish(result[1], result)
+
+
+class IterableDispatch:
+    """Iterable-style: "next batch" tickets, round-robin over the workers whose iterators have not run out."""
+
+    def __init__(self, executor: Executor, generation: int, progress: Progress) -> None:
+        """Start issuing at batch ``progress.done``, to every worker.
+
+        Args:
+            executor: the pool to submit to (one task queue per worker).
+            generation: the epoch's number, carried by every ticket.
+            progress: the epoch's consumed batches; a ticket whose worker
+                ran out is retired there, consumed as nothing.
+        """
+        self.done = False
+        self._executor = executor
+        self._generation = generation
+        self._progress = progress
+        self._next_seq = progress.done
+        self._live: list[int] = list(range(executor.num_workers))
+        self._turn = 0
+
+    def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
+        """Issue a ticket to the next live worker in turn until ``buffer`` is full or no worker is left."""
+        if self.done:
+            return
+        executor = self._executor
+        while buffer.room > 0:
+            live = self._live
+            if not live:
+                self.done = True
+                return
+            worker_id = live[self._turn % len(live)]
+            self._turn += 1
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            buffer.add(seq, (None, worker_id))
+            executor.submit((self._generation, seq, None), worker_id)
+
+    def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
+        """Put ``result`` into ``buffer``; an ``EXHAUSTED`` one instead ends its worker's part of the epoch.
+
+        That ticket's batch counts as consumed, its worker gets no more
+        tickets, and another live worker gets one in its place.
+        """
+        seq = result[1]
+        if result[3] != EXHAUSTED:
+            return buffer.finish(seq, result)
+        if not buffer.drop(seq):
+            return False
+        self._progress.retire(seq)
+        worker_id = result[2]
+        if worker_id in self._live:
+            self._live.remove(worker_id)
+        self.fill(buffer)
+        return True
+
+
+def new_dispatch(
+    executor: Executor,
+    generation: int,
+    index_batches: Iterator[Any] | None,
+    progress: Progress,
+    split_collate: Callable[[Any], Any] | None = None,
+) -> Dispatch:
+    """The strategy for the epoch's dataset style: map-style with a batch sampler, else iterable-style.
+
+    Args:
+        executor: the pool to submit to.
+        generation: the epoch's number, carried by every ticket.
+        index_batches: the batch sampler's iterator (map-style), already
+            past the first ``progress.done`` batches; ``None`` for an
+            iterable-style dataset.
+        progress: the epoch's consumed batches, resumed from a checkpoint
+            or new; the first ticket is number ``progress.done``.
+        split_collate: map-style: the collate function, to split the first
+            ticket over the workers; ``None`` to not split.
+    """
+    if index_batches is None:
+        return IterableDispatch(executor, generation, progress)
+    return MapDispatch(executor, generation, index_batches, progress, split_collate)
