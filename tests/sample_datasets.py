@@ -88,6 +88,18 @@ class SlowDataset(RangeDataset):
         return index
 
 
+class AnnouncingDataset(SlowDataset):
+    """Puts ``(pid, index)`` on ``started`` (a multiprocessing queue) as each sample starts, then sleeps."""
+
+    def __init__(self, length: int, seconds: float, started: Any) -> None:
+        super().__init__(length, seconds)
+        self.started = started
+
+    def __getitem__(self, index: int) -> int:
+        self.started.put((os.getpid(), index))
+        return super().__getitem__(index)
+
+
 class CountingDataset(RangeDataset):
     """Counts fetches in a shared counter (``multiprocessing.Value``, works in both modes)."""
 

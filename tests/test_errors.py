@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
 
 import pytest
 from sample_datasets import (
+    AnnouncingDataset,
     CrashingDataset,
     FailingDataset,
     FailingIterable,
@@ -129,11 +131,18 @@ def test_timeout_names_batch_and_indices(mode: str) -> None:
 
 
 def test_worker_killed_is_reported_within_seconds() -> None:
-    loader = DataLoader(SlowDataset(40, seconds=0.2), batch_size=1, num_workers=2, mode="process")
+    started: multiprocessing.Queue[tuple[int, int]] = multiprocessing.Queue()  # the loader's default context too
+    loader = DataLoader(AnnouncingDataset(12, seconds=0.5, started=started), batch_size=1, num_workers=2,
+                        mode="process")
     it = iter(loader)
     next(it)
     victim = it._executor.pids()[0]
+    # kill it in the middle of a sample: killed between two samples it holds nothing, and its queued
+    # tickets go to its replacement without an error (test_faults covers that)
+    while (announced := started.get(timeout=10))[0] != victim or announced[1] == 0:  # batch 0 is done
+        pass
     os.kill(victim, signal.SIGKILL)
+    started.close()
     started = time.monotonic()
     with pytest.raises(WorkerDiedError, match=rf"pid {victim}.*SIGKILL"):
         for _ in it:

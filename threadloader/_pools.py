@@ -47,7 +47,7 @@ def new_pool(loader: DataLoader[Any], mode: RunningMode, spec: FetchSpec, epoch:
 
 def _serves(pool: Executor, mode: RunningMode) -> bool:
     """True when a running ``pool`` can serve an epoch in ``mode``."""
-    return pool.mode == mode and not getattr(pool, "closed", False)
+    return pool.mode == mode and not pool.closed
 
 
 class PersistentPool:
