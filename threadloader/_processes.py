@@ -192,8 +192,8 @@ class ProcessExecutor:
                     if worker.process.exitcode is None:
                         worker.process.terminate()
         if join_now:
+            self._ready.clear()  # before the shared memory goes: batches nobody will take
             release([*self._workers, *self._retired], self._shm_prefix)
-            self._ready.clear()
             _lifecycle.unregister(self)
 
     @property

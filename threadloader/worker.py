@@ -196,44 +196,23 @@ class WorkerRuntime:
     def start(self) -> None:
         """Run in the worker before its first ticket: its datapipe shard or replica, published info, init."""
         info = self.info
+        spec = self.spec
         fetcher = self._fetcher
         if info is None:
-            if self.spec.datapipe:
+            if spec.datapipe:
                 _torch.shard_datapipe(fetcher.dataset, 0, 1)  # only across distributed ranks, as torch does
             return
-        if self.spec.datapipe:  # a thread shares the pipe with the others: it iterates a copy of its own
-            pipe = _torch.copy_datapipe(fetcher.dataset) if self._in_thread else fetcher.dataset
-            _torch.shard_datapipe(pipe, info.id, info.num_workers)
-            info = self._use_dataset(info, pipe)
-        if self.spec.replicate is not None:
-            info = self._build_replica(info)
+        if spec.datapipe or spec.replicate is not None:
+            self.info = info = _own_dataset(spec, info, fetcher, self._in_thread)
+        if spec.replicate is not None:
+            self.spec = replace(spec, replicate=None)  # the template is not needed once the replica exists
         _local.info = info
         _torch.publish_worker(info.id, info.num_workers, info.seed, info.dataset, self._in_thread)
-        if fetcher.init_failure is None and self.spec.worker_init_fn is not None:
+        if fetcher.init_failure is None and spec.worker_init_fn is not None:
             try:
-                self.spec.worker_init_fn(info.id)
+                spec.worker_init_fn(info.id)
             except BaseException as exc:  # reported in-band with every ticket this worker takes
                 fetcher.init_failure = Failure(exc, "worker_init_fn")
-
-    def _build_replica(self, info: WorkerInfo) -> WorkerInfo:
-        """Build this worker's replica of the dataset, and drop the template (the spec's ``replicate``).
-
-        Returns:
-            The worker's info, naming the replica (unchanged if building it failed).
-        """
-        maker, self.spec = self.spec.replicate, replace(self.spec, replicate=None)
-        try:
-            replica = maker.build() if isinstance(maker, ReplicaTemplate) else maker(self.spec.dataset)
-        except BaseException as exc:  # reported in-band with every ticket this worker takes
-            self._fetcher.init_failure = Failure(exc, "replicate")
-            return info
-        return self._use_dataset(info, replica)
-
-    def _use_dataset(self, info: WorkerInfo, dataset: Any) -> WorkerInfo:
-        """Fetch from ``dataset`` from now on; return ``info`` naming it (also this runtime's ``info`` now)."""
-        self._fetcher.use_dataset(dataset)
-        self.info = info = replace(info, dataset=dataset)
-        return info
 
     def stop(self) -> None:
         """Run in the worker when it ends: forget the thread-local info and the dataset iterator."""
@@ -303,3 +282,29 @@ class WorkerRuntime:
             return None
         collate_s = totals[_COLLATE]
         return totals[_BUSY] - collate_s, collate_s, totals[_SLOWEST]
+
+
+def _own_dataset(spec: FetchSpec, info: WorkerInfo, fetcher: MapFetch | IterableFetch, in_thread: bool) -> WorkerInfo:
+    """Give one worker the dataset it reads: its shard of a datapipe, its replica, or the loader's dataset.
+
+    Runs in the worker (a replica's objects then belong to its thread). The
+    fetcher reads that dataset from now on; if the replica cannot be built,
+    the error becomes the fetcher's ``init_failure``.
+
+    Returns:
+        ``info``, naming that dataset.
+    """
+    dataset = fetcher.dataset
+    if spec.datapipe:  # a thread shares the pipe with the others: it iterates a copy of its own
+        dataset = _torch.copy_datapipe(dataset) if in_thread else dataset
+        _torch.shard_datapipe(dataset, info.id, info.num_workers)
+    maker = spec.replicate
+    if maker is not None:
+        try:
+            dataset = maker.build() if isinstance(maker, ReplicaTemplate) else maker(spec.dataset)
+        except BaseException as exc:  # reported in-band with every ticket this worker takes
+            fetcher.init_failure = Failure(exc, "replicate")
+    if dataset is not fetcher.dataset:
+        fetcher.use_dataset(dataset)
+        info = replace(info, dataset=dataset)
+    return info
