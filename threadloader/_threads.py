@@ -16,7 +16,8 @@ and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
 never the executor or the iterator, so dropping the iterator can trigger
 shutdown. ``shutdown()`` is idempotent: it sets the stop event, posts one
 sentinel per worker, and joins for at most ``_lifecycle.THREAD_JOIN_S``
-(never while the interpreter is finalizing); ``shutdown(wait=False)`` (Ctrl-C) does not join.
+(never while the interpreter is finalizing); ``shutdown(wait=False)``
+(Ctrl-C) does not join.
 Workers are daemon threads, so one stuck in user code cannot keep the process
 alive once the loader has given up on it; a process-wide hook registered with
 ``threading._register_atexit`` stops and joins every live executor first, so
@@ -39,13 +40,13 @@ from .runtime import gil_enabled
 from .worker import FetchSpec, WorkerRuntime
 
 #: How many times a thread that finds its queue empty gives up the CPU and looks again before it blocks.
-#: Blocking costs a futex sleep, a wake-up by the other side and that thread's scheduling latency. When
-#: batches are trivial, a worker or the training loop finds its queue empty about every other batch, and
-#: those hand-overs, not the loading, are most of what a batch costs; the other side usually puts the
-#: next item within a few scheduler yields (``sched_yield`` lets a runnable thread on this core go
-#: first), so looking again that many times replaces most sleeps and wake-ups, and costs less CPU than
-#: they do. The tries stop well before they cost what a real sample does: an idle worker pays them once
-#: per batch it waits for. ``benchmarks/`` (the overhead workload) is where to measure a change.
+#: Blocking costs a futex sleep, a wake-up by the other side and that thread's scheduling latency, and on
+#: trivial batches a worker or the training loop finds its queue empty about every other batch, so those
+#: hand-overs, not the loading, are most of a batch's cost. The other side usually puts the next item
+#: within a few ``sched_yield`` calls (each lets a runnable thread on this core go first), so looking
+#: again replaces most sleeps and wake-ups, for less CPU than they cost. The limit keeps a wait for a
+#: real sample from spinning on: an idle worker pays the tries once per batch it waits for. The
+#: overhead workload (``benchmarks/workloads/overhead.py``) is the one to measure a change to it with.
 _SPIN_TRIES = 50
 _yield_cpu: Callable[[], None] | None = getattr(os, "sched_yield", None)  # None: block at once (Windows)
 
