@@ -140,10 +140,11 @@ class _FakeClock:
 
 
 def _timed_runtime(monkeypatch: pytest.MonkeyPatch, dataset: object) -> tuple[WorkerRuntime, _FakeClock]:
-    from threadloader import worker
+    from threadloader import _fetch, worker
 
     clock = _FakeClock()
-    monkeypatch.setattr(worker, "perf_counter", clock)
+    monkeypatch.setattr(worker, "perf_counter", clock)  # the batch's start and end
+    monkeypatch.setattr(_fetch, "perf_counter", clock)  # its collate step's start
     runtime = worker.WorkerRuntime(worker.FetchSpec(dataset, False, True, list), 0, 1, 0)
     return runtime, clock
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from ._contract import Executor, Result
+from ._contract import ERROR, EXHAUSTED, OK, BatchPart, Executor, Failure, Result
 from ._reorder import ReorderBuffer
-from .worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
 
 if TYPE_CHECKING:
     from .scheduler import Progress

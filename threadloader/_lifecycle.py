@@ -5,7 +5,9 @@ In:  executors (thread or process pools) registered when they start and
      stopped by Ctrl-C without waiting stays registered until then).
 Out: at interpreter exit, ``shutdown()`` on each pool still registered, run
      from ``threading._register_atexit``: before the interpreter joins
-     non-daemon threads, so exiting while iterating does not hang.
+     non-daemon threads, so exiting while iterating does not hang;
+     ``ShutdownGate``, which orders one pool's stop and join; ``join_all``
+     and the two pools' join limits, ``THREAD_JOIN_S`` and ``PROCESS_JOIN_S``.
 
 Ownership: this module owns one weak set of pools and one lock; it never
 keeps a pool alive. A child made by ``fork`` (process mode's default start
@@ -17,8 +19,18 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+#: How long a thread pool's shutdown waits for its workers, all together. A thread cannot be stopped
+#: from outside: a worker in the middle of a batch finishes it first, and one stuck in user code is a
+#: daemon left behind once this runs out.
+THREAD_JOIN_S = 5.0
+#: How long a process pool's shutdown waits for its workers, all together, before it terminates them: a
+#: process can be stopped from outside, so a worker in the middle of a sample must not delay shutdown.
+PROCESS_JOIN_S = 1.0
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -78,3 +90,14 @@ class ShutdownGate:
             join_now = wait and not self.joined
             self.joined = self.joined or join_now
         return stop_now, join_now
+
+
+class _Joinable(Protocol):
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+def join_all(workers: Iterable[_Joinable], seconds: float) -> None:
+    """Join every worker (thread or process), all within ``seconds`` together; some may still run after."""
+    deadline = time.monotonic() + seconds
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))

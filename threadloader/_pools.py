@@ -19,9 +19,10 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .randomness import derive_seed
 from .runtime import RunningMode
 from .scheduler import Executor
-from .worker import FetchSpec, derive_seed
+from .worker import FetchSpec
 
 if TYPE_CHECKING:
     from .loader import DataLoader

@@ -32,10 +32,11 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from . import _shm
+from ._contract import ERROR, OK, Failure
 from ._shm_collate import ShmArena, make_collate
 from .collate import default_collate
 from .errors import RemoteTraceback
-from .worker import ERROR, OK, Failure, FetchSpec, WorkerRuntime
+from .worker import FetchSpec, WorkerRuntime
 
 _WORKER_POLL_SECONDS = 1.0  # how often an idle worker checks that its parent is alive
 _T = TypeVar("_T")

@@ -12,7 +12,7 @@ Out: exactly what torch's ``default_collate`` returns, except that every
 
 Without this, a worker process collates into private memory and ``_shm``
 copies the result: one more pass over every byte and twice the page faults,
-about 0.3 ms a sample on the image workload (16 samples of 0.6 MB a batch).
+which on image-sized samples is a visible share of a sample's cost.
 
 Ownership: the arena belongs to one worker process and keeps its recycled
 files for the pool's life. ``_shm.encode`` hands the files a batch references
@@ -48,7 +48,7 @@ class ShmArena:
     A stacked tensor goes into one of ``SLOTS`` files the worker keeps
     mapped, when one of the right size is free: rewriting pages that are
     already there costs a fraction of faulting in and zeroing new ones
-    (4.6 ms against 0.8 ms for a 9 MiB image batch here). Who may write a
+    (the kernel zero-fills every new page on its first touch). Who may write a
     file is one byte per slot in a small state file (``<prefix>-<pid>-slots``):
     the worker sets it to ``IN_USE`` before writing and sends the file's
     name; the parent sets it back to ``FREE`` once no tensor over the file is

@@ -15,8 +15,9 @@ Ownership: the executor owns its threads, its task queues, its result queue
 and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
 never the executor or the iterator, so dropping the iterator can trigger
 shutdown. ``shutdown()`` is idempotent: it sets the stop event, posts one
-sentinel per worker, and joins for a bounded time (never while the
-interpreter is finalizing); ``shutdown(wait=False)`` (Ctrl-C) does not join.
+sentinel per worker, and joins for at most ``_lifecycle.THREAD_JOIN_S``
+(never while the interpreter is finalizing); ``shutdown(wait=False)``
+(Ctrl-C) does not join.
 Workers are daemon threads, so one stuck in user code cannot keep the process
 alive once the loader has given up on it; a process-wide hook registered with
 ``threading._register_atexit`` stops and joins every live executor first, so
@@ -29,7 +30,6 @@ import os
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,16 +39,14 @@ from .errors import WorkerDiedError
 from .runtime import gil_enabled
 from .worker import FetchSpec, WorkerRuntime
 
-_JOIN_SECONDS = 5.0
-
 #: How many times a thread that finds its queue empty gives up the CPU and looks again before it blocks.
-#: Blocking costs a futex sleep, a wake-up by the other side and that thread's scheduling latency; on
-#: the overhead workload (3.13t, 2 workers, 2 cores) a worker or the training loop found its queue
-#: empty about every other batch, and those hand-overs were most of the 21 µs a batch cost. Looking
-#: again after each ``sched_yield`` (which lets a runnable thread on this core go first) for up to 50
-#: tries, about 25 µs when nothing else wants the core, brought it to 12 µs and narrowed the spread
-#: between passes from 19-25 µs to 11.6-13.5 µs, for less CPU per batch. An idle worker pays those
-#: tries once per batch it waits for, which on any real sample is noise.
+#: Blocking costs a futex sleep, a wake-up by the other side and that thread's scheduling latency, and on
+#: trivial batches a worker or the training loop finds its queue empty about every other batch, so those
+#: hand-overs, not the loading, are most of a batch's cost. The other side usually puts the next item
+#: within a few ``sched_yield`` calls (each lets a runnable thread on this core go first), so looking
+#: again replaces most sleeps and wake-ups, for less CPU than they cost. The limit keeps a wait for a
+#: real sample from spinning on: an idle worker pays the tries once per batch it waits for. The
+#: overhead workload (``benchmarks/workloads/overhead.py``) is the one to measure a change to it with.
 _SPIN_TRIES = 50
 _yield_cpu: Callable[[], None] | None = getattr(os, "sched_yield", None)  # None: block at once (Windows)
 
@@ -155,8 +153,7 @@ class ThreadExecutor:
         self._runtimes.append(runtime)
         thread = threading.Thread(
             target=_worker_loop,
-            args=(runtime, self._tasks[worker_id if self._per_worker else 0], self._results, self._stop, self._retired,
-                  self._tries),
+            args=(runtime, self._queue_of(worker_id), self._results, self._stop, self._retired, self._tries),
             name=f"threadloader-worker-{worker_id}",
             # daemon: a worker stuck in user code (a __getitem__ that never returns) must not keep the
             # interpreter alive once the loader gave up on it (timeout, Ctrl-C, close, garbage collection), as
@@ -166,6 +163,10 @@ class ThreadExecutor:
         )
         self._threads.append(thread)
         return thread
+
+    def _queue_of(self, worker_id: int) -> queue.SimpleQueue[Any]:
+        """The task queue worker ``worker_id`` takes from: its own (iterable-style) or the shared one."""
+        return self._tasks[worker_id if self._per_worker else 0]
 
     def add_worker(self) -> None:
         """Start one more worker on the shared task queue (map-style pools only)."""
@@ -189,6 +190,7 @@ class ThreadExecutor:
 
     def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""
+        # Not ``_queue_of``: a ticket per batch, and a map-style one names no worker.
         self._tasks[worker_id if self._per_worker and worker_id is not None else 0].put(ticket)
 
     def poll(self, timeout: float) -> Result | None:
@@ -216,14 +218,14 @@ class ThreadExecutor:
     def discard_pending(self) -> None:
         """Drop tickets no worker has taken yet (a persistent pool's old epoch); keep retirement notices."""
         for tasks in self._tasks:
-            for _ in range(_drain(tasks)):
+            for _ in range(_discard_all(tasks)):
                 tasks.put(None)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop every worker; idempotent and safe from any thread or finalizer.
 
         Args:
-            wait: also join the workers, for at most ``_JOIN_SECONDS`` (a
+            wait: also join the workers, for at most ``THREAD_JOIN_S`` (a
                 worker finishes its batch first). ``False`` (Ctrl-C) only
                 stops them, so the exception reaches the training loop at
                 once; a later ``shutdown()``, garbage collection or the exit
@@ -233,19 +235,16 @@ class ThreadExecutor:
         if stop_now:
             self._stop.set()
             for tasks in self._tasks:
-                _drain(tasks)
+                _discard_all(tasks)
             for worker_id in range(len(self._threads)):  # retired ones too: one may not have taken its sentinel
-                self._tasks[worker_id if self._per_worker else 0].put(None)
+                self._queue_of(worker_id).put(None)
         if not join_now:
             return
         _lifecycle.unregister(self)
         if not sys.is_finalizing():
-            deadline = time.monotonic() + _JOIN_SECONDS
             current = threading.current_thread()
-            for thread in self._threads:
-                if thread is not current:
-                    thread.join(max(0.0, deadline - time.monotonic()))
-        _drain(self._results)  # batches in flight are dropped, not kept alive
+            _lifecycle.join_all([t for t in self._threads if t is not current], _lifecycle.THREAD_JOIN_S)
+        _discard_all(self._results)  # batches in flight are dropped, not kept alive
 
     @property
     def closed(self) -> bool:
@@ -253,8 +252,8 @@ class ThreadExecutor:
         return self._gate.stopped
 
 
-def _drain(q: queue.SimpleQueue[Any]) -> int:
-    """Empty ``q``; return how many sentinels (``None``) it held."""
+def _discard_all(q: queue.SimpleQueue[Any]) -> int:
+    """Empty ``q``, dropping what it held; return how many sentinels (``None``) were among it."""
     sentinels = 0
     while True:
         try:

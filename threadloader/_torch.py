@@ -7,8 +7,10 @@ In:  nothing; imported by threadloader's own modules. It imports torch when
      classes before the first loader exists.
 Out: ``data``, the ``torch.utils.data`` module or ``None``; ``base(name)``,
      a class of ``torch.utils.data`` to derive from, or ``object``;
-     ``torch_worker_info(...)``, the object ``torch.utils.data.get_worker_info()``
-     returns inside a threadloader worker.
+     ``publish_worker(...)`` and ``forget_worker()``, which set and clear
+     what ``torch.utils.data.get_worker_info()`` returns in the calling
+     worker; ``pin_batch``, torch's pinning of a batch; the ``IterDataPipe``
+     steps torch's workers take (copy, shard, seed).
 
 ``torch.utils.data.get_worker_info()`` returns a module global that torch's
 worker processes set. threadloader's worker threads share one process, so
@@ -42,7 +44,8 @@ def _import_torch_data() -> ModuleType | None:
 
 data: ModuleType | None = _import_torch_data()
 
-#: Per-thread worker info torch's ``get_worker_info`` returns (``.torch_info``); owned by each worker.
+#: Per-thread worker info torch's ``get_worker_info`` returns (``.torch_info``), and whether that worker is a
+#: thread (``.thread``); each worker sets its own through ``publish_worker`` and clears it at its end.
 worker_local = threading.local()
 
 # The body torch's get_worker_info gets. Its names resolve in torch's worker module, where
@@ -112,6 +115,24 @@ def torch_worker_info(worker_id: int, num_workers: int, seed: int, dataset: Any,
             numpy_generator=np.random.default_rng(seed),
         )
     return worker_module.WorkerInfo(**values)
+
+
+def publish_worker(worker_id: int, num_workers: int, seed: int, dataset: Any, thread: bool) -> None:
+    """Make ``torch.utils.data.get_worker_info()`` describe this worker, in the calling thread only."""
+    worker_local.thread = thread
+    worker_local.torch_info = torch_worker_info(worker_id, num_workers, seed, dataset, thread=thread)
+
+
+def forget_worker() -> None:
+    """Undo ``publish_worker`` in the calling thread (the worker ends)."""
+    worker_local.torch_info = None
+
+
+def pin_batch(batch: Any) -> Any:
+    """Pin the tensors of a batch (torch's own pinning walk)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    return pin_memory(batch)  # type: ignore[no-untyped-call]  # torch's function has no annotations
 
 
 def is_datapipe(dataset: Any) -> bool:

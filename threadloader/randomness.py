@@ -9,7 +9,8 @@ Out: ``sample_rng()``: a ``numpy.random.Generator`` seeded from
      resume. The generator is built lazily, on the first call for a sample,
      and reused by later calls for the same sample, so successive draws form
      one stream and samples that never ask cost nothing but two attribute
-     stores.
+     stores. ``derive_seed(...)``: a seed derived from integers (the loader's
+     seed and the epoch), for worker seeds and datapipe shuffles.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ _new_generator = np.random.default_rng
 
 current = threading.local()
 """Owned by the loading thread: ``base`` = (seed, epoch) or None, ``index``, ``cache``."""
+
+
+def derive_seed(*entropy: int) -> int:
+    """Derive a seed in ``[0, 2**63)`` from non-negative integers (e.g. seed, epoch)."""
+    state = np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def _index_entropy(index: Any) -> int:

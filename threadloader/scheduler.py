@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
-from ._contract import Executor, Result, ScalableExecutor
+from ._contract import ERROR, EXHAUSTED, OK, Executor, Failure, Result, ScalableExecutor
 from ._dispatch import Issued, new_dispatch
 from ._reorder import ReorderBuffer
 from .autoscale import AutoScaler
 from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices, user_exit_error
 from .stats import EpochStats, StatsRecorder
-from .worker import ERROR, EXHAUSTED, OK, Failure, WorkerRuntime
+from .worker import WorkerRuntime
 
 __all__ = [
     "EpochIterator",

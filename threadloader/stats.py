@@ -15,10 +15,10 @@ consumer's per-batch bookkeeping is two counters, and it reads the workers'
 sums only for a snapshot (and once, to freeze them, at the epoch's end).
 
 Batch and sample counts are exact. Busy, fetch and collate seconds are exact
-while batches take 100 µs or more; after faster ones the workers time a
-sample of the batches and scale it (``threadloader.worker.EXACT_ABOVE_S``),
-so that timing costs next to nothing even when the loader's own overhead is
-the whole cost.
+while batches take at least ``threadloader.worker.EXACT_ABOVE_S``; after
+faster ones the workers time a sample of the batches and scale it, so that
+timing costs next to nothing even when the loader's own overhead is the
+whole cost.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class EpochStats:
         batches_per_s: ``batches / wall_s``.
         samples_per_s: ``samples / wall_s``.
         slowest_batch_s: the longest fetch + collate of one timed batch (while
-            batches take 100 µs or more, every batch is timed; see the
-            module's docstring).
+            batches take at least ``worker.EXACT_ABOVE_S``, every batch is
+            timed; see the module's docstring).
         workers: per-worker numbers (with ``num_workers="auto"``, every
             worker the epoch had, retired ones too).
         scaling: with ``num_workers="auto"``, each change of the pool's size

@@ -1,13 +1,21 @@
-"""What one worker does with one ticket, wherever the worker runs.
+"""One worker's runtime, wherever the worker runs: its setup, its batches, their timing.
 
 In:  a ``FetchSpec`` (dataset, collate function, batching rules) shared by all
      workers, and tickets ``(generation, seq, payload)`` where ``payload`` is a
      batch's index list (map-style), a single index (no auto-collation), or
      ``None`` ("your next batch", iterable-style).
-Out: ``(status, value)``: ``(OK, batch)``, ``(ERROR, Failure)`` or
-     ``(EXHAUSTED, None)`` when an iterable-style worker's iterator ran out;
-     ``totals_for(generation)``, the worker's running totals for an epoch
-     (fetch and collate seconds, slowest batch).
+Out: ``WorkerRuntime.run``, an ``Outcome`` ``(status, value)``: ``(OK,
+     batch)``, ``(ERROR, Failure)`` or ``(EXHAUSTED, None)`` when an
+     iterable-style worker's iterator ran out; ``totals_for(generation)``,
+     the worker's running totals for an epoch (fetch and collate seconds,
+     slowest batch); ``WorkerInfo`` and ``get_worker_info()``. The statuses,
+     ``BatchPart`` and ``Failure`` (``_contract``), ``derive_seed``
+     (``randomness``) and ``pin_batch`` (``_torch``) are re-exported here.
+
+Ownership: a ``WorkerRuntime`` belongs to one worker; the loading itself is
+its fetcher's (``_fetch``: one class per dataset style). ``start()`` builds
+the worker's datapipe shard or replica, publishes its ``WorkerInfo`` in the
+worker's thread and calls ``worker_init_fn``; ``stop()`` takes them back.
 
 The totals live in an ``array`` of doubles that the worker updates in place,
 so timing a batch hands the consumer no new objects: on the free-threaded
@@ -16,16 +24,16 @@ merge the reference counts later (biased reference counting). The consumer
 reads the array only when it takes a snapshot; a process worker sends
 ``totals_for`` with each result.
 
-Timing a batch costs about a microsecond on 3.13t (three clock reads and the
-sums, with no specialising interpreter). While batches take at least
-``EXACT_ABOVE_S`` every batch is timed, which costs each at most 1%. After a
-faster one the worker leaves the next batch untimed, after another the next
-three, doubling up to ``MAX_GAP - 1``; each timed batch stands for the
-untimed ones after it, and one slow timed batch brings back timing every
-batch. An untimed batch costs one small-int countdown, and ``_collate``
-reads the clock only during a timed batch. So on trivial samples the timing
-costs tens of nanoseconds a batch, and the sums are estimates there (the
-batch counts, kept by the consumer, stay exact).
+Timing a batch costs three clock reads and a few sums, on an interpreter
+(3.13t) that does not specialise them: small next to a batch of at least
+``EXACT_ABOVE_S``, so while batches take that long every batch is timed.
+After a faster one the worker leaves the next batch untimed, after another
+the next three, doubling up to ``MAX_GAP - 1``; each timed batch stands for
+the untimed ones after it, and one slow timed batch brings back timing every
+batch. An untimed batch costs one small-int countdown, and the fetcher reads
+the clock for the collate step only during a timed batch. So on trivial
+samples the timing costs next to nothing, and the sums are estimates there
+(the batch counts, kept by the consumer, stay exact).
 
 The same ``WorkerRuntime`` runs in a worker thread, a worker process and, for
 ``num_workers=0``, in the calling thread, so fetching semantics are written
@@ -39,19 +47,24 @@ import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from time import perf_counter
 from typing import Any
 
 import numpy as np
 
-from . import _torch, randomness
+from . import _torch
+from ._contract import ERROR as ERROR
+from ._contract import EXHAUSTED as EXHAUSTED
+from ._contract import OK as OK
+from ._contract import BatchPart as BatchPart
+from ._contract import Failure as Failure
+from ._contract import Outcome
+from ._fetch import IterableFetch, MapFetch
+from ._torch import pin_batch as pin_batch
+from .randomness import derive_seed as derive_seed
 from .replication import ReplicaTemplate
 
-OK = 0
-ERROR = 1
-EXHAUSTED = 2
-
+#: This thread's ``WorkerInfo`` (``.info``), for ``get_worker_info()``; set and cleared by the worker's runtime.
 _local = threading.local()
 
 
@@ -82,51 +95,6 @@ def get_worker_info() -> WorkerInfo | None:
     return getattr(_local, "info", None)
 
 
-def derive_seed(*entropy: int) -> int:
-    """Derive a seed in ``[0, 2**63)`` from non-negative integers (e.g. seed, epoch)."""
-    state = np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-class BatchPart:
-    """A slice of one batch's indices, fetched by one worker and collated by the consumer.
-
-    The first batch of an epoch is split across the workers, so it arrives
-    after about ``batch_size / num_workers`` samples' time instead of
-    ``batch_size``.
-    """
-
-    __slots__ = ("indices", "number")
-
-    def __init__(self, indices: list[Any], number: int) -> None:
-        self.indices = indices
-        self.number = number
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (BatchPart, (self.indices, self.number))
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An exception raised by user code in a worker, and where it happened.
-
-    Attributes:
-        exc: the exception object.
-        phase: the user code that raised, e.g. ``"dataset.__getitem__"``.
-        sample_index: the index being fetched, when known.
-    """
-
-    exc: BaseException
-    phase: str
-    sample_index: Any = None
-    traceback: Any = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.traceback is None:
-            # Kept so that raising the same exception again does not grow its traceback.
-            object.__setattr__(self, "traceback", self.exc.__traceback__)
-
-
 # _TOTALS_LAYOUT: a worker's ``totals`` array holds the epoch, its sums, when the current batch's collate
 # started, and how many batches the next fast timed batch will stand for, at these indices (the per-batch
 # path writes them as literals).
@@ -136,7 +104,7 @@ class Failure:
 _GENERATION, _BUSY, _COLLATE, _SLOWEST, _COLLATE_STARTED, _GAP = range(6)
 _TOTALS_SIZE = 32
 
-#: A batch that takes at least this long keeps every batch timed (the timing's microsecond is at most 1%).
+#: A batch that takes at least this long keeps every batch timed: timing one is a small share of that.
 EXACT_ABOVE_S = 1e-4
 #: At most this many batches, one timed and the rest untimed, share one timing (trivial samples).
 MAX_GAP = 32.0
@@ -188,9 +156,10 @@ class FetchSpec:
 
 
 class WorkerRuntime:
-    """One worker's state: its ``WorkerInfo``, init error, and dataset iterator.
+    """One worker's state: its ``WorkerInfo``, its fetcher (``_fetch``) and its timing totals.
 
-    Owned by exactly one worker (thread or process); never shared.
+    Owned by exactly one worker (thread or process); never shared. The
+    consumer only reads ``totals`` (``totals_for``).
     """
 
     def __init__(
@@ -215,63 +184,44 @@ class WorkerRuntime:
             if worker_id is None
             else WorkerInfo(worker_id, num_workers, seed, spec.dataset, np.random.default_rng(seed))
         )
-        self._init_failure: Failure | None = None
+        self._fetcher = fetcher = IterableFetch(spec) if spec.iterable else MapFetch(spec)
+        self._fetch = fetcher.fetch  # bound once: the per-batch path calls it without a method lookup
         # Written only by this worker, replaced by it at each new epoch; None when untimed.
         self.totals: array[float] | None = _new_totals(-1) if spec.timed else None
-        # Batches to leave untimed before the next timed one: a small int (no new object per batch), and
-        # whether _collate should read the clock (only during a timed batch). Both written by this worker.
+        fetcher.totals = self.totals
+        # Batches to leave untimed before the next timed one: a small int (no new object per batch),
+        # written only by this worker.
         self._untimed = 0
-        self._timing = False
-        self._iterator: Any = None
-        self._generation: int | None = None
-        self._exhausted = False
-        self._use_dataset(spec.dataset)
-
-    def _use_dataset(self, dataset: Any) -> None:
-        self.dataset = dataset
-        getitems = getattr(dataset, "__getitems__", None)
-        spec = self.spec
-        self._getitems = getitems if (getitems and spec.auto_collation and not spec.iterable) else None
 
     def start(self) -> None:
-        """Run in the worker before its first ticket: build its replica, publish info, call init."""
-        if self.info is None:
-            if self.spec.datapipe:
-                _torch.shard_datapipe(self.dataset, 0, 1)  # only across distributed ranks, as torch does
+        """Run in the worker before its first ticket: its datapipe shard or replica, published info, init."""
+        info = self.info
+        spec = self.spec
+        fetcher = self._fetcher
+        if info is None:
+            if spec.datapipe:
+                _torch.shard_datapipe(fetcher.dataset, 0, 1)  # only across distributed ranks, as torch does
             return
-        if self.spec.datapipe:  # a thread shares the pipe with the others: it iterates a copy of its own
-            pipe = _torch.copy_datapipe(self.dataset) if self._in_thread else self.dataset
-            _torch.shard_datapipe(pipe, self.info.id, self.info.num_workers)
-            self._use_dataset(pipe)
-            self.info = replace(self.info, dataset=pipe)
-        if self.spec.replicate is not None:
-            maker, self.spec = self.spec.replicate, replace(self.spec, replicate=None)  # drop the template
+        if spec.datapipe or spec.replicate is not None:
+            self.info = info = _own_dataset(spec, info, fetcher, self._in_thread)
+        if spec.replicate is not None:
+            self.spec = replace(spec, replicate=None)  # the template is not needed once the replica exists
+        _local.info = info
+        _torch.publish_worker(info.id, info.num_workers, info.seed, info.dataset, self._in_thread)
+        if fetcher.init_failure is None and spec.worker_init_fn is not None:
             try:
-                replica = maker.build() if isinstance(maker, ReplicaTemplate) else maker(self.spec.dataset)
+                spec.worker_init_fn(info.id)
             except BaseException as exc:  # reported in-band with every ticket this worker takes
-                self._init_failure = Failure(exc, "replicate")
-            else:
-                self._use_dataset(replica)
-                self.info = replace(self.info, dataset=replica)
-        _local.info = info = self.info
-        _torch.worker_local.thread = self._in_thread
-        _torch.worker_local.torch_info = _torch.torch_worker_info(
-            info.id, info.num_workers, info.seed, info.dataset, thread=self._in_thread
-        )
-        if self._init_failure is None and self.spec.worker_init_fn is not None:
-            try:
-                self.spec.worker_init_fn(self.info.id)
-            except BaseException as exc:  # reported in-band with every ticket this worker takes
-                self._init_failure = Failure(exc, "worker_init_fn")
+                fetcher.init_failure = Failure(exc, "worker_init_fn")
 
     def stop(self) -> None:
-        """Run in the worker when it ends: forget the thread-local info and iterator."""
-        self._iterator = None
+        """Run in the worker when it ends: forget the thread-local info and the dataset iterator."""
+        self._fetcher.stop()
         if self.info is not None:
             _local.info = None
-            _torch.worker_local.torch_info = None
+            _torch.forget_worker()
 
-    def run(self, generation: int, payload: Any) -> tuple[int, Any]:
+    def run(self, generation: int, payload: Any) -> Outcome:
         """Fetch and collate one batch.
 
         Args:
@@ -288,20 +238,21 @@ class WorkerRuntime:
         untimed = self._untimed
         if untimed:  # a fast batch that the last timed one stands for (in its epoch, if a new one began)
             self._untimed = untimed - 1
-            return self._run(generation, payload)
+            return self._fetch(generation, payload)
         totals = self.totals
         if totals is None:
-            return self._run(generation, payload)
+            return self._fetch(generation, payload)
         # Literal indices below (see ``_TOTALS_LAYOUT``): the free-threaded 3.13 interpreter does not
         # specialise, so every global name read on this per-batch path is a dictionary lookup.
+        fetcher = self._fetcher
         if totals[0] != generation:  # a new epoch: new sums, made here so this worker's heap holds them
-            self.totals = totals = _new_totals(generation)
-        self._timing = True
+            self.totals = totals = fetcher.totals = _new_totals(generation)
+        fetcher.timing = True
         started = perf_counter()
         try:
-            status, value = self._run(generation, payload)
+            status, value = self._fetch(generation, payload)
         finally:
-            self._timing = False
+            fetcher.timing = False
         ended = perf_counter()
         busy = ended - started
         if busy < EXACT_ABOVE_S and type(payload) is not BatchPart:  # a part of the first batch is no batch
@@ -312,7 +263,7 @@ class WorkerRuntime:
         else:
             gap = totals[5] = 1.0
         totals[1] += busy * gap  # busy
-        collate_started = totals[4]  # set by _collate, if this batch got that far
+        collate_started = totals[4]  # set by the fetcher's collate step, if this batch got that far
         if collate_started > started:
             totals[2] += (ended - collate_started) * gap  # collate
         if busy > totals[3]:  # noqa: PLR1730  (slowest; a call to max() costs more on the hot path)
@@ -332,103 +283,28 @@ class WorkerRuntime:
         collate_s = totals[_COLLATE]
         return totals[_BUSY] - collate_s, collate_s, totals[_SLOWEST]
 
-    def _run(self, generation: int, payload: Any) -> tuple[int, Any]:
-        if self._init_failure is not None:
-            if not self.spec.iterable:
-                return ERROR, self._init_failure  # every batch this worker takes fails, as in torch
-            if self._generation == generation:
-                return EXHAUSTED, None  # an iterable-style worker reports it once per epoch, then ends
-            self._generation = generation
-            return ERROR, self._init_failure
-        sample = randomness.current
-        sample.base = (self.spec.seed, generation)  # what sample_rng() derives from while this batch loads
+
+def _own_dataset(spec: FetchSpec, info: WorkerInfo, fetcher: MapFetch | IterableFetch, in_thread: bool) -> WorkerInfo:
+    """Give one worker the dataset it reads: its shard of a datapipe, its replica, or the loader's dataset.
+
+    Runs in the worker (a replica's objects then belong to its thread). The
+    fetcher reads that dataset from now on; if the replica cannot be built,
+    the error becomes the fetcher's ``init_failure``.
+
+    Returns:
+        ``info``, naming that dataset.
+    """
+    dataset = fetcher.dataset
+    if spec.datapipe:  # a thread shares the pipe with the others: it iterates a copy of its own
+        dataset = _torch.copy_datapipe(dataset) if in_thread else dataset
+        _torch.shard_datapipe(dataset, info.id, info.num_workers)
+    maker = spec.replicate
+    if maker is not None:
         try:
-            if self.spec.iterable:
-                return self._run_iterable(generation)
-            return self._run_map(payload, sample)
-        finally:
-            sample.base = None
-            sample.index = None
-            sample.cache = None
-
-    def _run_map(self, payload: Any, sample: Any) -> tuple[int, Any]:
-        spec = self.spec
-        dataset = self.dataset
-        part = payload if type(payload) is BatchPart else None
-        if part is not None:
-            payload = part.indices
-        if not spec.auto_collation:
-            sample.index = payload
-            sample.cache = None
-            try:
-                data = dataset[payload]
-            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-                return ERROR, Failure(exc, "dataset.__getitem__", payload)
-        elif self._getitems is not None:
-            try:
-                data = self._getitems(payload)
-            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-                return ERROR, Failure(exc, "dataset.__getitems__")
-        else:
-            data = []
-            index = None
-            try:
-                for index in payload:
-                    sample.index = index
-                    sample.cache = None  # a fresh generator for each load, even of the same index
-                    data.append(dataset[index])
-            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-                return ERROR, Failure(exc, "dataset.__getitem__", index)
-            sample.index = None  # collate_fn runs outside any one sample
-        if part is not None:
-            return OK, (part.number, data)  # the consumer joins the parts and collates them
-        return self._collate(data)
-
-    def _run_iterable(self, generation: int) -> tuple[int, Any]:
-        spec = self.spec
-        if generation != self._generation:
-            self._generation = generation
-            self._exhausted = False
-            try:
-                if spec.datapipe:  # the same seed in every worker: their shards split one shuffled order
-                    _torch.seed_datapipe(self.dataset, derive_seed(spec.seed, generation))
-                self._iterator = iter(self.dataset)
-            except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-                self._exhausted = True
-                return ERROR, Failure(exc, "dataset.__iter__")
-        if self._exhausted:
-            return EXHAUSTED, None
-        try:
-            if spec.auto_collation:
-                data = list(islice(self._iterator, spec.batch_size))
-                if not data or (spec.drop_last and len(data) < (spec.batch_size or 0)):
-                    self._exhausted = True
-                    return EXHAUSTED, None
-                if len(data) < (spec.batch_size or 0):
-                    self._exhausted = True  # the next ticket reports exhaustion
-            else:
-                data = next(self._iterator)
-        except StopIteration:
-            self._exhausted = True
-            return EXHAUSTED, None
-        except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-            return ERROR, Failure(exc, "dataset.__iter__ (next)")
-        return self._collate(data)
-
-    def _collate(self, data: Any) -> tuple[int, Any]:
-        if self._timing:  # a timed batch (``run`` sets it)
-            self.totals[4] = perf_counter()  # type: ignore[index]  # collate started; run() reads it at the end
-        try:
-            batch = self.spec.collate_fn(data)
-            if self.spec.pin_memory:
-                batch = pin_batch(batch)
-        except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
-            return ERROR, Failure(exc, "collate_fn" if not self.spec.pin_memory else "collate_fn or pin_memory")
-        return OK, batch
-
-
-def pin_batch(batch: Any) -> Any:
-    """Pin the tensors of a batch (torch's own pinning walk)."""
-    from torch.utils.data._utils.pin_memory import pin_memory
-
-    return pin_memory(batch)  # type: ignore[no-untyped-call]  # torch's function has no annotations
+            dataset = maker.build() if isinstance(maker, ReplicaTemplate) else maker(spec.dataset)
+        except BaseException as exc:  # reported in-band with every ticket this worker takes
+            fetcher.init_failure = Failure(exc, "replicate")
+    if dataset is not fetcher.dataset:
+        fetcher.use_dataset(dataset)
+        info = replace(info, dataset=dataset)
+    return info
