@@ -4,9 +4,10 @@ In:  environment documents (the runner's JSON), already in report order.
 Out: one PNG with a row per environment (interpreter and threadloader's
      mode), each of two panels:
      - throughput as a ratio to torch's DataLoader in the same run, per
-       workload (bars grouped by workload, one colour per loader, whiskers
-       from the slowest to the fastest pass over torch's median, the ratio
-       printed on each bar, a line at 1x: torch), on a log axis;
+       workload (bars grouped by workload, one colour per loader: the median
+       of the per-repetition ratios, ``pairing``, printed on each bar;
+       whiskers from the lowest to the highest of them; a line at 1x:
+       torch), on a log axis;
      - peak process-tree PSS above the serial loop's on the memory workload
        (MiB, one bar per loader, the dataset's size marked), where the run
        has the memory workload and the serial loop.
@@ -113,10 +114,10 @@ def _ratio_panel(ax: Any, doc: dict[str, Any], loaders: list[str], widest: int) 
         names = [n for n in loaders if n != REFERENCE and n in entries and entries[n]["summary"].get("throughput")]
         drawn.update(names)
         for k, name in enumerate(names):
-            summary = entries[name]["summary"]
-            ratio = summary["throughput"] / base
-            low = ratio - (summary.get("throughput_min") or summary["throughput"]) / base
-            high = (summary.get("throughput_max") or summary["throughput"]) / base - ratio
+            entry = entries[name]
+            ratio = entry["vs_torch"].get("throughput") or entry["summary"]["throughput"] / base
+            lowest, highest = entry.get("vs_torch_throughput_range") or (ratio, ratio)
+            low, high = max(ratio - lowest, 0.0), max(highest - ratio, 0.0)
             x = i + width * (k - (len(names) - 1) / 2)
             bars = ax.bar([x], [ratio], width * 0.92, color=_colour(name), yerr=[[low], [high]],
                           error_kw={"elinewidth": 0.7, "capsize": 1.2, "ecolor": "#444444"})  # fmt: skip
@@ -208,7 +209,7 @@ def plot(docs: Sequence[dict[str, Any]], path: Path) -> Path:
     handles = [plt.Rectangle((0, 0), 1, 1, color=_colour(name)) for name in shown]
     title = (
         "Who feeds the training loop fastest: each loader's samples/s over torch DataLoader's in the same run "
-        "(median; whiskers: slowest and fastest pass), and the memory its workers add"
+        "(median of the per-repetition ratios; whiskers: lowest and highest), and the memory its workers add"
     )
     fig.legend(handles, [label(name) for name in shown], loc="outside upper center", ncols=min(len(shown), 6),
                fontsize=9, title=title, title_fontsize=11, frameon=False)  # fmt: skip

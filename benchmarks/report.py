@@ -3,8 +3,10 @@
 In:  per (workload, loader) the list of pass results (dicts, as in the JSON);
      for the table, one or more environment documents (the JSON files).
 Out: ``summarise()`` adds ``summary`` (medians, and the slowest and fastest
-     pass's throughput) and ``vs_torch`` (each median divided by torch's in
-     the same run and workload) to each entry; ``markdown()`` renders one
+     pass's throughput), ``vs_torch`` (each value's ratio to torch's in the
+     same run and workload: the median of the per-repetition ratios,
+     ``pairing``) and ``vs_torch_throughput_range`` (the lowest and highest
+     of those ratios for throughput) to each entry; ``markdown()`` renders one
      table with every number next to its ratio and each row's launch (on
      3.13t: ``PYTHON_GIL=0`` or plain), then "Loaders not measured" (the
      loaders a run could not run in its environment, with the reason), a
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .labels import PEERS, PLAIN_LAUNCH, REFERENCE, REPORT_ORDER, label
+from .pairing import paired_median, paired_range, paired_ratios
 
 #: The targets' memory figure: a loader's peak PSS minus the serial loop's in the same run and workload.
 ABOVE_SERIAL = "pss_above_serial_mib"
@@ -81,11 +84,10 @@ def summarise(entries: Sequence[dict[str, Any]]) -> None:
     serial = by_loader.get("serial")
     for entry in entries:
         ratios: dict[str, float | None] = {}
-        for key in METRICS:
-            mine = entry["summary"][key]
-            ref = reference["summary"][key] if reference else None
-            ratios[key] = mine / ref if mine is not None and ref else None
+        for key, (source, _) in METRICS.items():
+            ratios[key] = paired_median(entry, reference, source) if reference else None
         entry["vs_torch"] = ratios
+        entry["vs_torch_throughput_range"] = paired_range(entry, reference, "throughput") if reference else None
         base = serial["summary"]["throughput"] if serial else None
         mine = entry["summary"]["throughput"]
         entry["summary"]["speedup_vs_serial"] = mine / base if base and mine is not None else None
@@ -439,6 +441,34 @@ def _figure(name: str, value: float, entries: dict[str, dict[str, Any]], metric:
     return f"{shown} {fmt(value)}{spread(entry, metric)}"
 
 
+def _ratio(entries: dict[str, dict[str, Any]], mine: str, other: str, metric: str, mine_value: float,
+           other_value: float) -> float:  # fmt: skip
+    """``mine`` over ``other`` on ``metric``: the median of per-repetition ratios (``pairing``), else of medians.
+
+    The memory figure above the serial loop, and a pair of loaders without a
+    repetition in common, use the ratio of the medians (``inf`` over a zero).
+    """
+    if metric != ABOVE_SERIAL:
+        source = METRICS.get(metric, (metric, 1.0))[0]
+        paired = paired_median(entries[mine], entries[other], source)
+        if paired is not None:
+            return paired
+    return mine_value / other_value if other_value else float("inf")
+
+
+def _paired_words(entries: dict[str, dict[str, Any]], mine: str, other: str, metric: str) -> str:
+    """`` (median of 5 per-repetition ratios, 0.91–1.08)``; empty where the ratio is not paired."""
+    if metric == ABOVE_SERIAL:
+        return ""
+    source = METRICS.get(metric, (metric, 1.0))[0]
+    ratios = paired_ratios(entries[mine], entries[other], source)
+    if not ratios:
+        return ""
+    if len(ratios) == 1:
+        return " (one repetition)"
+    return f" (median of {len(ratios)} per-repetition ratios, {min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def evaluate_workload(target: Target, doc: dict[str, Any], workload_name: str) -> tuple[str, str]:
     """One target on one workload of one environment.
 
@@ -465,20 +495,25 @@ def evaluate_workload(target: Target, doc: dict[str, Any], workload_name: str) -
     if entries[judged]["mode"] != target.mode:
         return f"{label(judged)} ran in mode {entries[judged]['mode']}, not {target.mode}", "not measured"
     absent: list[str] = []
+    best = ""
     if target.versus:
         found = {name: _value(entries, name, metric) for name in target.versus}
         present = {name: value for name, value in found.items() if value is not None}
         absent = [_missing(name, entries, workload_name, doc) for name, value in found.items() if value is None]
         if not present:
             return "; ".join(absent), "not measured"
-        best = (min if target.at_most else max)(present, key=lambda name: present[name])
+        ratios = {name: _ratio(entries, judged, name, metric, mine, value) for name, value in present.items()}
+        # The strongest competitor is the one the judged loader compares worst with.
+        best = (max if target.at_most else min)(ratios, key=lambda name: ratios[name])
         reference = present[best]
         if metric == ABOVE_SERIAL and reference <= 0:
             return f"{label(best)}'s peak PSS is not above the serial loop's", "not measured"
         others = ", ".join(_figure(name, value, entries, metric) for name, value in present.items())
         chosen = f" (best: {label(best)})" if len(present) > 1 else ""
         where = " above the serial loop" if metric == ABOVE_SERIAL else f" {unit}"
-        measured = f"{_figure(judged, mine, entries, metric)} vs {others}{where}{chosen}: {mine / reference:.2f}×"
+        ratio = ratios[best]
+        paired = _paired_words(entries, judged, best, metric)
+        measured = f"{_figure(judged, mine, entries, metric)} vs {others}{where}{chosen}: {ratio:.2f}×{paired}"
     else:
         size = (workload.get("params") or {}).get("dataset_mib")
         if not size:
@@ -490,14 +525,16 @@ def evaluate_workload(target: Target, doc: dict[str, Any], workload_name: str) -
         )
     if not reference:
         return "the reference median is 0", "not measured"
-    ratio = mine / reference
+    if not target.versus:
+        ratio = mine / reference
     passed = ratio <= target.bound if target.at_most else ratio >= target.bound
     extra = []
     if judged != target.loader:
         shared = _value(entries, target.loader, metric)
         if shared is not None:
             shown = _figure(target.loader, shared, entries, metric)
-            extra.append(f"shared dataset: {shown}: {shared / reference:.2f}×")
+            versus = _ratio(entries, target.loader, best, metric, shared, reference) if best else shared / reference
+            extra.append(f"shared dataset: {shown}: {versus:.2f}×")
     for name in target.beside:
         value = _value(entries, name, metric)
         if value is not None:
@@ -535,9 +572,12 @@ def targets_section(docs: Sequence[dict[str, Any]]) -> list[str]:
         "## Targets",
         "",
         (
-            "Each target compares medians from the table above (same environment and workload; in brackets "
-            "the slowest and fastest pass); where it names several loaders, the reference is the strongest "
-            "of those the run measured (the highest throughput, the lowest time or memory). Peak PSS above "
+            "Each target shows the medians from the table above (same environment and workload; in brackets "
+            "the slowest and fastest pass) and judges their ratio as the median of the per-repetition "
+            "ratios (each pass divided by the reference's pass of the same repetition, made seconds apart, "
+            "which cancels the machine's drift between repetitions; their range in brackets); where it "
+            "names several loaders, the reference is the strongest of those the run measured (the one the "
+            "judged loader compares worst with). Peak PSS above "
             "the serial loop's is each loader's peak minus the serial loop's in the same run. A target applies "
             'to the environments of its kind only, and says "not measured" where the environment, workload '
             "or loader is missing (and why). Quick runs are too small to judge by."
@@ -587,6 +627,12 @@ def absent_section(docs: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _drain_words(docs: Sequence[dict[str, Any]]) -> str:
+    """``"8 batches"``: the drain the runs left out of the steady window (``benchmarks.run.drain_batches``)."""
+    counts = sorted({int(doc["config"].get("drain_batches", 0)) for doc in docs})
+    return " or ".join(str(c) for c in counts) + (" batch" if counts == [1] else " batches")
+
+
 def markdown(docs: Iterable[dict[str, Any]]) -> str:
     """One Markdown table for all environments, a line per environment above it, the training loop and the
     targets below."""
@@ -595,9 +641,12 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
     lines += [
         "",
         (
-            "Medians of the repetitions; in brackets each median divided by torch's DataLoader's in the "
-            "same environment and workload (ref). samples/s, µs/batch and data wait are measured after a "
-            "warm-up of 20% of the batches, in a loop that runs a training step after each batch "
+            "Medians of the repetitions; in brackets the ratio to torch's DataLoader in the same environment "
+            "and workload (ref): the median of the per-repetition ratios, each pass divided by torch's pass "
+            "of the same repetition. samples/s, µs/batch and data wait are measured in a steady window that "
+            "leaves out the first 20% of the batches (start-up) and the last "
+            f"{_drain_words(docs)} (the pipeline's drain, when a loader hands over batches it made earlier), "
+            "in a loop that runs a training step after each batch "
             "(simulated by a sleep: 2 ms, none for overhead and stats; the train workloads run a real one, "
             "see Training loop), so the serial loop pays for the step on top of loading; launch says how a "
             "free-threaded interpreter was started (– on a GIL build); µs/batch only for the overhead and "
