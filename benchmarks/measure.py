@@ -12,12 +12,18 @@ Out: a ``PassResult``: time to first batch, steady-state throughput and time
 
 The loop takes exactly ``workload.batches`` batches and then closes the
 loader without exhausting it, so worker processes are still alive when the
-final CPU snapshot is taken. The first ``warmup_fraction`` of the batches
-(at least one) are excluded from the steady window: it starts once the
-pipeline runs at its own pace, after worker start-up and the initial
-prefetch burst. ``pass_throughput`` is the rate over the whole pass, start
-included, for comparison: a loader whose pipeline holds a backlog of made
-batches that it hands over at the end shows a steady rate well above it.
+final CPU snapshot is taken. The steady window leaves out both ends of the
+pass (``steady_window``). The first ``warmup_fraction`` of the batches: the
+window starts once the pipeline runs at its own pace, after worker start-up
+and the initial prefetch burst. The last ``drain_batches``: once the
+sampler's last index list is handed out, a pipeline only empties, and a
+loader whose hand-over lags its workers (batches made but still in its
+queues: SPDL's stage and sink queues and event-loop thread) hands that
+backlog over then, at no loading cost, and a window ending at the last
+batch counted it as throughput (see the benchmark report). The tail
+batches are still taken, each with its training step, so every loader's
+pipeline is full when the window closes. ``pass_throughput`` is the rate
+over the whole pass, both ends included, for comparison.
 torch's intra-op thread count is set for the pass from
 ``workload.torch_threads`` before the loader starts and restored after it
 closes (``intraop``).
@@ -26,6 +32,7 @@ closes (``intraop``).
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -49,8 +56,11 @@ class PassResult:
         total_s: from creating the iterator to the last batch.
         window_batches: batches in the steady window.
         window_s: duration of the steady window.
-        throughput: samples per second in the steady window.
-        per_batch_us: microseconds per batch in the steady window.
+        throughput: samples per second in the steady window: the batch size
+            over ``per_batch_us``.
+        per_batch_us: microseconds per batch in the steady window: the slope
+            of the least-squares line through the times at which its batches
+            reached the loop (``seconds_per_batch``).
         wait_s: time the training loop spent in ``next()`` in the window.
         data_wait: ``wait_s / window_s``; ``None`` without a training step.
         torch_threads: torch's intra-op thread count during the pass.
@@ -64,6 +74,9 @@ class PassResult:
         pass_throughput: samples per second over the whole pass, from
             creating the iterator to the last batch (start-up, the initial
             burst and the final hand-over included).
+        endpoint_throughput: the window's samples over its duration (the
+            rate between its two ends, where ``throughput`` fits a line
+            through every batch's arrival).
     """
 
     mode: str
@@ -83,6 +96,7 @@ class PassResult:
     peak_anon_mib: float
     pss_samples: int
     pass_throughput: float
+    endpoint_throughput: float
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON file."""
@@ -123,12 +137,71 @@ def batch_length(batch: Any) -> int:
     return int(shape[0])
 
 
+def steady_window(batches: int, warmup_fraction: float, drain_batches: int, workers: int) -> tuple[int, int]:
+    """The steady window's batches ``[start, end)``: the warm-up and the drain left out, whole rounds kept.
+
+    Workers that start together and load batches of equal cost finish them
+    together: the loop receives them in rounds of ``workers`` batches, a
+    batch's loading time apart. A window that starts at a round's second
+    batch (which arrives with the first) and ends after a round's last
+    counts one batch more than the time it spans holds: 31 batches in 15
+    rounds of two, 3% too fast. So the window holds whole rounds and starts
+    at a round's first batch, where the rounds lie for such a loader.
+
+    Args:
+        batches: batches in the pass.
+        warmup_fraction: leading fraction of them left out (at least one batch).
+        drain_batches: trailing batches left out.
+        workers: the loader's workers (1 for the serial loop).
+
+    Returns:
+        ``(start, end)``: at least one batch, inside the pass.
+    """
+    rounds = max(1, workers)
+    start = max(1, int(batches * warmup_fraction))
+    start = max(rounds, start - start % rounds) if batches > rounds else 1
+    start = min(start, batches - 1)
+    length = max(1, batches - drain_batches - start)
+    if length >= rounds:
+        length -= length % rounds
+    return start, min(start + length, batches)
+
+
+def seconds_per_batch(arrivals: Sequence[float], fallback: float) -> float:
+    """The steady rate of a window: the slope of the least-squares line through its batches' arrival times.
+
+    A rate from the window's two ends alone moves with how late those two
+    batches happen to be handed over: SPDL's hand-over lag (from a batch's
+    last sample to the loop) wanders within one pass by a sizeable part of
+    a short window (the README's Benchmarks section has the figures). The
+    fitted slope weighs every batch of the window alike, so a late or
+    early batch at either end moves it little, and batches that arrive in
+    rounds (``steady_window``) give the round's rate.
+
+    Args:
+        arrivals: ``time.perf_counter()`` when each batch of the window reached the loop, in order.
+        fallback: seconds per batch from the window's ends, for a window of fewer than three batches.
+
+    Returns:
+        Seconds per batch.
+    """
+    if len(arrivals) < 3:
+        return fallback
+    return statistics.linear_regression(range(len(arrivals)), arrivals).slope
+
+
+def _window_close(tree: ProcessTree, sampler: PssSampler) -> tuple[float, dict[tuple[int, float], float], float]:
+    """The steady window's end: ``(time, process-tree CPU snapshot, the PSS sampler's own CPU seconds)``."""
+    return time.perf_counter(), tree.cpu_snapshot(), sampler.own_cpu
+
+
 def run_pass(
     session: LoaderSession,
     workload: Workload,
     sampler: PssSampler,
     step: Step | None,
     warmup_fraction: float = 0.2,
+    drain_batches: int = 0,
 ) -> PassResult:
     """Time one pass of ``session`` over ``workload``; always closes the session.
 
@@ -139,6 +212,8 @@ def run_pass(
         step: called with each batch, once per batch, before the next one is
             asked for (``training_step``); ``None``: no step.
         warmup_fraction: leading fraction of batches left out of the steady window.
+        drain_batches: trailing batches left out of the steady window (at
+            most what leaves it one batch after the warm-up; ``steady_window``).
 
     Returns:
         The pass's measurements.
@@ -148,7 +223,7 @@ def run_pass(
     """
     tree: ProcessTree = sampler.tree
     batches = workload.batches
-    warm = min(max(1, int(batches * warmup_fraction)), batches - 1)
+    warm, window_end = steady_window(batches, warmup_fraction, drain_batches, max(1, session.workers))
     if workload.collect:
         gc.collect()
     baseline = sampler.sample_now()
@@ -156,12 +231,16 @@ def run_pass(
     wait = 0.0
     ttfb = window_start = 0.0
     cpu_before: dict[tuple[int, float], float] = {}
-    own_before = 0.0
+    cpu_after: dict[tuple[int, float], float] = {}
+    own_before = own_after = end = 0.0
+    arrivals: list[float] = []  # when each batch of the window reached the loop
     with intra_op_threads(resolve(workload.torch_threads, session.workers)) as torch_threads:
         start = time.perf_counter()
         try:
             iterator = session.start()
             for k in range(batches):
+                if k == window_end:
+                    end, cpu_after, own_after = _window_close(tree, sampler)
                 if k == warm:
                     cpu_before = tree.cpu_snapshot()
                     own_before = sampler.own_cpu
@@ -171,6 +250,8 @@ def run_pass(
                 batch = next(iterator)
                 after = time.perf_counter()
                 wait += after - before
+                if warm <= k < window_end:
+                    arrivals.append(after)
                 if k == 0:
                     ttfb = after - start
                     size = batch_length(batch)
@@ -181,24 +262,25 @@ def run_pass(
                 if step is not None:
                     step(batch)
                 del batch
-            end = time.perf_counter()
-            cpu_after = tree.cpu_snapshot()
-            own_after = sampler.own_cpu
+            if window_end == batches:
+                end, cpu_after, own_after = _window_close(tree, sampler)
+            finish = time.perf_counter()
             sampler.sample_now()
         finally:
             session.close()
-    window_batches = batches - warm
+    window_batches = window_end - warm
     window_s = end - window_start
     window_samples = window_batches * workload.batch_size
+    per_batch_s = seconds_per_batch(arrivals, window_s / window_batches)
     cpu = ProcessTree.cpu_delta(cpu_before, cpu_after) - (own_after - own_before)
     return PassResult(
         mode=session.mode,
         ttfb_s=ttfb,
-        total_s=end - start,
+        total_s=finish - start,
         window_batches=window_batches,
         window_s=window_s,
-        throughput=window_samples / window_s,
-        per_batch_us=window_s / window_batches * 1e6,
+        throughput=workload.batch_size / per_batch_s,
+        per_batch_us=per_batch_s * 1e6,
         wait_s=wait,
         data_wait=wait / window_s if step is not None else None,
         torch_threads=torch_threads,
@@ -208,5 +290,6 @@ def run_pass(
         baseline_anon_mib=baseline[1] / MIB,
         peak_anon_mib=sampler.peak_anon / MIB,
         pss_samples=sampler.samples,
-        pass_throughput=workload.samples / (end - start),
+        pass_throughput=workload.samples / (finish - start),
+        endpoint_throughput=window_samples / window_s,
     )

@@ -78,6 +78,19 @@ from .workloads import DEFAULT_WORKLOADS, WORKLOADS, build_workload, default_wor
 
 DEFAULT_REPEAT = 3
 
+#: Leading fraction of a pass's batches left out of its steady window (``measure.run_pass``).
+WARMUP_FRACTION = 0.2
+
+
+def drain_batches(args: argparse.Namespace) -> int:
+    """Trailing batches left out of a pass's steady window: twice what the loaders hold in flight.
+
+    Twice ``workers * prefetch_factor``: threadloader and torch hold that many
+    batches, SPDL's stage and sink queues about as many again, so at the
+    window's end every pipeline is still full (``measure.run_pass``).
+    """
+    return 1 if args.quick else int(2 * args.workers * args.prefetch_factor)  # quick passes are 6-8 batches
+
 #: Workloads measured in a fresh interpreter of their own when a run has others too.
 ISOLATED_WORKLOADS: tuple[str, ...] = ("memory",)
 
@@ -243,14 +256,14 @@ def run_workload(
             entry = entries[loader]
             session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)
             try:
-                result = run_pass(session, workload, sampler, step)
+                result = run_pass(session, workload, sampler, step, WARMUP_FRACTION, drain_batches(args))
             except Exception as exc:  # noqa: BLE001  (one failing loader must not lose the others' numbers)
                 bar.write(f"{name}: {loader} pass {repetition + 1} failed:\n{traceback.format_exc()}", file=sys.stderr)
                 entry["errors"].append(f"{type(exc).__name__}: {exc}")
             else:
                 entry["mode"] = result.mode
                 entry["label"] = label(loader, result.mode)
-                entry["passes"].append(result.to_dict())
+                entry["passes"].append({**result.to_dict(), "repetition": repetition})
             bar.update()
     results = list(entries.values())
     report.summarise(results)
@@ -332,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             "loaders": loaders,
             "absent_loaders": absent,
             "workloads": workloads,
-            "warmup_fraction": 0.2,
+            "warmup_fraction": WARMUP_FRACTION,
+            "drain_batches": drain_batches(args),
         },
         "workloads": [],
     }

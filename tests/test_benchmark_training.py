@@ -237,3 +237,84 @@ def test_the_plot_draws_the_plain_launch(tmp_path: Path) -> None:
     from benchmarks.plot import plot
 
     assert plot([_training_doc()], tmp_path / "p.png").stat().st_size > 0
+
+
+class BacklogSession:
+    """A loader that takes ``gap_s`` per batch but hands its last ``backlog`` batches over at once (made earlier)."""
+
+    name = "backlog"
+    mode = "thread"
+    workers = 2
+
+    def __init__(self, workload: Any, gap_s: float, backlog: int) -> None:
+        self.workload, self.gap_s, self.backlog = workload, gap_s, backlog
+
+    def start(self) -> Any:
+        import time
+
+        import torch
+
+        def batches() -> Any:
+            for k in range(self.workload.batches):
+                if k < self.workload.batches - self.backlog:
+                    time.sleep(self.gap_s)
+                yield torch.zeros(self.workload.batch_size)
+
+        return batches()
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_steady_window_leaves_out_the_warm_up_and_the_drain() -> None:
+    pytest.importorskip("torch")
+    from benchmarks.measure import run_pass
+    from benchmarks.metrics import PssSampler
+
+    workload = _trivial_workload(20, 4, collect=False)
+    step = CountingStep()
+    with PssSampler() as sampler:
+        drained = run_pass(BacklogSession(workload, 0.02, 6), workload, sampler, step, 0.2, drain_batches=6)
+        counted = run_pass(BacklogSession(workload, 0.02, 6), workload, sampler, None, 0.2, drain_batches=0)
+        short = run_pass(BacklogSession(workload, 0.0, 0), workload, sampler, None, 0.2, drain_batches=50)
+    assert step.sizes == [4] * 20  # the drained batches are still taken, each with its step
+    assert drained.window_batches == 20 - 4 - 6 and counted.window_batches == 20 - 4
+    assert drained.throughput < 4 / 0.02 * 1.05  # the rate at which the loader makes batches (sleeps only overrun)
+    assert counted.throughput > 4 / 0.02 * 1.3  # the backlog handed over at the end counted as throughput
+    assert short.window_batches == 1  # a drain longer than the pass leaves one batch after the warm-up
+
+
+def test_a_run_leaves_out_twice_the_batches_in_flight_and_records_it() -> None:
+    args = run.parse_args(["--env-name", "e", "--mode", "thread", "--workers", "3", "--prefetch-factor", "2"])
+    assert run.drain_batches(args) == 12
+    assert run.drain_batches(run.parse_args(["--quick"])) == 1
+
+
+def test_the_steady_window_holds_whole_rounds_of_workers() -> None:
+    from benchmarks.measure import steady_window
+
+    assert steady_window(48, 0.2, 8, 2) == (8, 40)  # not (9, 40): 31 batches in 15 rounds of two
+    assert steady_window(56, 0.2, 8, 2) == (10, 48)
+    assert steady_window(56, 0.2, 8, 3) == (9, 48)
+    assert steady_window(40, 0.2, 8, 1) == (8, 32)
+    assert steady_window(6, 0.2, 1, 2) == (2, 4)  # a quick pass
+    assert steady_window(2, 0.2, 8, 2) == (1, 2)  # never empty, never past the pass
+    for batches in range(2, 60):
+        for workers in (1, 2, 3, 4):
+            start, end = steady_window(batches, 0.2, 8, workers)
+            assert 1 <= start < end <= batches
+
+
+def test_the_steady_rate_is_the_slope_through_every_arrival() -> None:
+    from benchmarks.measure import seconds_per_batch
+
+    even = [0.1 * k for k in range(20)]
+    assert seconds_per_batch(even, 1.0) == pytest.approx(0.1)
+    rounds = [0.2 * (k // 2) + 0.001 * (k % 2) for k in range(20)]  # two workers finishing together
+    assert seconds_per_batch(rounds, 1.0) == pytest.approx(0.1, rel=0.02)
+    late_first = [0.1 * k for k in range(20)]
+    late_first[0] += 0.5  # the window's first batch handed over late, the rest on time
+    ends = (late_first[-1] - late_first[0]) / 19
+    assert ends < 0.075  # the rate between the two ends: a third too fast
+    assert seconds_per_batch(late_first, 1.0) == pytest.approx(0.1, rel=0.15)
+    assert seconds_per_batch([0.0, 0.3], 0.25) == 0.25  # too few batches: the ends' figure
