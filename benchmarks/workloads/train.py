@@ -11,8 +11,9 @@ Out: ``dataset[i] == (image, label)``: bank entry ``i % len(bank)`` randomly
      training step on each batch the loader yields: forward through
      ``SmallConvNet``, cross-entropy loss, ``backward()``, an SGD step
      with momentum, all on CPU in the training loop's thread. Batches of
-     64 images; 16 batches a pass (``train``) or 24 (the other variants; 30
-     once, before the peers' passes were added to the suite's time).
+     64 images; 28 batches a pass (``train``) or 32 (the other variants): the
+     steady window leaves out a fifth at the start and the last eight
+     batches, the pipeline's drain (``benchmarks.measure``).
 
 Loading and the step both take the CPU, here the same two cores: per
 sample the augmentation is a few dozen small numpy calls (interpreter time
@@ -231,29 +232,30 @@ def _build(name: str, quick: bool, batches: int, torch_threads: TorchThreads, th
 def build(quick: bool, batches: int | None) -> Workload:
     """Build the training workload with torch's default intra-op thread count.
 
-    Its passes are shorter than the other variants' (16 batches of 64
+    Its passes are shorter than the other variants' (28 batches of 64
     images; quick 6 of 16): where torch's intra-op threads outnumber the
     cores left to them, a step can cost an order of magnitude more than with
     one thread, and the suite's time must stay bounded.
 
     Args:
         quick: tiny sizes for a smoke test.
-        batches: batches per pass (default 16, quick 6).
+        batches: batches per pass (default 28, quick 6; 16 before the steady window left out the
+            drain, ``benchmarks.measure``).
 
     Returns:
         The workload.
     """
-    count = batches or scaled(16, 6, quick)
+    count = batches or scaled(28, 6, quick)
     return _build("train", quick, count, None, "torch's default intra-op threads")
 
 
 def build_threads1(quick: bool, batches: int | None) -> Workload:
-    """Build the training workload with one intra-op thread during each pass (24 batches of 64; quick 6 of 16)."""
-    count = batches or scaled(24, 6, quick)
+    """Build the training workload with one intra-op thread during each pass (32 batches of 64; quick 6 of 16)."""
+    count = batches or scaled(32, 6, quick)
     return _build("train-threads1", quick, count, 1, "1 intra-op thread")
 
 
 def build_spare(quick: bool, batches: int | None) -> Workload:
     """Build the training workload with ``max(1, cores - num_workers)`` intra-op threads (as ``build_threads1``)."""
-    count = batches or scaled(24, 6, quick)
+    count = batches or scaled(32, 6, quick)
     return _build("train-spare", quick, count, "spare", "max(1, cores - num_workers) intra-op threads")
