@@ -247,11 +247,15 @@ def run_workload(
     }
     own = workload.process_repeat if runs_processes(args.mode) and workload.process_repeat else workload.repeat
     repeat = args.repeat or own or DEFAULT_REPEAT
-    if repeat != (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count for this workload
-        bar.total += len(loaders) * (repeat - (args.repeat or DEFAULT_REPEAT))
+    capped = {"serial": workload.serial_repeat} if workload.serial_repeat and args.repeat is None else {}
+    passes = sum(min(repeat, capped.get(loader) or repeat) for loader in loaders)
+    if passes != len(loaders) * (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count
+        bar.total += passes - len(loaders) * (args.repeat or DEFAULT_REPEAT)
         bar.refresh()
     for repetition in range(repeat):
         for loader in pass_order(loaders, repetition):
+            if repetition >= (capped.get(loader) or repeat):
+                continue
             bar.set_description(f"{name}: {loader} #{repetition + 1}")
             entry = entries[loader]
             session = LOADERS[loader](workload, args.workers, args.prefetch_factor, args.mode, args.seed)

@@ -318,3 +318,20 @@ def test_the_steady_rate_is_the_slope_through_every_arrival() -> None:
     assert ends < 0.075  # the rate between the two ends: a third too fast
     assert seconds_per_batch(late_first, 1.0) == pytest.approx(0.1, rel=0.15)
     assert seconds_per_batch([0.0, 0.3], 0.25) == 0.25  # too few batches: the ends' figure
+
+
+def test_a_workload_can_cap_the_serial_loops_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    import tqdm
+
+    from benchmarks.metrics import PssSampler
+
+    workload = _trivial_workload(6, 2, repeat=3, serial_repeat=1)
+    monkeypatch.setattr(run, "build_workload", lambda name, quick, batches: workload)
+    args = run.parse_args(["--mode", "thread", "--no-progress"])
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no monitor thread, as in the runner
+    with PssSampler() as sampler, tqdm.tqdm(total=6, disable=True) as bar:
+        document = run.run_workload("t", ["threadloader", "serial"], args, sampler, bar)
+        assert bar.total == 4  # three threadloader passes and one serial pass
+    passes = {entry["loader"]: [p["repetition"] for p in entry["passes"]] for entry in document["results"]}
+    assert passes == {"threadloader": [0, 1, 2], "serial": [0]}

@@ -44,7 +44,7 @@ def build(quick: bool, batches: int | None) -> Workload:
 
     Args:
         quick: tiny sizes for a smoke test.
-        batches: batches per pass (default 48 of 16 samples, quick 8; 30 before the steady window left
+        batches: batches per pass (default 40 of 16 samples, quick 8; 30 before the steady window left
             out the drain, ``benchmarks.measure``).
 
     Returns:
@@ -52,7 +52,7 @@ def build(quick: bool, batches: int | None) -> Workload:
     """
     batch_size = 16
     wait_s = 0.002
-    count = (batches or scaled(48, 8, quick)) * batch_size
+    count = (batches or scaled(40, 8, quick)) * batch_size
     return Workload(
         name="io",
         description=f"latency-bound samples: {wait_s * 1e3:g} ms wait each (remote storage)",
