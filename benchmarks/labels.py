@@ -53,6 +53,11 @@ NAMED_ONLY: frozenset[str] = frozenset({"spdl-sample", "threadpool"})
 #: where the GIL is off): they always run threads, whatever ``--mode`` says.
 THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats", "threadloader-auto"})
 
+#: Loaders measured by default on free-threaded builds only (on a build with the GIL only when named):
+#: replicas remove reference-count contention between threads, which a build with the GIL does not
+#: have, and the targets judge torchdata on 3.13t only (on the GIL build thread mode is judged against
+#: Grain, and SPDL is shown beside it). Leaving them out paid for longer passes in the suite's time.
+FREE_THREADED_ONLY_LOADERS: frozenset[str] = frozenset({"threadloader-replicate", "torchdata"})
 #: Loaders whose numbers do not depend on threadloader's mode. A process-mode run leaves them out by
 #: default (but see ``PROCESS_RUN_WORKLOADS_OF``): the thread-mode run on the same interpreter measures
 #: them. torch's DataLoader stays in every run, since every ratio is taken against it in the same run.

@@ -77,6 +77,7 @@ import torch.utils.data
 import threadloader
 
 from .labels import (
+    FREE_THREADED_ONLY_LOADERS,
     LOADER_ORDER,
     MODE_INDEPENDENT,
     NAMED_ONLY,
@@ -607,17 +608,20 @@ def candidate_loaders(mode: str = "auto") -> list[str]:
         mode: the run's threadloader ``--mode``.
 
     Returns:
-        The keys in report order, less ``labels.NAMED_ONLY``; where ``mode``
-        means processes (``"process"``, or ``"auto"`` with the GIL on), less
-        the thread-mode-only loaders and the mode-independent ones, except
-        those a process-mode run keeps for some workloads
+        The keys in report order, less ``labels.NAMED_ONLY``; on a build
+        with the GIL, less ``labels.FREE_THREADED_ONLY_LOADERS``; where
+        ``mode`` means processes (``"process"``, or ``"auto"`` with the GIL
+        on), less the thread-mode-only loaders and the mode-independent
+        ones, except those a process-mode run keeps for some workloads
         (``labels.PROCESS_RUN_WORKLOADS_OF``).
     """
     processes = runs_processes(mode)
+    gil_build = not sysconfig.get_config_var("Py_GIL_DISABLED")
     return [
         name
         for name in LOADER_ORDER
         if name not in NAMED_ONLY
+        and not (gil_build and name in FREE_THREADED_ONLY_LOADERS)
         and not (processes and name in THREAD_MODE_ONLY)
         and not (processes and name in MODE_INDEPENDENT and name not in PROCESS_RUN_WORKLOADS_OF)
     ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The benchmarks are not part of the installed package. Appended, not prepended: the installed
+# threadloader (what tox tests) still comes first on the path.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
 from benchmarks.pairing import paired_median, paired_range, paired_ratios
