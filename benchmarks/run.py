@@ -86,8 +86,9 @@ def drain_batches(args: argparse.Namespace) -> int:
     """Trailing batches left out of a pass's steady window: twice what the loaders hold in flight.
 
     Twice ``workers * prefetch_factor``: threadloader and torch hold that many
-    batches, SPDL's stage and sink queues about as many again, so at the
-    window's end every pipeline is still full (``measure.run_pass``).
+    batches, and SPDL's sink alone as many (``loaders.SpdlSession``) besides
+    its stage's, so at the window's end every pipeline is still full
+    (``measure.run_pass``).
     """
     return 1 if args.quick else int(2 * args.workers * args.prefetch_factor)  # quick passes are 6-8 batches
 
