@@ -249,8 +249,8 @@ def run_pass(
                 before = time.perf_counter()
                 batch = next(iterator)
                 after = time.perf_counter()
-                wait += after - before
-                if warm <= k < window_end:
+                if warm <= k < window_end:  # the waits of the window's batches only, not the drain's
+                    wait += after - before
                     arrivals.append(after)
                 if k == 0:
                     ttfb = after - start

@@ -282,6 +282,10 @@ def test_the_steady_window_leaves_out_the_warm_up_and_the_drain() -> None:
     assert drained.throughput < 4 / 0.02 * 1.05  # the rate at which the loader makes batches (sleeps only overrun)
     assert counted.throughput > 4 / 0.02 * 1.3  # the backlog handed over at the end counted as throughput
     assert short.window_batches == 1  # a drain longer than the pass leaves one batch after the warm-up
+    with PssSampler() as sampler:
+        steady = run_pass(BacklogSession(workload, 0.02, 0), workload, sampler, step, 0.2, drain_batches=6)
+    # the loop waits ~20 ms a batch throughout; only the window's waits count against the window's time
+    assert steady.data_wait is not None and 0.8 < steady.data_wait <= 1.0
 
 
 def test_a_run_leaves_out_twice_the_batches_in_flight_and_records_it() -> None:
