@@ -74,9 +74,6 @@ class PassResult:
         pass_throughput: samples per second over the whole pass, from
             creating the iterator to the last batch (start-up, the initial
             burst and the final hand-over included).
-        endpoint_throughput: the window's samples over its duration (the
-            rate between its two ends, where ``throughput`` fits a line
-            through every batch's arrival).
     """
 
     mode: str
@@ -96,7 +93,6 @@ class PassResult:
     peak_anon_mib: float
     pss_samples: int
     pass_throughput: float
-    endpoint_throughput: float
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON file."""
@@ -291,5 +287,4 @@ def run_pass(
         peak_anon_mib=sampler.peak_anon / MIB,
         pss_samples=sampler.samples,
         pass_throughput=workload.samples / (finish - start),
-        endpoint_throughput=window_samples / window_s,
     )
