@@ -246,8 +246,7 @@ def run_workload(
         loader: {"loader": loader, "label": label(loader), "mode": "?", "launch": launch, "passes": [], "errors": []}
         for loader in loaders
     }
-    own = workload.process_repeat if runs_processes(args.mode) and workload.process_repeat else workload.repeat
-    repeat = args.repeat or own or DEFAULT_REPEAT
+    repeat = args.repeat or workload.repeat or DEFAULT_REPEAT
     capped = {"serial": workload.serial_repeat} if workload.serial_repeat and args.repeat is None else {}
     passes = sum(min(repeat, capped.get(loader) or repeat) for loader in loaders)
     if passes != len(loaders) * (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count

@@ -52,11 +52,9 @@ class Workload:
             restored after it (see ``TorchThreads``).
         repeat: passes per loader when the command line gives no
             ``--repeat`` (``None``: the runner's default of 3).
-        process_repeat: the same in an environment whose threadloader runs
-            worker processes (``None``: ``repeat``).
         serial_repeat: at most this many passes of the serial loop
-            (``None``: as many as the others): where only its memory is
-            needed, which one pass measures.
+            (``None``: as many as the others): where no target judges its
+            speed (its memory, or the "x serial" column, is all it gives).
         collect: run a full garbage collection before each pass, so that
             its memory baseline is a collected heap and no collection of
             garbage from the pass before lands in its window.
@@ -72,7 +70,6 @@ class Workload:
     step: Step | None = None
     torch_threads: TorchThreads = None
     repeat: int | None = None
-    process_repeat: int | None = None
     serial_repeat: int | None = None
     collect: bool = True
     params: dict[str, Any] = field(default_factory=dict)
