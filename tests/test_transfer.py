@@ -53,6 +53,41 @@ def test_encode_decode_round_trip_numpy_and_torch() -> None:
     assert out["big"][0, 0] == -1
 
 
+def test_small_tensors_travel_as_raw_bytes_with_torch_semantics(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    serialization = pytest.importorskip("torch.serialization")
+    labels = torch.arange(6, dtype=torch.int64)
+    whole = {
+        "dtypes": [torch.tensor([1, 0, 1], dtype=dtype) for dtype in (
+            torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
+            torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)],
+        "scalar": torch.tensor(3.5),
+        "empty": [torch.empty(0, 3), torch.empty(2, 0, dtype=torch.int32)],
+        "shared": (labels, labels.view(2, 3)),
+    }  # fmt: skip
+
+    def no_storage_pickling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a small whole tensor went through torch's storage pickling (torch.save)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(serialization, "_legacy_save", no_storage_pickling)
+        out = _shm.decode(*_shm.encode(whole, f"threadloader-{os.getpid()}-small"))
+    for sent, got in zip(whole["dtypes"], out["dtypes"]):
+        assert got.dtype == sent.dtype and got.shape == sent.shape and torch.equal(got, sent)
+    assert out["scalar"].shape == () and out["scalar"].item() == 3.5
+    assert [t.shape for t in out["empty"]] == [(0, 3), (2, 0)] and out["empty"][1].dtype == torch.int32
+    flat, grid = out["shared"]
+    flat[0] = 42  # writable, and the two tensors still share one storage, as pickling keeps them
+    assert grid[0, 0] == 42 and labels[0] == 0
+    # Anything else about a tensor keeps torch's own pickling: offsets, strides, the conjugate bit.
+    transposed = torch.arange(6.0).view(2, 3).t()
+    others = {"slice": labels[2:], "transposed": transposed, "conj": torch.tensor([1 + 2j]).conj()}
+    back = _shm.decode(*_shm.encode(others, f"threadloader-{os.getpid()}-small"))
+    assert torch.equal(back["slice"], labels[2:])
+    assert torch.equal(back["transposed"], others["transposed"]) and back["transposed"].stride() == (1, 3)
+    assert back["conj"].is_conj() and torch.equal(back["conj"].resolve_conj(), others["conj"].resolve_conj())
+
+
 def test_process_batches_equal_thread_batches() -> None:
     dataset = ArrayDataset(24, size=2048)
     expected = [(b["x"].numpy() if hasattr(b["x"], "numpy") else b["x"]).copy() for b in

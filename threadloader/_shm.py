@@ -4,6 +4,8 @@ In (worker): any picklable batch. Its numpy arrays and CPU torch tensors of
      at least ``MIN_SHM_BYTES`` are copied into one shared-memory file per
      batch (``/dev/shm/<prefix>-<n>``); the rest of the batch is pickled with
      the arrays replaced by small references (pickle's ``persistent_id``).
+     A smaller tensor that is its whole storage, contiguous (a collated
+     batch's labels), travels as its raw bytes in the pickle.
 Out (parent): the same structure, with arrays and tensors that are views of
      that memory. The parent unlinks the file as soon as it has mapped it, so
      the memory is released when the last array over it is freed and nothing
@@ -20,6 +22,14 @@ Ownership: the worker creates and fills a file and hands its name over; from
 then on the parent owns it. ``remove_leftovers(prefix)`` unlinks files of
 batches that never reached the parent (dropped at shutdown, worker crash).
 Where ``/dev/shm`` does not exist the whole batch is pickled.
+
+Small tensors are not pickled the default way because a tensor's storage
+pickles through ``torch.save`` (legacy format, which defines classes on every
+call): on a GIL build that was about a quarter of a millisecond per tensor,
+per batch, on the worker's critical path. Raw bytes rebuild the same tensor:
+dtype, shape, contiguous strides, writable memory; tensors of one batch that
+each cover one storage whole still share it. Anything else about a tensor (other strides or offsets,
+names, conjugate or negative bits, Python attributes) keeps torch's pickling.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ MIN_SHM_BYTES = 4096
 FREE, IN_USE = 0, 1  # a recycled file's state byte: the worker may write it / a batch over it is in use
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
+_INLINE = "inline"  # the first item of a small tensor's persistent id (``_ArrayPickler._inline``)
 _counter = count()
 
 
@@ -57,13 +68,15 @@ def shm_available() -> bool:
 
 
 class _ArrayPickler(pickle.Pickler):
-    """Collects large arrays and tensors instead of pickling their bytes."""
+    """Collects large arrays and tensors instead of pickling their bytes; small whole tensors go as raw bytes."""
 
     def __init__(self, file: io.BytesIO, arena: Any = None) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.arrays: list[tuple[str, Any, Any]] = []
         self._torch = sys.modules.get("torch")
         self._arena = arena
+        self._inlined: dict[int, int] = {}  # storage data_ptr -> its number, for tensors sharing one storage
+        self._storages = 0  # small storages sent so far
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) is np.ndarray:
@@ -79,9 +92,11 @@ class _ArrayPickler(pickle.Pickler):
                 or obj.layout != torch.strided
                 or obj.requires_grad
                 or obj.is_quantized
-                or obj.numel() * obj.element_size() < MIN_SHM_BYTES
             ):
                 return None
+            nbytes = obj.numel() * obj.element_size()
+            if nbytes < MIN_SHM_BYTES:
+                return self._inline(obj, nbytes)
             owned = self._arena.take(obj) if self._arena is not None else None
             if owned is not None:  # already in a shared-memory file of its own: send where it is
                 self.arrays.append(("torch_file", owned, (obj.dtype, tuple(obj.shape))))
@@ -90,6 +105,36 @@ class _ArrayPickler(pickle.Pickler):
             self.arrays.append(("torch", raw, (obj.dtype, tuple(obj.shape))))
             return len(self.arrays) - 1
         return None
+
+    def _inline(self, tensor: Any, nbytes: int) -> Any:
+        """``(_INLINE, number, bytes or None, dtype, shape)`` for a small tensor that is its whole storage, else None.
+
+        The bytes go with the first tensor over a storage; a later one over
+        the same storage names its number only.
+        """
+        storage = tensor.untyped_storage()
+        if (
+            tensor.storage_offset()
+            or storage.nbytes() != nbytes
+            or not tensor.is_contiguous()
+            or tensor.is_conj()
+            or tensor.is_neg()
+            or tensor.has_names()
+            or tensor.__dict__
+        ):
+            return None
+        key = storage.data_ptr()
+        number = self._inlined.get(key) if key else None  # every empty storage has data_ptr 0: none is shared
+        data = None
+        if number is None:
+            number = self._storages
+            self._storages += 1
+            if key:
+                self._inlined[key] = number
+            torch = self._torch
+            assert torch is not None  # only a tensor comes here
+            data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return (_INLINE, number, data, tensor.dtype, tuple(tensor.shape))
 
 
 def encode(
@@ -162,8 +207,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._mapped = mapped
         self._layout = layout
+        self._inlined: dict[int, np.ndarray] = {}  # a small storage's number -> its bytes
 
     def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple:
+            return self._inline(*pid[1:])
         kind, where, dtype, shape = self._layout[pid]
         if kind == "torch_file":
             import torch
@@ -182,6 +230,16 @@ class _ArrayUnpickler(pickle.Unpickler):
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         raw = np.frombuffer(self._mapped, dtype=np.uint8, count=nbytes, offset=offset)
+        return torch.from_numpy(raw).view(dtype).reshape(shape)
+
+    def _inline(self, number: int, data: bytes | None, dtype: Any, shape: tuple[int, ...]) -> Any:
+        """A small tensor from its raw bytes, over the same memory as earlier tensors of its storage."""
+        import torch
+
+        raw = self._inlined.get(number)
+        if raw is None:
+            # A bytearray: the tensor must be writable, as a pickled one is.
+            raw = self._inlined[number] = np.frombuffer(bytearray(data or b""), dtype=np.uint8)
         return torch.from_numpy(raw).view(dtype).reshape(shape)
 
 
