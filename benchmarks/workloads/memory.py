@@ -19,8 +19,8 @@ holding an object a worker reads is copied into that worker; a sample's
 records lie all over the heap (as with a shuffled epoch, or records grouped
 by a key), and a page holds 50 or more of these objects, so reading an
 eighth of the records (a sixteenth per worker) copies nearly every page into
-each worker (all but (15/16)^50, 4%: 2.2 GiB above the serial loop's peak for
-torch's two workers, against the 1.07 GiB dataset, in a pass here). (Containers that the
+each worker (all but (15/16)^50, 4%; the report gives torch's two workers'
+peak above the serial loop's beside the dataset's size). (Containers that the
 cyclic GC tracks are written by every collection in the worker as well; the
 record tuples hold only atomic values, so the first collection untracks
 them, and the runner collects before every pass.) Forkserver or spawn

@@ -218,9 +218,9 @@ def _build(name: str, quick: bool, batches: int, torch_threads: TorchThreads, th
         indices=range(count),
         step=step,
         torch_threads=torch_threads,
-        # A pass's speed depends on where the scheduler puts the step and the workers on the cores, and
-        # that varies 1.5-2x from pass to pass (three threads on two cores): three passes did not decide a
-        # loader's order. Five do better; the serial loop runs one (no target judges its speed).
+        # A pass's speed depends on where the scheduler puts the step and the workers on the cores (three
+        # threads on two cores), which changes from pass to pass: three passes did not decide a loader's
+        # order. Five do better; the serial loop runs one (no target judges its speed).
         repeat=5,
         serial_repeat=1,
         params={
