@@ -30,14 +30,33 @@ LOADER_ORDER: tuple[str, ...] = (
 #: The entry for threadloader measured in a plain launch on 3.13t (``benchmarks.plain``): not a loader
 #: a run can be asked for, but a row of the training workload, made in a child interpreter.
 PLAIN_LAUNCH = "threadloader-plain"
+#: torch's DataLoader measured in the same plain launch: the interpreter that turned the GIL on for
+#: threadloader's loop does so for torch's, so only this row tells the loaders apart there.
+TORCH_PLAIN_LAUNCH = "torch-plain"
 
-#: Entry keys in report order: the loaders, with the plain launch after threadloader's other rows.
+#: Entry keys in report order: the loaders, each plain-launch row after its loader's other rows.
 REPORT_ORDER: tuple[str, ...] = (
-    *LOADER_ORDER[: LOADER_ORDER.index("torch")], PLAIN_LAUNCH, *LOADER_ORDER[LOADER_ORDER.index("torch") :]
+    *LOADER_ORDER[: LOADER_ORDER.index("torch")],
+    PLAIN_LAUNCH,
+    "torch",
+    TORCH_PLAIN_LAUNCH,
+    *LOADER_ORDER[LOADER_ORDER.index("torch") + 1 :],
 )
 
-#: The loader every ratio is taken against.
+#: The loader every ratio is taken against, except where ``REFERENCE_OF`` names another.
 REFERENCE = "torch"
+
+#: The plain launch's rows are divided by torch's DataLoader in the same plain launch (the parent's torch
+#: ran with the GIL off, which changes the training step as well as the loaders).
+REFERENCE_OF: dict[str, str] = {PLAIN_LAUNCH: TORCH_PLAIN_LAUNCH, TORCH_PLAIN_LAUNCH: TORCH_PLAIN_LAUNCH}
+
+#: The rows the report marks "(ref)" and the plot draws as its 1x line rather than as a bar.
+REFERENCES: frozenset[str] = frozenset({REFERENCE, TORCH_PLAIN_LAUNCH})
+
+
+def reference_of(name: str) -> str:
+    """The entry that loader entry ``name``'s ratios are taken against."""
+    return REFERENCE_OF.get(name, REFERENCE)
 
 #: The thread-based peers: other libraries' loaders that run their workers as threads in the training
 #: process, as threadloader's thread mode does. The targets compare threadloader with the best of those
@@ -103,6 +122,7 @@ _LABELS: dict[str, str] = {
     "threadloader-auto": 'threadloader (thread, num_workers="auto")',
     PLAIN_LAUNCH: "threadloader (plain launch)",
     "torch": "torch DataLoader",
+    TORCH_PLAIN_LAUNCH: "torch DataLoader (plain launch)",
     "spdl": "SPDL Pipeline",
     "grain": "Grain MapDataset",
     "torchdata": "torchdata ParallelMapper",

@@ -15,9 +15,13 @@ gets something else: building the optimizer imports ``torch._dynamo`` and,
 with torch's CUDA wheel, triton, whose extension does not declare
 free-threading support, so CPython turns the GIL on; threadloader's
 ``mode="auto"`` (its default) then runs worker processes. The child runs
-exactly that: this runner, ``--mode auto``, threadloader alone, in an
-interpreter started without ``PYTHON_GIL`` or ``-X gil``. Its numbers sit
-in the parent's table, against the parent's torch DataLoader.
+exactly that: this runner, ``--mode auto``, threadloader and torch's
+DataLoader, in an interpreter started without ``PYTHON_GIL`` or ``-X gil``.
+Both rows sit in the parent's table, and the plain threadloader row is
+divided by the plain torch row (``labels.REFERENCE_OF``), not by the
+parent's torch: the GIL that the optimizer turns on slows the training loop
+whichever loader feeds it, so against the parent's torch the row measured
+the interpreter's state as much as the loader.
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .labels import PLAIN_LAUNCH, label
+from .labels import PLAIN_LAUNCH, TORCH_PLAIN_LAUNCH, label
 
 #: Workloads whose threadloader is also measured in a plain launch (one is enough: the thread-count
 #: variants measure a setting a user who did nothing did not make).
 PLAIN_LAUNCH_WORKLOADS: tuple[str, ...] = ("train",)
 
-#: The loader the child runs, and the mode it asks for: the defaults of a user who did nothing.
+#: The loader whose plain launch is measured, and the mode it asks for: the defaults of a user who did nothing.
 CHILD_LOADER = "threadloader"
 CHILD_MODE = "auto"
+
+#: What the child runs, each loader with the parent's entry its row becomes.
+CHILD_ENTRIES: dict[str, str] = {CHILD_LOADER: PLAIN_LAUNCH, "torch": TORCH_PLAIN_LAUNCH}
 
 
 def applies(
@@ -65,34 +72,38 @@ def applies(
     )
 
 
-def entry(document: dict[str, Any]) -> dict[str, Any]:
-    """The parent's ``threadloader-plain`` entry, made from the child's workload document.
+def entries(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parent's plain-launch entries (``CHILD_ENTRIES``), made from the child's workload document.
 
     Args:
         document: what ``child.run_child`` returned for the plain launch.
 
     Returns:
-        The child's threadloader entry renamed, with ``launch`` and
+        One entry per loader of the child, renamed, with ``launch`` and
         ``plain_launch`` (the child's GIL state and the mode that ran); an
-        entry with an error when the child measured nothing.
+        entry with an error for a loader the child did not measure.
     """
     child = document.get("child", {})
-    found = next((e for e in document.get("results", []) if e["loader"] == CHILD_LOADER), None)
-    if found is None:
-        found = {"mode": "?", "passes": [], "errors": ["the plain launch's interpreter reported no threadloader"]}
-    mode = found["mode"] if found["passes"] else "?"
-    return {
-        **found,
-        "loader": PLAIN_LAUNCH,
-        "label": label(PLAIN_LAUNCH, mode if mode != "?" else None),
-        "launch": child.get("launch") or "plain",
-        "plain_launch": {
-            "mode_requested": child.get("mode_requested", CHILD_MODE),
-            "mode": mode,
-            "gil_enabled": child.get("gil_enabled"),
-            "gil_enabled_at_start": child.get("gil_enabled_at_start"),
-            "python_gil": child.get("python_gil"),
-            "returncode": child.get("returncode"),
-            "wall_s": child.get("wall_s"),
-        },
-    }
+    results = {e["loader"]: e for e in document.get("results", [])}
+    made = []
+    for loader, name in CHILD_ENTRIES.items():
+        found = results.get(loader)
+        if found is None:
+            found = {"mode": "?", "passes": [], "errors": [f"the plain launch's interpreter reported no {loader}"]}
+        mode = found["mode"] if found["passes"] else "?"
+        made.append({
+            **found,
+            "loader": name,
+            "label": label(name, mode if mode != "?" else None),
+            "launch": child.get("launch") or "plain",
+            "plain_launch": {
+                "mode_requested": child.get("mode_requested", CHILD_MODE),
+                "mode": mode,
+                "gil_enabled": child.get("gil_enabled"),
+                "gil_enabled_at_start": child.get("gil_enabled_at_start"),
+                "python_gil": child.get("python_gil"),
+                "returncode": child.get("returncode"),
+                "wall_s": child.get("wall_s"),
+            },
+        })  # fmt: skip
+    return made

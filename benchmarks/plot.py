@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from .labels import PLAIN_LAUNCH, REFERENCE, REPORT_ORDER, label
+from .labels import PLAIN_LAUNCH, REFERENCE, REFERENCES, REPORT_ORDER, TORCH_PLAIN_LAUNCH, label, reference_of
 
 MEMORY_WORKLOAD = "memory"
 
@@ -43,6 +43,7 @@ COLOURS: dict[str, str] = {
     "threadloader-auto": "#bcbd22",
     PLAIN_LAUNCH: "#8c564b",
     "torch": "#1f77b4",
+    TORCH_PLAIN_LAUNCH: "#1f77b4",  # a reference, never drawn as a bar
     "spdl": "#17becf",
     "grain": "#2ca02c",
     "torchdata": "#9467bd",
@@ -55,6 +56,12 @@ _OTHER_COLOUR = "#c7c7c7"
 
 def _colour(name: str) -> str:
     return COLOURS.get(name, _OTHER_COLOUR)
+
+
+def _legend_label(name: str) -> str:
+    """A loader's name in the legend, saying what its bars are divided by where that is not torch's loader."""
+    reference = reference_of(name)
+    return label(name) if reference == REFERENCE else f"{label(name)}, ÷ {label(reference)}"
 
 
 def _loaders_in(docs: Sequence[dict[str, Any]]) -> list[str]:
@@ -91,7 +98,7 @@ def _ratio_text(ratio: float) -> str:
 
 def _widest_group(docs: Sequence[dict[str, Any]]) -> int:
     """The most loaders (torch aside) any drawn workload has: every panel's bars get the same width."""
-    counts = [sum(e["loader"] != REFERENCE for e in w["results"]) for doc in docs for w in _ratio_workloads(doc)]
+    counts = [sum(e["loader"] not in REFERENCES for e in w["results"]) for doc in docs for w in _ratio_workloads(doc)]
     return max([1, *counts])
 
 
@@ -110,11 +117,12 @@ def _ratio_panel(ax: Any, doc: dict[str, Any], loaders: list[str], widest: int) 
     drawn: set[str] = set()
     for i, workload in enumerate(workloads):
         entries = {e["loader"]: e for e in workload["results"]}
-        base = entries[REFERENCE]["summary"]["throughput"]
-        names = [n for n in loaders if n != REFERENCE and n in entries and entries[n]["summary"].get("throughput")]
+        names = [n for n in loaders if n not in REFERENCES and n in entries and entries[n]["summary"].get("throughput")]
+        names = [n for n in names if entries.get(reference_of(n), {}).get("summary", {}).get("throughput")]
         drawn.update(names)
         for k, name in enumerate(names):
             entry = entries[name]
+            base = entries[reference_of(name)]["summary"]["throughput"]
             ratio = entry["vs_torch"].get("throughput") or entry["summary"]["throughput"] / base
             lowest, highest = entry.get("vs_torch_throughput_range") or (ratio, ratio)
             low, high = max(ratio - lowest, 0.0), max(highest - ratio, 0.0)
@@ -211,7 +219,7 @@ def plot(docs: Sequence[dict[str, Any]], path: Path) -> Path:
         "Who feeds the training loop fastest: each loader's samples/s over torch DataLoader's in the same run "
         "(median of the per-repetition ratios; whiskers: lowest and highest), and the memory its workers add"
     )
-    fig.legend(handles, [label(name) for name in shown], loc="outside upper center", ncols=min(len(shown), 6),
+    fig.legend(handles, [_legend_label(name) for name in shown], loc="outside upper center", ncols=min(len(shown), 6),
                fontsize=9, title=title, title_fontsize=11, frameon=False)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .labels import PEERS, PLAIN_LAUNCH, REFERENCE, REPORT_ORDER, label
+from .labels import PEERS, PLAIN_LAUNCH, REFERENCES, REPORT_ORDER, TORCH_PLAIN_LAUNCH, label, reference_of
 from .pairing import paired_median, paired_range, paired_ratios
 
 #: The targets' memory figure: a loader's peak PSS minus the serial loop's in the same run and workload.
@@ -66,6 +66,10 @@ def median_of(values: Iterable[float | None]) -> float | None:
 def summarise(entries: Sequence[dict[str, Any]]) -> None:
     """Fill ``summary`` and ``vs_torch`` of one workload's entries (one per loader), in place.
 
+    ``vs_torch`` is each entry's ratio to torch's DataLoader, except for a
+    plain launch's rows, whose ratios are to torch's in that launch
+    (``labels.reference_of``).
+
     Args:
         entries: dicts with ``loader`` and ``passes`` (lists of pass-result
             dicts; empty when every pass failed, which leaves ``None`` medians).
@@ -80,9 +84,9 @@ def summarise(entries: Sequence[dict[str, Any]]) -> None:
         summary["throughput_max"] = max(throughputs, default=None)
         entry["summary"] = summary
     by_loader = {e["loader"]: e for e in entries}
-    reference = by_loader.get(REFERENCE)
     serial = by_loader.get("serial")
     for entry in entries:
+        reference = by_loader.get(reference_of(entry["loader"]))
         ratios: dict[str, float | None] = {}
         for key, (source, _) in METRICS.items():
             ratios[key] = paired_median(entry, reference, source) if reference else None
@@ -181,7 +185,7 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
     for workload in doc["workloads"]:
         for entry in ordered(workload["results"]):
             summary, ratio = entry["summary"], entry["vs_torch"]
-            ref = entry["loader"] == REFERENCE
+            ref = entry["loader"] in REFERENCES
             per_batch = "–"
             if workload["name"] in PER_BATCH_WORKLOADS:
                 per_batch = cell(summary["per_batch_us"], ratio["per_batch_us"], ref)
@@ -224,7 +228,7 @@ def training_rows(doc: dict[str, Any]) -> list[str]:
             continue
         for entry in ordered(workload["results"]):
             summary, ratio = entry["summary"], entry["vs_torch"]
-            ref = entry["loader"] == REFERENCE
+            ref = entry["loader"] in REFERENCES
             gil = entry.get("plain_launch", {}).get("gil_enabled", workload.get("gil_enabled"))
             threads = sorted({p["torch_threads"] for p in entry["passes"] if p.get("torch_threads") is not None})
             speedup = summary.get("speedup_vs_serial")
@@ -262,8 +266,10 @@ def training_section(docs: Sequence[dict[str, Any]]) -> list[str]:
             "loop spent waiting in "
             "next(). train keeps torch's default intra-op thread count, train-threads1 sets 1 for each pass "
             "(train-spare: max(1, cores - workers)). Launch: how a free-threaded interpreter was started; "
-            f"{label(PLAIN_LAUNCH)} ran in a fresh interpreter without PYTHON_GIL, with mode=\"auto\", "
-            "where building the optimizer imports triton and turns the GIL on (GIL: while its loader ran)."
+            f"{label(PLAIN_LAUNCH)} and {label(TORCH_PLAIN_LAUNCH)} ran in a fresh interpreter without "
+            "PYTHON_GIL, threadloader with mode=\"auto\", where building the optimizer imports triton and "
+            "turns the GIL on (GIL: while its loader ran); the GIL slows the step for either loader, so the "
+            "plain threadloader row's ratio is to torch's in that interpreter."
         ),
         "",
         TRAINING_HEADER,
@@ -653,7 +659,9 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
         (
             "Medians of the repetitions; in brackets the ratio to torch's DataLoader in the same environment "
             "and workload (ref): the median of the per-repetition ratios, each pass divided by torch's pass "
-            "of the same repetition. samples/s, µs/batch and data wait are measured in a steady window that "
+            f"of the same repetition ({label(PLAIN_LAUNCH)} is divided by {label(TORCH_PLAIN_LAUNCH)}, "
+            "which ran in the same interpreter). samples/s, µs/batch and data wait are measured in a steady "
+            "window that "
             "leaves out the first 20% of the batches (start-up) and the last "
             f"{_drain_words(docs)} (the pipeline's drain, when a loader hands over batches it made earlier) "
             "and holds whole rounds of workers; the rate is the slope of a line fitted through its batches' "

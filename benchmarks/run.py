@@ -317,10 +317,10 @@ def run_isolated(
 
 
 def add_plain_launch(document: dict[str, Any], args: argparse.Namespace, bar: tqdm.tqdm) -> None:
-    """Measure ``document``'s workload with threadloader in a plain launch and add that row to it (``plain``)."""
-    child = run_isolated(document["name"], [plain.CHILD_LOADER], args, bar, mode=plain.CHILD_MODE, strip_gil=True)
-    document["results"].append(plain.entry(child))
-    report.summarise(document["results"])  # the plain row's ratios, against this run's torch
+    """Measure ``document``'s workload with threadloader and torch in a plain launch and add those rows (``plain``)."""
+    child = run_isolated(document["name"], list(plain.CHILD_ENTRIES), args, bar, mode=plain.CHILD_MODE, strip_gil=True)
+    document["results"].extend(plain.entries(child))
+    report.summarise(document["results"])  # the plain rows' ratios, against the plain launch's torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if plain.applies(name, names, args.mode, args.in_process, free_threaded, launch)
     ]
     doc["config"]["plain_launch"] = plain_launch  # workloads whose threadloader also runs in a plain launch
-    passes = sum(len(names) for names in per_workload.values()) + len(plain_launch)
+    passes = sum(len(names) for names in per_workload.values()) + len(plain_launch) * len(plain.CHILD_ENTRIES)
     total = passes * (args.repeat or DEFAULT_REPEAT)
     with (
         PssSampler() as sampler,

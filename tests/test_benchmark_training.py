@@ -15,7 +15,15 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import plain, report, run, system
 from benchmarks.child import child_argv, child_env
-from benchmarks.labels import LOADER_ORDER, NAMED_ONLY, PEERS, PLAIN_LAUNCH, THREAD_MODE_ONLY, default_loaders_for
+from benchmarks.labels import (
+    LOADER_ORDER,
+    NAMED_ONLY,
+    PEERS,
+    PLAIN_LAUNCH,
+    THREAD_MODE_ONLY,
+    TORCH_PLAIN_LAUNCH,
+    default_loaders_for,
+)
 from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS
 
 pytestmark = pytest.mark.timeout(120)
@@ -137,10 +145,13 @@ def test_the_plain_launch_child_has_no_python_gil_and_no_gil_option(monkeypatch:
     assert child_env(False, environ) == environ
     monkeypatch.setattr(sys, "_xoptions", {"gil": "0"})
     args = run.parse_args(["--env-name", "e", "--mode", "thread", "--quick"])
-    argv = child_argv("train", [plain.CHILD_LOADER], args, tmp_path / "o.json", mode=plain.CHILD_MODE, strip_gil=True)
+    argv = child_argv("train", list(plain.CHILD_ENTRIES), args, tmp_path / "o.json", mode=plain.CHILD_MODE,
+                      strip_gil=True)  # fmt: skip
     assert "-X" not in argv and argv[1:3] == ["-m", "benchmarks.run"]
     child = run.parse_args(argv[3:])
-    assert (child.mode, child.loader, child.workload, child.in_process) == ("auto", ["threadloader"], ["train"], True)
+    loaders = ",".join(child.loader).split(",")  # --loader takes a comma list
+    assert (child.mode, child.workload, child.in_process) == ("auto", ["train"], True)
+    assert loaders == ["threadloader", "torch"]
     kept = child_argv("memory", ["threadloader"], args, tmp_path / "o.json")
     assert kept[1:3] == ["-X", "gil=0"]  # an isolated workload keeps the parent's launch
 
@@ -175,7 +186,9 @@ def _training_doc() -> dict[str, Any]:
     child = {
         "name": "train",
         "results": [{"loader": "threadloader", "label": "threadloader (process)", "mode": "process",
-                     "launch": "plain", "passes": [_pass(150.0)], "errors": []}],
+                     "launch": "plain", "passes": [_pass(150.0)], "errors": []},
+                    {"loader": "torch", "label": "torch DataLoader", "mode": "process",
+                     "launch": "plain", "passes": [_pass(120.0)], "errors": []}],
         "child": {"returncode": 0, "mode_requested": "auto", "launch": "plain", "python_gil": None,
                   "gil_enabled_at_start": False, "gil_enabled": True},
     }  # fmt: skip
@@ -184,7 +197,7 @@ def _training_doc() -> dict[str, Any]:
         for name, mode, rate in (("threadloader", "thread", 300.0), ("torch", "process", 200.0),
                                  ("serial", "serial", 100.0))
     ]  # fmt: skip
-    entries.append(plain.entry(child))
+    entries.extend(plain.entries(child))
     report.summarise(entries)
     return {
         "env_name": "bench-py313t-thread",
@@ -200,24 +213,40 @@ def test_the_plain_launch_row_records_the_childs_gil_and_mode() -> None:
     assert entry["launch"] == "plain" and entry["mode"] == "process"
     assert entry["plain_launch"]["gil_enabled"] is True and entry["plain_launch"]["mode"] == "process"
     assert entry["label"] == "threadloader (plain launch, process)"
-    assert entry["vs_torch"]["throughput"] == pytest.approx(0.75)  # against the parent's torch
+    # Against torch's loader in the same plain launch (150 / 120), not the parent's (150 / 200 = 0.75):
+    # the GIL that launch turned on slows the training step whichever loader feeds it.
+    assert entry["vs_torch"]["throughput"] == pytest.approx(1.25)
+    torch_row = next(e for e in _training_doc()["workloads"][0]["results"] if e["loader"] == TORCH_PLAIN_LAUNCH)
+    assert torch_row["label"] == "torch DataLoader (plain launch)" and torch_row["launch"] == "plain"
+    assert torch_row["plain_launch"]["gil_enabled"] is True
 
 
 def test_a_plain_launch_that_measured_nothing_is_an_error_row() -> None:
-    entry = plain.entry({"name": "train", "results": [], "child": {"returncode": 1}})
-    assert entry["loader"] == PLAIN_LAUNCH and entry["errors"] and not entry["passes"]
+    made = plain.entries({"name": "train", "results": [], "child": {"returncode": 1}})
+    assert [e["loader"] for e in made] == [PLAIN_LAUNCH, TORCH_PLAIN_LAUNCH]
+    assert all(e["errors"] and not e["passes"] for e in made)
+
+
+def test_a_plain_launch_without_its_torch_row_has_no_ratio_rather_than_the_parents() -> None:
+    doc = _training_doc()
+    entries = [e for e in doc["workloads"][0]["results"] if e["loader"] != TORCH_PLAIN_LAUNCH]
+    report.summarise(entries)
+    entry = next(e for e in entries if e["loader"] == PLAIN_LAUNCH)
+    assert entry["vs_torch"]["throughput"] is None
 
 
 def test_the_report_says_each_rows_launch_and_has_a_training_section() -> None:
     text = report.markdown([_training_doc()])
     rows = [line for line in text.splitlines() if line.startswith("| bench-py313t-thread | train |")]
-    assert len(rows) == 8  # four loaders, in the main table and in the training section
-    assert sum("| plain |" in row for row in rows) == 2
+    assert len(rows) == 10  # five entries, in the main table and in the training section
+    assert sum("| plain |" in row for row in rows) == 4
     assert sum("| PYTHON_GIL=0 |" in row for row in rows) == 6
     assert "## Training loop" in text and "threadloader (plain launch, process)" in text
     section = text[text.index("## Training loop") : text.index("## Targets")]
     plain_row = next(row for row in section.splitlines() if row.startswith("|") and "plain launch" in row)
-    assert "| on |" in plain_row and "150 (0.75×)" in plain_row
+    assert "| on |" in plain_row and "150 (1.25×)" in plain_row
+    torch_row = next(row for row in section.splitlines() if row.startswith("|") and "DataLoader (plain" in row)
+    assert "120 (ref)" in torch_row
 
 
 def test_the_report_reads_documents_from_before_launches_were_recorded() -> None:
@@ -228,7 +257,7 @@ def test_the_report_reads_documents_from_before_launches_were_recorded() -> None
     doc["workloads"][0].pop("step")
     text = report.markdown([doc])
     rows = [line for line in text.splitlines() if line.startswith("| bench-py313t-thread | train |")]
-    assert [row.strip("|").split("|")[4].strip() for row in rows] == ["–"] * 4  # the launch column
+    assert [row.strip("|").split("|")[4].strip() for row in rows] == ["–"] * 5  # the launch column
     assert "## Training loop" not in text
 
 
