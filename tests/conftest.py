@@ -1,5 +1,6 @@
 """Shared fixtures: the loader modes every behavioural test runs in, and leak checks.
 
+The session starts with Ctrl-C as Python has it by default (``pytest_configure``).
 Every test is checked for worker threads, worker processes and shared-memory
 files it leaves behind: the check waits up to a few seconds for them to end
 (workers finish their current batch) and fails the test if any remain.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 
@@ -17,6 +19,19 @@ import pytest
 
 MODES = ("thread", "process")
 _LEAK_GRACE_SECONDS = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT Python's default handler if the launch left it ignored.
+
+    A shell without job control starts a background command (``cmd &`` in a
+    script, ``nohup``) with SIGINT ignored, and a Python started so never
+    installs its KeyboardInterrupt handler; nor do the interpreters the Ctrl-C
+    tests start, which inherit the ignored signal. Those tests would then fail
+    for how the suite was launched, not for what the loader does.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=MODES)
