@@ -51,7 +51,7 @@ REFERENCE = "torch"
 REFERENCE_OF: dict[str, str] = {PLAIN_LAUNCH: TORCH_PLAIN_LAUNCH, TORCH_PLAIN_LAUNCH: TORCH_PLAIN_LAUNCH}
 
 #: The rows the report marks "(ref)" and the plot draws as its 1x line rather than as a bar.
-REFERENCES: frozenset[str] = frozenset({REFERENCE, TORCH_PLAIN_LAUNCH})
+REFERENCES: frozenset[str] = frozenset({REFERENCE, *REFERENCE_OF.values()})
 
 
 def reference_of(name: str) -> str:

@@ -25,12 +25,12 @@ Where ``/dev/shm`` does not exist the whole batch is pickled.
 
 Small tensors are not pickled the default way because a tensor's storage
 pickles through ``torch.save`` (legacy format, which defines classes on every
-call): on a GIL build that was about 0.23 ms per batch on the worker's
-critical path. Raw bytes rebuild the same tensor: dtype, shape, contiguous
-strides, writable memory; tensors of one batch that each cover one storage
-whole still share it. Anything else about a tensor (other strides or
-offsets, names, conjugate or negative bits, Python attributes) keeps torch's
-pickling.
+call), a large share of a small batch's encoding on the worker's critical
+path (the README gives the measurement). Raw bytes rebuild the same tensor:
+dtype, shape, contiguous strides, writable memory; tensors of one batch that
+each cover one storage whole still share it. Anything else about a tensor
+(other strides or offsets, names, conjugate or negative bits, Python
+attributes) keeps torch's pickling.
 """
 
 from __future__ import annotations
