@@ -18,6 +18,7 @@ LOADER_ORDER: tuple[str, ...] = (
     "threadloader-replicate",
     "threadloader-nostats",
     "threadloader-auto",
+    "threadloader-nice",
     "torch",
     "spdl",
     "grain",
@@ -70,13 +71,17 @@ NAMED_ONLY: frozenset[str] = frozenset({"spdl-sample", "threadpool"})
 
 #: Loaders measured only in thread-mode runs (``--mode thread``, or ``auto``
 #: where the GIL is off): they always run threads, whatever ``--mode`` says.
-THREAD_MODE_ONLY: frozenset[str] = frozenset({"threadloader-replicate", "threadloader-nostats", "threadloader-auto"})
+THREAD_MODE_ONLY: frozenset[str] = frozenset(
+    {"threadloader-replicate", "threadloader-nostats", "threadloader-auto", "threadloader-nice"}
+)
 
 #: Loaders measured by default on free-threaded builds only (on a build with the GIL only when named):
 #: replicas remove reference-count contention between threads, which a build with the GIL does not
 #: have, and the targets judge torchdata on 3.13t only (on the GIL build thread mode is judged against
 #: Grain, and SPDL is shown beside it). Leaving them out paid for longer passes in the suite's time.
-FREE_THREADED_ONLY_LOADERS: frozenset[str] = frozenset({"threadloader-replicate", "torchdata"})
+#: ``worker_nice`` was measured with the GIL off only; with it on, a lowered worker that holds the GIL
+#: would hold up the training loop that waits for it.
+FREE_THREADED_ONLY_LOADERS: frozenset[str] = frozenset({"threadloader-replicate", "torchdata", "threadloader-nice"})
 #: Loaders whose numbers do not depend on threadloader's mode. A process-mode run leaves them out by
 #: default (but see ``PROCESS_RUN_WORKLOADS_OF``): the thread-mode run on the same interpreter measures
 #: them. torch's DataLoader stays in every run, since every ratio is taken against it in the same run.
@@ -91,7 +96,8 @@ PROCESS_RUN_WORKLOADS_OF: dict[str, tuple[str, ...]] = {"serial": ("memory",)}
 #: which only the Python-heavy and the memory workloads have; what
 #: ``stats=False`` saves shows only where the loader's own cost is the whole cost
 #: (the stats workload); ``num_workers="auto"`` has most to show where
-#: samples wait rather than compute (the io workload). The serial loop runs
+#: samples wait rather than compute (the io workload); ``worker_nice`` where the
+#: training loop's step takes the CPU (the training workloads). The serial loop runs
 #: where a figure needs it: the loader's floor (overhead), the replicas'
 #: speed-up (python), the memory above it (memory), and the training loop
 #: without workers (the training workloads, ``AT_MOST_LOADERS_OF``); on the
@@ -101,6 +107,7 @@ DEFAULT_WORKLOADS_OF: dict[str, tuple[str, ...]] = {
     "threadloader-replicate": ("python", "memory"),
     "threadloader-nostats": ("stats",),
     "threadloader-auto": ("io",),
+    "threadloader-nice": ("train", "train-threads1", "train-spare"),
     "serial": ("overhead", "python", "memory"),
 }
 
@@ -112,7 +119,8 @@ ONLY_LOADERS_OF: dict[str, tuple[str, ...]] = {"stats": ("threadloader", "thread
 #: compare threadloader with torch's DataLoader, the peers and the serial loop, whose throughput is
 #: loading plus step back to back.
 AT_MOST_LOADERS_OF: dict[str, tuple[str, ...]] = {
-    name: ("threadloader", "torch", *PEERS, "serial") for name in ("train", "train-threads1", "train-spare")
+    name: ("threadloader", "threadloader-nice", "torch", *PEERS, "serial")
+    for name in ("train", "train-threads1", "train-spare")
 }
 
 _LABELS: dict[str, str] = {
@@ -120,6 +128,7 @@ _LABELS: dict[str, str] = {
     "threadloader-replicate": "threadloader (thread, replicate)",
     "threadloader-nostats": "threadloader (stats=False)",
     "threadloader-auto": 'threadloader (thread, num_workers="auto")',
+    "threadloader-nice": "threadloader (thread, worker_nice=10)",
     PLAIN_LAUNCH: "threadloader (plain launch)",
     "torch": "torch DataLoader",
     TORCH_PLAIN_LAUNCH: "torch DataLoader (plain launch)",

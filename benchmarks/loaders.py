@@ -25,6 +25,11 @@ Loaders (keys of ``LOADERS``):
                   starts two threads and grows or shrinks the pool during the
                   pass; not the shared worker count. Thread-mode runs only, and
                   by default only the io workload.
+    threadloader-nice
+                  ``threadloader.DataLoader(mode="thread", worker_nice=10)``:
+                  worker threads at a lower CPU priority than the training
+                  loop. Thread-mode runs on free-threaded builds only, and by
+                  default only the training workloads.
     torch         ``torch.utils.data.DataLoader``: worker processes (torch's
                   default start method), torch's default collate.
     spdl          Meta's SPDL (``spdl_core``), batch level: ``PipelineBuilder``
@@ -286,6 +291,13 @@ class AutoWorkersSession(ThreadVariantSession):
 
     name = "threadloader-auto"
     options: ClassVar[dict[str, Any]] = {"num_workers": "auto"}
+
+
+class NiceWorkersSession(ThreadVariantSession):
+    """``worker_nice=10``: the kernel runs the training loop's threads before the workers."""
+
+    name = "threadloader-nice"
+    options: ClassVar[dict[str, Any]] = {"worker_nice": 10}
 
 
 class SerialSession(ThreadloaderSession):
@@ -591,6 +603,7 @@ LOADERS: dict[str, type[LoaderSession]] = {
     "threadloader-replicate": ReplicateSession,
     "threadloader-nostats": NoStatsSession,
     "threadloader-auto": AutoWorkersSession,
+    "threadloader-nice": NiceWorkersSession,
     "torch": TorchSession,
     "spdl": SpdlSession,
     "grain": GrainSession,

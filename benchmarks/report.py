@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .labels import PEERS, PLAIN_LAUNCH, REFERENCES, REPORT_ORDER, TORCH_PLAIN_LAUNCH, label, reference_of
+from .labels import PEERS, PLAIN_LAUNCH, REFERENCE, REFERENCES, REPORT_ORDER, TORCH_PLAIN_LAUNCH, label, reference_of
 from .pairing import paired_median, paired_range, paired_ratios
 
 #: The targets' memory figure: a loader's peak PSS minus the serial loop's in the same run and workload.
@@ -92,7 +92,10 @@ def summarise(entries: Sequence[dict[str, Any]]) -> None:
             ratios[key] = paired_median(entry, reference, source) if reference else None
         entry["vs_torch"] = ratios
         entry["vs_torch_throughput_range"] = paired_range(entry, reference, "throughput") if reference else None
-        base = serial["summary"]["throughput"] if serial else None
+        # The serial loop ran in this interpreter; a row measured in another (a plain launch, whose GIL
+        # slows the training step for any loader) has no serial loop of its own to be divided by.
+        same_interpreter = reference_of(entry["loader"]) == REFERENCE
+        base = serial["summary"]["throughput"] if serial and same_interpreter else None
         mine = entry["summary"]["throughput"]
         entry["summary"]["speedup_vs_serial"] = mine / base if base and mine is not None else None
 

@@ -117,7 +117,7 @@ def test_training_workloads_run_last_and_measure_threadloader_torch_the_peers_an
     assert DEFAULT_WORKLOADS[-2:] == ("train", "train-threads1")  # after every workload triton must not touch
     assert set(TRAINING) <= set(WORKLOADS)
     for name in TRAINING:
-        assert default_loaders_for(name, THREAD_RUN) == ["threadloader", "torch", *PEERS, "serial"]
+        assert default_loaders_for(name, THREAD_RUN) == ["threadloader", "threadloader-nice", "torch", *PEERS, "serial"]
         assert default_loaders_for(name, PROCESS_RUN, processes=True) == ["threadloader", "torch"]
         assert default_loaders_for(name, ["threadloader"]) == ["threadloader"]
 
@@ -219,6 +219,14 @@ def test_the_plain_launch_row_records_the_childs_gil_and_mode() -> None:
     torch_row = next(e for e in _training_doc()["workloads"][0]["results"] if e["loader"] == TORCH_PLAIN_LAUNCH)
     assert torch_row["label"] == "torch DataLoader (plain launch)" and torch_row["launch"] == "plain"
     assert torch_row["plain_launch"]["gil_enabled"] is True
+
+
+def test_plain_launch_rows_have_no_speedup_over_the_parents_serial_loop() -> None:
+    rows = {e["loader"]: e for e in _training_doc()["workloads"][0]["results"]}
+    assert rows["threadloader"]["summary"]["speedup_vs_serial"] == pytest.approx(3.0)
+    # The serial loop ran in the parent with the GIL off; the plain launch's step ran with it on.
+    assert rows[PLAIN_LAUNCH]["summary"]["speedup_vs_serial"] is None
+    assert rows[TORCH_PLAIN_LAUNCH]["summary"]["speedup_vs_serial"] is None
 
 
 def test_a_plain_launch_that_measured_nothing_is_an_error_row() -> None:

@@ -105,6 +105,7 @@ def fetch_spec(loader: DataLoader[Any], mode: RunningMode, needs_replica: bool) 
         seed=loader.base_seed,
         replicate=replicate,
         timed=loader.stats,
+        worker_nice=loader.worker_nice,
         datapipe=_torch.is_datapipe(loader.dataset),
     )
 

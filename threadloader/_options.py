@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _torch, autoscale, runtime
+from ._priority import check_worker_nice
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 
 #: The default batch and sequential samplers: torch's own classes where torch is installed (Lightning swaps
@@ -62,6 +63,7 @@ class LoaderOptions:
     replicate: Any
     starvation_warning: float | None
     stats: bool
+    worker_nice: int
     iterable: bool = False
     auto_workers: bool = False
     base_seed: int = 0
@@ -160,6 +162,7 @@ def _check_extras(options: LoaderOptions, num_workers: int) -> None:
     replicate = options.replicate
     if not (isinstance(replicate, bool) or callable(replicate)):
         raise TypeError(f"replicate should be a bool or a callable, but got replicate={replicate!r}")
+    check_worker_nice(options.worker_nice)
     for name in ("collate_fn", "worker_init_fn"):
         value = getattr(options, name)
         if value is not None and not callable(value):

@@ -82,6 +82,10 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         stats: keep ``iterator.stats`` (default; ``threadloader.stats``).
             ``False`` skips the timing and the counting (``iterator.stats``
             is then ``None`` and there is no starvation warning).
+        worker_nice: add this much (0-19) to each worker's nice value, so
+            that the kernel runs the training loop's threads first and the
+            workers on the CPU left over (Linux, where each thread has its
+            own; ``threadloader._priority``). Default 0: unchanged, as torch.
 
     ``num_workers="auto"`` starts two worker threads (one on a single CPU)
     and grows or shrinks the pool during each epoch from the measured wait
@@ -116,13 +120,14 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         replicate: bool | Callable[[Any], Any] = False,
         starvation_warning: float | None = 0.5,
         stats: bool = True,
+        worker_nice: int = 0,
     ) -> None:
         self.__initialized = False
         options = check_options(
             LoaderOptions(
                 dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn, drop_last, timeout,
                 worker_init_fn, multiprocessing_context, generator, prefetch_factor, persistent_workers, in_order,
-                mode, seed, replicate, starvation_warning, stats,
+                mode, seed, replicate, starvation_warning, stats, worker_nice,
             )
         )
         self._iterable = options.iterable
@@ -147,6 +152,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self.replicate = replicate
         self.starvation_warning = starvation_warning
         self.stats = stats
+        self.worker_nice = worker_nice
         self.auto_workers = options.auto_workers
         default = default_collate if self._auto_collation else default_convert
         self.collate_fn = default if collate_fn is None else collate_fn

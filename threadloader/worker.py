@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _torch
+from . import _priority, _torch
 from ._contract import ERROR as ERROR
 from ._contract import EXHAUSTED as EXHAUSTED
 from ._contract import OK as OK
@@ -139,6 +139,8 @@ class FetchSpec:
         datapipe: the dataset is a torch ``IterDataPipe``: each worker
             shards it and every epoch reseeds its shufflers, as torch's
             workers do (``_torch.shard_datapipe``, ``_torch.seed_datapipe``).
+        worker_nice: added to each worker's nice value before anything else
+            runs in it (``_priority``), so its init and its threads inherit it.
     """
 
     dataset: Any
@@ -153,6 +155,7 @@ class FetchSpec:
     replicate: Any = None
     timed: bool = True
     datapipe: bool = False
+    worker_nice: int = 0
 
 
 class WorkerRuntime:
@@ -202,6 +205,10 @@ class WorkerRuntime:
             if spec.datapipe:
                 _torch.shard_datapipe(fetcher.dataset, 0, 1)  # only across distributed ranks, as torch does
             return
+        try:
+            _priority.lower_calling_thread(spec.worker_nice)
+        except OSError as exc:  # reported in-band with every ticket this worker takes, as a failed init
+            fetcher.init_failure = Failure(exc, "worker_nice")
         if spec.datapipe or spec.replicate is not None:
             self.info = info = _own_dataset(spec, info, fetcher, self._in_thread)
         if spec.replicate is not None:
