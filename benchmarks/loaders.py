@@ -294,7 +294,7 @@ class AutoWorkersSession(ThreadVariantSession):
 
 
 class NiceWorkersSession(ThreadVariantSession):
-    """``worker_nice=10``: the kernel runs the training loop's threads before the workers."""
+    """``worker_nice=10``: the kernel favours the training loop's threads over the workers."""
 
     name = "threadloader-nice"
     options: ClassVar[dict[str, Any]] = {"worker_nice": 10}

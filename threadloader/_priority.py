@@ -10,10 +10,11 @@ Why: workers and the training step share the CPU. Where the step is itself
 CPU-bound (a model on the CPU, or the Python that dispatches GPU kernels)
 each time a worker runs in its place the step waits, and with torch's
 intra-op threads the whole operator waits for the one thread a worker
-displaced. A higher nice value lets the kernel run the training loop's
-threads first and the workers on the CPU time left over, which keeps the
-step on its cores while the workers still fill the prefetch buffer. The
-benchmark's training workloads measure it (``benchmarks/workloads/train.py``).
+displaced. A higher nice value makes the kernel give the training loop's
+threads most of a core both want (at 10, about nine times a worker's share)
+and the workers the CPU time left over, which keeps the step on its cores
+while the workers still fill the prefetch buffer. The benchmark's training
+workloads measure it (``benchmarks/workloads/train.py``).
 
 Linux keeps a nice value per thread (``setpriority(2)``, ``PRIO_PROCESS``
 with a thread id), so a worker thread lowers only itself, and threads it
