@@ -41,6 +41,7 @@ COLOURS: dict[str, str] = {
     "threadloader-replicate": "#ff7f0e",
     "threadloader-nostats": "#e377c2",
     "threadloader-auto": "#bcbd22",
+    "threadloader-nice": "#ff9896",
     PLAIN_LAUNCH: "#8c564b",
     "torch": "#1f77b4",
     TORCH_PLAIN_LAUNCH: "#1f77b4",  # a reference, never drawn as a bar
