@@ -127,6 +127,8 @@ def test_a_platform_without_per_thread_priorities_warns_and_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert not _priority.applies_here("darwin") and not _priority.applies_here("win32")
+    with pytest.warns(RuntimeWarning, match=r"worker_nice=6 has no effect on win32"):
+        _priority.check_worker_nice(6, platform="win32")
     monkeypatch.setattr(_priority, "applies_here", lambda platform=sys.platform: False)
     with pytest.warns(RuntimeWarning, match=r"worker_nice=6 has no effect on"):
         loader = DataLoader(NiceDataset(), batch_size=3, num_workers=2, mode="thread", collate_fn=as_list,

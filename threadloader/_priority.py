@@ -41,15 +41,12 @@ def applies_here(platform: str = sys.platform) -> bool:
     return platform.startswith("linux") and hasattr(os, "setpriority")
 
 
-def check_worker_nice(value: object, platform: str = sys.platform) -> int:
+def check_worker_nice(value: object, platform: str = sys.platform) -> None:
     """Check the ``worker_nice`` argument; warn where it cannot apply.
 
     Args:
         value: the argument.
         platform: ``sys.platform`` (a parameter for tests).
-
-    Returns:
-        ``value``, checked.
 
     Raises:
         TypeError: not an int.
@@ -66,9 +63,8 @@ def check_worker_nice(value: object, platform: str = sys.platform) -> int:
             f"threadloader: worker_nice={value} has no effect on {platform}: only Linux gives each thread its own "
             "priority, and elsewhere lowering a worker's would lower the training loop's too",
             RuntimeWarning,
-            stacklevel=5,
+            stacklevel=5,  # the DataLoader(...) call: through _check_extras, check_options, __init__
         )
-    return value
 
 
 def lower_calling_thread(increment: int) -> None:
