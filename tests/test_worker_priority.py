@@ -62,6 +62,8 @@ def _nices(loader: DataLoader[Any]) -> list[int]:
 @pytest.mark.parametrize("increment", [0, 5, 19])
 def test_every_worker_runs_at_the_loops_nice_value_plus_worker_nice(mode: str, increment: int) -> None:
     before = thread_nice()
+    if increment and before >= 19:
+        pytest.skip("the test process already runs at the lowest priority: no worker could go lower")
     loader = DataLoader(NiceDataset(), batch_size=3, num_workers=2, mode=mode, collate_fn=as_list,
                         worker_nice=increment)
     assert set(_nices(loader)) == {expected(increment)}

@@ -83,9 +83,10 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             ``False`` skips the timing and the counting (``iterator.stats``
             is then ``None`` and there is no starvation warning).
         worker_nice: add this much (0-19) to each worker's nice value, so
-            that the kernel runs the training loop's threads first and the
-            workers on the CPU left over (Linux, where each thread has its
-            own; ``threadloader._priority``). Default 0: unchanged, as torch.
+            that the kernel gives the training loop's threads most of a core
+            both want and the workers the CPU left over (Linux, where each
+            thread has its own; ``threadloader._priority``). Default 0:
+            unchanged, as torch.
 
     ``num_workers="auto"`` starts two worker threads (one on a single CPU)
     and grows or shrinks the pool during each epoch from the measured wait
