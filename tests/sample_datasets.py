@@ -354,3 +354,26 @@ class RendezvousDataset(WorkerInfoDataset):
         if index in self.meet:
             self.barrier.wait(timeout=30)  # one worker alone cannot pass: it would hold both indices
         return super().__getitem__(index)
+
+
+class IntraOpThreadsDataset(RangeDataset):
+    """``dataset[i]`` is torch's intra-op thread count where sample ``i`` was loaded."""
+
+    def __getitem__(self, index: int) -> int:
+        import torch  # imported only here, so worker processes of other tests start without it
+
+        return torch.get_num_threads()
+
+
+#: ``(thread name, torch's intra-op thread count)`` of each ``recording_collate`` call made in this process.
+collate_calls: list[tuple[str, int]] = []
+
+
+def recording_collate(batch: list[Any]) -> list[Any]:
+    """Collate into a list, recording where it ran and with how many intra-op threads (``collate_calls``)."""
+    import threading
+
+    import torch
+
+    collate_calls.append((threading.current_thread().name, torch.get_num_threads()))
+    return list(batch)

@@ -107,8 +107,16 @@ def test_map_passes_over_batches_consumed_before_the_checkpoint() -> None:
     assert buffer.pop() is None and len(buffer) == 0
 
 
-def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
+@pytest.mark.parametrize(
+    ("mode", "expected_parts"),
+    [("thread", [[i] for i in range(7)]), ("process", [[0, 1, 2], [3, 4], [5, 6]])],
+    ids=["thread: up to PARTS_PER_WORKER a worker", "process: one a worker"],
+)
+def test_map_splits_the_first_ticket_and_joins_its_parts(
+    mode: str, expected_parts: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     executor = FakeExecutor(3)
+    monkeypatch.setattr(executor, "mode", mode)
     batches = [list(range(7)), [7, 8]]
     dispatch = MapDispatch(executor, 1, iter(batches), Progress(), _join)
     buffer = _buffer(bound=4)
@@ -116,14 +124,16 @@ def test_map_splits_the_first_ticket_and_joins_its_parts() -> None:
     tickets = [ticket for ticket, _ in executor.submitted]
     parts = [ticket[2] for ticket in tickets if ticket[1] == 0]
     assert all(type(part) is BatchPart for part in parts)
-    assert [part.indices for part in parts] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [part.indices for part in parts] == expected_parts
+    assert [ticket[1] for ticket in tickets] == [0] * len(parts) + [1]  # every part is queued before batch 1
     assert tickets[-1] == (1, 1, [7, 8])  # only the first ticket is split
     assert buffer.ticket(0) == (list(range(7)), None)
     answers = [(1, 0, number, OK, (part.number, [f"s{i}" for i in part.indices])) for number, part in enumerate(parts)]
-    assert not dispatch.store(answers[2], buffer)
-    assert not dispatch.store(answers[0], buffer)
+    last = answers[1]  # the parts come back in any order: part 1 last, the others from the end
+    for answer in reversed([answer for answer in answers if answer is not last]):
+        assert not dispatch.store(answer, buffer)
     assert buffer.unfinished() == [0, 1]
-    assert dispatch.store(answers[1], buffer)
+    assert dispatch.store(last, buffer)
     assert dispatch.store((1, 1, 0, OK, "b1"), buffer)  # later batches are stored as they come
     assert buffer.pop() == (0, (list(range(7)), None), (1, 0, 1, OK, ["collated", *(f"s{i}" for i in range(7))]))
     assert buffer.pop() == (1, ([7, 8], None), (1, 1, 0, OK, "b1"))
@@ -177,15 +187,15 @@ def test_the_first_ticket_issued_after_a_checkpoint_is_the_one_split() -> None:
     dispatch = MapDispatch(executor, 0, iter(_batches(3, size=4)), Progress(0, {0}), _join)
     dispatch.fill(_buffer(bound=4))
     split_seqs = [ticket[1] for ticket, _ in executor.submitted if type(ticket[2]) is BatchPart]
-    assert split_seqs == [1, 1]
+    assert split_seqs == [1] * 4  # four samples, so four parts of one
 
 
 @settings(max_examples=100, deadline=None)
-@given(size=st.integers(2, 50), workers=st.integers(2, 9))
-def test_split_parts_cover_the_batch_once_in_order(size: int, workers: int) -> None:
+@given(size=st.integers(2, 50), workers=st.integers(2, 9), per_worker=st.integers(1, 5))
+def test_split_parts_cover_the_batch_once_in_order(size: int, workers: int, per_worker: int) -> None:
     indices = list(range(size))
-    split = _SplitBatch(_join, 0, indices, workers)
-    assert len(split.parts) == min(size, workers)
+    split = _SplitBatch(_join, 0, indices, workers, per_worker)
+    assert len(split.parts) == min(size, workers * per_worker)
     assert [i for part in split.parts for i in part.indices] == indices
     lengths = [len(part.indices) for part in split.parts]
     assert max(lengths) - min(lengths) <= 1 and min(lengths) >= 1

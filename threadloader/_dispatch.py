@@ -10,6 +10,16 @@ Out: tickets submitted to the executor, each held in the reorder buffer with
      ``MapDispatch`` issues one ticket per index batch for whichever worker
      is free, and spreads the epoch's first batch over the workers
      (``_SplitBatch``), joining the parts' results into one.
+
+In thread mode the first batch goes out in up to ``PARTS_PER_WORKER`` parts
+per worker, all queued before the second batch's ticket on the queue the
+workers share, so a worker that finishes early takes the next part of the
+first batch rather than the second batch: one part per worker would leave
+the first batch waiting on its slowest worker's whole half, however early
+the other one finished (a worker that starts late or is descheduled is
+common when the loop and the workers share few cores). A process pool hands
+each ticket to one worker when it is submitted, so there more parts would
+only add messages: one part per worker.
      ``IterableDispatch`` issues "next batch" tickets round-robin to the
      workers whose iterators have not run out; an ``EXHAUSTED`` result
      retires its ticket as consumed and takes that worker out of the turn.
@@ -26,6 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from ._contract import ERROR, EXHAUSTED, OK, BatchPart, Executor, Failure, Result
+from ._intra_op import single_intra_op_thread
 from ._reorder import ReorderBuffer
 
 if TYPE_CHECKING:
@@ -59,21 +70,28 @@ class Dispatch(Protocol):
         ...
 
 
+#: In thread mode the first batch is split into at most this many parts per worker (the module's docstring).
+PARTS_PER_WORKER = 4
+
+
 class _SplitBatch:
     """The epoch's first batch, fetched in parts by several workers and collated by the consumer."""
 
-    def __init__(self, collate_fn: Callable[[Any], Any], seq: int, indices: list[Any], workers: int) -> None:
-        """Split ``indices`` into ``min(workers, len(indices))`` contiguous parts.
+    def __init__(
+        self, collate_fn: Callable[[Any], Any], seq: int, indices: list[Any], workers: int, per_worker: int = 1
+    ) -> None:
+        """Split ``indices`` into ``min(per_worker * workers, len(indices))`` contiguous parts.
 
         Args:
             collate_fn: collates the joined samples.
             seq: the batch's number.
             indices: the batch's sample indices (at least two).
-            workers: live workers, the most parts there will be.
+            workers: live workers.
+            per_worker: parts per worker.
         """
         self.seq = seq
         self._collate_fn = collate_fn
-        count = min(workers, len(indices))
+        count = min(per_worker * workers, len(indices))
         self._samples: list[Any] = [None] * count
         self._missing = count
         size, extra = divmod(len(indices), count)
@@ -101,7 +119,9 @@ class _SplitBatch:
             return None
         data = [sample for part in self._samples for sample in part]
         try:
-            return generation, seq, worker_id, OK, self._collate_fn(data)
+            with single_intra_op_thread():  # the workers keep the cores busy: a team here would spin (_intra_op)
+                batch = self._collate_fn(data)
+            return generation, seq, worker_id, OK, batch
         except BaseException as exc:  # in-band, like a worker's collate error
             return generation, seq, worker_id, ERROR, Failure(exc, "collate_fn")
 
@@ -170,7 +190,8 @@ class MapDispatch:
         if collate is None or not _SplitBatch.worth_it(indices):
             executor.submit((self._generation, seq, indices))
             return
-        self._split = split = _SplitBatch(collate, seq, indices, executor.num_workers)
+        per_worker = PARTS_PER_WORKER if executor.mode == "thread" else 1
+        self._split = split = _SplitBatch(collate, seq, indices, executor.num_workers, per_worker)
         for part in split.parts:
             executor.submit((self._generation, seq, part))
 

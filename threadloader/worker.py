@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _priority, _torch
+from . import _intra_op, _priority, _torch
 from ._contract import ERROR as ERROR
 from ._contract import EXHAUSTED as EXHAUSTED
 from ._contract import OK as OK
@@ -205,6 +205,8 @@ class WorkerRuntime:
             if spec.datapipe:
                 _torch.shard_datapipe(fetcher.dataset, 0, 1)  # only across distributed ranks, as torch does
             return
+        if self._in_thread:  # a worker process set torch's count to 1 itself, as torch's workers do
+            _intra_op.limit_calling_thread()
         try:
             _priority.lower_calling_thread(spec.worker_nice)
         except OSError as exc:  # reported in-band with every ticket this worker takes, as a failed init
