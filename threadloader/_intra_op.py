@@ -66,7 +66,8 @@ def _runtime_path(torch_dir: str, maps_path: str = "/proc/self/maps") -> str | N
     except OSError:  # no /proc (not Linux): leave torch's threads as they are
         return None
     own = [path for path in found if path.startswith(torch_dir + os.sep)]
-    return (own or found or [None])[0]
+    candidates = own or found
+    return candidates[0] if candidates else None
 
 
 def _runtime() -> ctypes.CDLL | None:
