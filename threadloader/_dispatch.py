@@ -10,6 +10,14 @@ Out: tickets submitted to the executor, each held in the reorder buffer with
      ``MapDispatch`` issues one ticket per index batch for whichever worker
      is free, and spreads the epoch's first batch over the workers
      (``_SplitBatch``), joining the parts' results into one.
+     ``IterableDispatch`` issues "next batch" tickets round-robin to the
+     workers whose iterators have not run out; an ``EXHAUSTED`` result
+     retires its ticket as consumed and takes that worker out of the turn.
+
+Ownership: the epoch iterator owns one strategy and calls it from the
+consumer's thread only. The strategy owns its position in the sampler (or in
+the round-robin) and the first batch's parts; the executor, the buffer and
+the progress belong to the iterator.
 
 In thread mode the first batch goes out in up to ``PARTS_PER_WORKER`` parts
 per worker, all queued before the second batch's ticket on the queue the
@@ -20,14 +28,9 @@ the other one finished (a worker that starts late or is descheduled is
 common when the loop and the workers share few cores). A process pool hands
 each ticket to one worker when it is submitted, so there more parts would
 only add messages: one part per worker.
-     ``IterableDispatch`` issues "next batch" tickets round-robin to the
-     workers whose iterators have not run out; an ``EXHAUSTED`` result
-     retires its ticket as consumed and takes that worker out of the turn.
 
-Ownership: the epoch iterator owns one strategy and calls it from the
-consumer's thread only. The strategy owns its position in the sampler (or in
-the round-robin) and the first batch's parts; the executor, the buffer and
-the progress belong to the iterator.
+The consumer collates the joined parts with one intra-op thread
+(``_intra_op``): the workers are busy with the next batches by then.
 """
 
 from __future__ import annotations

@@ -19,8 +19,7 @@ thread's), and torch's parallel operators ask the calling thread's
 the one thread. Without the limit each worker thread that runs a large
 operator gets its own team, and on a machine with as many cores as workers
 those teams and the training loop's wait for each other at every barrier,
-spinning: on the development machine the consumer's collate of the split
-first batch (16 images) took from 4 to 130 ms that way.
+spinning (the README gives what that cost the split first batch).
 
 torch initialises a thread's count lazily, at the thread's first parallel
 operator, from its own process-wide count once a program has set one; so
