@@ -4,26 +4,41 @@ In:  a ``LoaderSession`` (not started), its ``Workload``, the running
      ``PssSampler`` and the training step to call after each batch (the
      workload's real ``step``, or ``SleepStep``, a simulated one; ``None``:
      no step).
-Out: a ``PassResult``: time to first batch, steady-state throughput and time
-     per batch (of the whole loop, the step included), the fraction of the
-     steady window the training loop waited for data, CPU seconds per sample
-     (process tree), peak tree PSS, and torch's intra-op thread count during
-     the pass.
+Out: a ``PassResult``: time to first batch; throughput over the whole pass
+     (the epoch's rate, start-up included); the steady window's rate and
+     time per batch (of the whole loop, the step included); the fraction of
+     the steady window the training loop waited for data; CPU seconds per
+     sample (process tree); peak tree PSS; and torch's intra-op thread count
+     during the pass.
 
 The loop takes exactly ``workload.batches`` batches and then closes the
 loader without exhausting it, so worker processes are still alive when the
-final CPU snapshot is taken. The steady window leaves out both ends of the
-pass (``steady_window``). The first ``warmup_fraction`` of the batches: the
-window starts once the pipeline runs at its own pace, after worker start-up
-and the initial prefetch burst. The last ``drain_batches``: once the
-sampler's last index list is handed out, a pipeline only empties, and a
-loader whose hand-over lags its workers (batches made but still in its
-queues: SPDL's stage and sink queues and event-loop thread) hands that
-backlog over then, at no loading cost, and a window ending at the last
-batch counted it as throughput (see the benchmark report). The tail
-batches are still taken, each with its training step, so every loader's
-pipeline is full when the window closes. ``pass_throughput`` is the rate
-over the whole pass, both ends included, for comparison.
+final CPU snapshot is taken.
+
+``throughput`` is the pass's samples over its time, from creating the
+iterator (workers start) to the last batch: what an epoch of this length
+takes. Every batch it counts was made inside the time it divides by, so no
+loader can raise it with batches made earlier, and it is the figure the
+targets judge.
+
+The steady window (``steady_window``, ``steady_throughput``,
+``per_batch_us``) leaves out both ends of the pass. The first
+``warmup_fraction`` of the batches: the window starts once the pipeline runs
+at its own pace, after worker start-up and the initial prefetch burst. The
+last ``drain_batches``: once the sampler's last index list is handed out, a
+pipeline only empties, and a loader whose hand-over lags its workers hands
+that backlog over then, at no loading cost. Even so the window rate is the
+rate at which batches *reached the loop*, not the rate at which they were
+made: a loader whose hand-over lag shrinks during the window (SPDL's lag
+from a batch's last sample to the loop fell from 60-260 ms at the window's
+start to 5-90 ms at its end in the runs the benchmark report describes)
+delivers batches made before the window inside it, and its window rate
+overstates its production. ``window_cores`` exposes that: the window rate
+times its CPU per sample, the cores the loader would have needed to make
+batches that fast; above the usable core count, the window counted batches
+made before it. The tail batches are still taken, each with its training
+step, so every loader's pipeline is full when the window closes.
+
 torch's intra-op thread count is set for the pass from
 ``workload.torch_threads`` before the loader starts and restored after it
 closes (``intraop``).
@@ -56,8 +71,11 @@ class PassResult:
         total_s: from creating the iterator to the last batch.
         window_batches: batches in the steady window.
         window_s: duration of the steady window.
-        throughput: samples per second in the steady window: the batch size
-            over ``per_batch_us``.
+        throughput: samples per second over the whole pass, from creating
+            the iterator to the last batch (start-up, the initial burst and
+            the final hand-over included): the epoch's rate.
+        steady_throughput: samples per second in the steady window: the
+            batch size over ``per_batch_us``.
         per_batch_us: microseconds per batch in the steady window: the slope
             of the least-squares line through the times at which its batches
             reached the loop (``seconds_per_batch``).
@@ -66,14 +84,14 @@ class PassResult:
         torch_threads: torch's intra-op thread count during the pass.
         cpu_s_per_sample: process-tree CPU seconds per sample in the window
             (the PSS sampler's own CPU subtracted).
+        window_cores: ``steady_throughput * cpu_s_per_sample``: the cores
+            making batches at the window's rate would take; more than the
+            machine has means the window counted batches made before it.
         baseline_pss_mib: tree PSS just before the pass.
         peak_pss_mib: highest tree PSS during the pass.
         baseline_anon_mib: anonymous + shared-memory part of ``baseline_pss_mib``.
         peak_anon_mib: highest anonymous + shared-memory tree PSS during the pass.
         pss_samples: PSS samples taken during the pass.
-        pass_throughput: samples per second over the whole pass, from
-            creating the iterator to the last batch (start-up, the initial
-            burst and the final hand-over included).
     """
 
     mode: str
@@ -82,17 +100,18 @@ class PassResult:
     window_batches: int
     window_s: float
     throughput: float
+    steady_throughput: float
     per_batch_us: float
     wait_s: float
     data_wait: float | None
     torch_threads: int
     cpu_s_per_sample: float
+    window_cores: float
     baseline_pss_mib: float
     peak_pss_mib: float
     baseline_anon_mib: float
     peak_anon_mib: float
     pss_samples: int
-    pass_throughput: float
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON file."""
@@ -269,22 +288,25 @@ def run_pass(
     window_samples = window_batches * workload.batch_size
     per_batch_s = seconds_per_batch(arrivals, window_s / window_batches)
     cpu = ProcessTree.cpu_delta(cpu_before, cpu_after) - (own_after - own_before)
+    cpu_per_sample = max(cpu, 0.0) / window_samples
+    steady = workload.batch_size / per_batch_s
     return PassResult(
         mode=session.mode,
         ttfb_s=ttfb,
         total_s=finish - start,
         window_batches=window_batches,
         window_s=window_s,
-        throughput=workload.batch_size / per_batch_s,
+        throughput=workload.samples / (finish - start),
+        steady_throughput=steady,
         per_batch_us=per_batch_s * 1e6,
         wait_s=wait,
         data_wait=wait / window_s if step is not None else None,
         torch_threads=torch_threads,
-        cpu_s_per_sample=max(cpu, 0.0) / window_samples,
+        cpu_s_per_sample=cpu_per_sample,
+        window_cores=steady * cpu_per_sample,
         baseline_pss_mib=baseline[0] / MIB,
         peak_pss_mib=sampler.peak / MIB,
         baseline_anon_mib=baseline[1] / MIB,
         peak_anon_mib=sampler.peak_anon / MIB,
         pss_samples=sampler.samples,
-        pass_throughput=workload.samples / (finish - start),
     )

@@ -40,6 +40,8 @@ ABOVE_SERIAL = "pss_above_serial_mib"
 #: summary key -> (pass-result key, scale to the unit of the summary key).
 METRICS: dict[str, tuple[str, float]] = {
     "throughput": ("throughput", 1.0),
+    "steady_throughput": ("steady_throughput", 1.0),
+    "window_cores": ("window_cores", 1.0),
     "ttfb_ms": ("ttfb_s", 1e3),
     "per_batch_us": ("per_batch_us", 1.0),
     "peak_pss_mib": ("peak_pss_mib", 1.0),
@@ -162,9 +164,24 @@ def sort_envs(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 HEADER = (
-    "| env | workload | loader | mode | launch | samples/s | × serial | first batch ms | µs/batch "
-    "| peak PSS MiB | peak anon PSS MiB | CPU µs/sample | data wait % |"
+    "| env | workload | loader | mode | launch | samples/s | steady samples/s | × serial | first batch ms "
+    "| µs/batch | peak PSS MiB | peak anon PSS MiB | CPU µs/sample | data wait % |"
 )
+
+#: Marks a steady rate whose window would have needed more cores than the machine has (``steady_cell``).
+OVER_CAPACITY = "‡"
+
+
+def steady_cell(summary: dict[str, Any], ratio: dict[str, Any], is_reference: bool, cores: int | None) -> str:
+    """The steady window's rate, marked ``‡`` where its ``window_cores`` exceed the usable ``cores``.
+
+    Making batches at the window's rate with the window's CPU per sample
+    takes ``window_cores`` cores (``measure.PassResult``); more than the
+    machine has means the window counted batches made before it began.
+    """
+    text = cell(summary.get("steady_throughput"), ratio.get("steady_throughput"), is_reference)
+    needed = summary.get("window_cores")
+    return text + OVER_CAPACITY if cores and needed is not None and needed > cores else text
 
 
 def launch_of(entry: dict[str, Any], doc: dict[str, Any]) -> str:
@@ -185,6 +202,7 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
     """The Markdown rows of one environment document."""
     rows = []
     env = doc["env_name"]
+    cores = doc["system"].get("cpu_count_usable")
     for workload in doc["workloads"]:
         for entry in ordered(workload["results"]):
             summary, ratio = entry["summary"], entry["vs_torch"]
@@ -200,6 +218,7 @@ def table_rows(doc: dict[str, Any]) -> list[str]:
                 entry["mode"] if entry["passes"] else "failed",
                 launch_of(entry, doc),
                 cell(summary["throughput"], ratio["throughput"], ref),
+                steady_cell(summary, ratio, ref, cores),
                 f"{speedup:.2f}×" if speedup else "–",
                 cell(summary["ttfb_ms"], ratio["ttfb_ms"], ref),
                 per_batch,
@@ -663,12 +682,18 @@ def markdown(docs: Iterable[dict[str, Any]]) -> str:
             "Medians of the repetitions; in brackets the ratio to torch's DataLoader in the same environment "
             "and workload (ref): the median of the per-repetition ratios, each pass divided by torch's pass "
             f"of the same repetition ({label(PLAIN_LAUNCH)} is divided by {label(TORCH_PLAIN_LAUNCH)}, "
-            "which ran in the same interpreter). samples/s, µs/batch and data wait are measured in a steady "
-            "window that "
+            "which ran in the same interpreter). samples/s is the whole pass: its samples over the time from "
+            "creating the iterator (workers start) to the last batch, what an epoch of this length takes; "
+            "every batch it counts was made inside that time, and the targets judge it. steady samples/s, "
+            "µs/batch, CPU µs/sample and data wait are measured in a steady window that "
             "leaves out the first 20% of the batches (start-up) and the last "
             f"{_drain_words(docs)} (the pipeline's drain, when a loader hands over batches it made earlier) "
-            "and holds whole rounds of workers; the rate is the slope of a line fitted through its batches' "
-            "arrival times. The loop runs a training step after each batch "
+            "and holds whole rounds of workers; the steady rate is the slope of a line fitted through its "
+            "batches' arrival times, the rate at which batches reached the loop. "
+            f"{OVER_CAPACITY} marks a steady rate that, at the window's CPU per sample, would have needed more "
+            "cores than the machine has: the window counted batches made before it (a loader whose hand-over "
+            "lag shrank during the window), so that rate overstates how fast the loader makes batches. "
+            "The loop runs a training step after each batch "
             "(simulated by a sleep: 2 ms, none for overhead and stats; the train workloads run a real one, "
             "see Training loop), so the serial loop pays for the step on top of loading; launch says how a "
             "free-threaded interpreter was started (– on a GIL build); µs/batch only for the overhead and "

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def _entry(loader: str, throughputs: dict[int, float]) -> dict[str, Any]:
-    passes = [{"repetition": k, "throughput": v, "ttfb_s": 0.01, "per_batch_us": 1.0, "peak_pss_mib": 1.0,
+    passes = [{"repetition": k, "throughput": v, "steady_throughput": v, "window_cores": 1.0,
+               "ttfb_s": 0.01, "per_batch_us": 1.0, "peak_pss_mib": 1.0,
                "peak_anon_mib": 1.0, "cpu_s_per_sample": 1e-4, "data_wait": None} for k, v in throughputs.items()]
     return {"loader": loader, "mode": "process" if loader == "torch" else "thread", "passes": passes, "errors": []}
 

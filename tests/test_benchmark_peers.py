@@ -98,7 +98,8 @@ def test_a_free_threaded_build_without_grain_says_there_is_no_wheel(monkeypatch:
 
 
 def _pass(throughput: float, pss: float = 1000.0) -> dict[str, Any]:
-    return {"throughput": throughput, "ttfb_s": 0.01, "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss,
+    return {"throughput": throughput, "steady_throughput": throughput, "window_cores": 1.0, "ttfb_s": 0.01,
+            "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss,
             "peak_anon_mib": pss, "cpu_s_per_sample": 1e-4, "data_wait": None}  # fmt: skip
 
 

@@ -78,7 +78,8 @@ def test_replicas_and_torchdata_run_by_default_on_free_threaded_builds_only() ->
 
 
 def _pass(throughput: float, pss: float) -> dict[str, Any]:
-    return {"throughput": throughput, "ttfb_s": 0.01, "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss,
+    return {"throughput": throughput, "steady_throughput": throughput, "window_cores": 1.0, "ttfb_s": 0.01,
+            "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss,
             "peak_anon_mib": pss, "cpu_s_per_sample": 1e-4, "data_wait": None}
 
 
