@@ -489,7 +489,7 @@ def _paired_words(entries: dict[str, dict[str, Any]], mine: str, other: str, tar
 
     How many repetitions met the bound on their own tells a loader that is
     behind in every pass from a median that one pass tipped: of two equal
-    loaders, one falls short in all of five repetitions once in 32 runs.
+    loaders, one falls short in all of three repetitions once in 8 runs.
     """
     if target.metric == ABOVE_SERIAL:
         return ""

@@ -27,11 +27,12 @@ def test_stats_workload_compares_threadloader_with_itself_in_thread_runs_only() 
     assert default_loaders_for("stats", PROCESS_RUN, processes=True) == []  # no stats=False loader: skipped
 
 
-def test_the_stats_workload_runs_by_default_on_free_threaded_builds_only() -> None:
+def test_the_stats_and_thread_tuning_workloads_run_by_default_on_free_threaded_builds_only() -> None:
     from benchmarks.workloads import DEFAULT_WORKLOADS, default_workloads
 
     assert default_workloads(True) == DEFAULT_WORKLOADS
-    assert default_workloads(False) == tuple(name for name in DEFAULT_WORKLOADS if name != "stats")
+    gil_build = tuple(name for name in DEFAULT_WORKLOADS if name not in ("stats", "train-threads1"))
+    assert default_workloads(False) == gil_build
 
 
 def test_variant_loaders_run_on_their_workloads_only() -> None:

@@ -42,8 +42,11 @@ DEFAULT_WORKLOADS: tuple[str, ...] = (
 
 #: Default workloads that a build with the GIL runs only when named: the stats workload's target (what
 #: ``iterator.stats`` costs threadloader's worker threads) is judged on the free-threaded build alone, and
-#: its 600 passes took a minute and a half of each run.
-FREE_THREADED_ONLY: tuple[str, ...] = ("stats",)
+#: its 600 passes took a minute and a half of each run; ``train-threads1`` tunes the training step's
+#: intra-op threads to share the cores with worker threads in one process, which is threadloader's
+#: default only where the GIL is off (on the GIL build ``mode="auto"`` runs processes, and ``train``
+#: compares them), and its passes took a fifth of the GIL build's runs.
+FREE_THREADED_ONLY: tuple[str, ...] = ("stats", "train-threads1")
 
 
 def default_workloads(free_threaded: bool) -> tuple[str, ...]:

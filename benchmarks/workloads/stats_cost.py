@@ -2,7 +2,7 @@
 
 In:  nothing (the sample is its index).
 Out: ``dataset[i] == i``, batch size 1, as in the overhead workload, but
-     150 passes of 2,000 batches per loader: the loaders compared here
+     100 passes of 2,000 batches per loader: the loaders compared here
      (threadloader with ``stats`` on, its default, and with ``stats=False``)
      differ by a fraction of a microsecond a batch. On the 2-core
      development machine one pass runs 10-25% faster or slower than the
@@ -12,8 +12,8 @@ Out: ``dataset[i] == i``, batch size 1, as in the overhead workload, but
      identical code (``stats=False`` in both) measured 0.95x to 1.08x in
      four runs; with 300 passes of 2,000, 0.99x to 1.01x in three. The
      report now pairs each pass with the other loader's of the same
-     repetition (``benchmarks.pairing``), and the suite runs 150 (its time
-     paid for longer passes elsewhere). Only
+     repetition (``benchmarks.pairing``), and the suite runs 100 (its time
+     paid for longer passes elsewhere, then for the suite's 12 minutes). Only
      those two loaders run it, only where threadloader runs threads
      (``labels.ONLY_LOADERS_OF``), and by default only on the free-threaded
      build, where its target is judged (``workloads.FREE_THREADED_ONLY``);
@@ -46,6 +46,6 @@ def build(quick: bool, batches: int | None) -> Workload:
         overhead.build(quick, batches or scaled(2_000, 400, quick)),
         name="stats",
         description="trivial int samples, batch size 1, long passes: threadloader with and without stats",
-        repeat=scaled(150, 3, quick),
+        repeat=scaled(100, 3, quick),
         collect=False,
     )

@@ -12,7 +12,7 @@ Out: ``dataset[i] == (image, label)``: bank entry ``i % len(bank)`` randomly
      ``SmallConvNet``, cross-entropy loss, ``backward()``, an SGD step
      with momentum, all on CPU in the training loop's thread. Batches of
      64 images; 28 batches a pass (``train``) or 32 (the other variants),
-     five passes per loader (the serial loop: one): the
+     three passes per loader (the serial loop: one): the
      steady window leaves out a fifth at the start and the last eight
      batches, the pipeline's drain (``benchmarks.measure``).
 
@@ -219,9 +219,9 @@ def _build(name: str, quick: bool, batches: int, torch_threads: TorchThreads, th
         step=step,
         torch_threads=torch_threads,
         # A pass's speed depends on where the scheduler puts the step and the workers on the cores (three
-        # threads on two cores), which changes from pass to pass: three passes did not decide a loader's
-        # order. Five do better; the serial loop runs one (no target judges its speed).
-        repeat=5,
+        # threads on two cores), which changes from pass to pass: the report pairs each pass with torch's of
+        # the same repetition and shows the spread. The runner's three passes (five did not fit the suite's
+        # 12 minutes); the serial loop runs one (no target judges its speed).
         serial_repeat=1,
         params={
             "bank": bank_size,
