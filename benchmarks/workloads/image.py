@@ -158,15 +158,15 @@ def build(quick: bool, batches: int | None) -> Workload:
 
     Args:
         quick: tiny sizes for a smoke test.
-        batches: batches per pass (default 48 of 16 images, quick 6 of 8; 40 before the steady window
-            left out the drain, ``benchmarks.measure``).
+        batches: batches per pass (default 40 of 16 images, quick 6 of 8; 48 until the suite had to fit
+            in 12 minutes, 40 before the steady window left out the drain, ``benchmarks.measure``).
 
     Returns:
         The workload.
     """
     files = scaled(96, 16, quick)
     batch_size = scaled(16, 8, quick)
-    count = (batches or scaled(48, 6, quick)) * batch_size
+    count = (batches or scaled(40, 6, quick)) * batch_size
     paths = [str(path) for path in ensure_images(files)]
     return Workload(
         name="image",

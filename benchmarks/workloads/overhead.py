@@ -29,12 +29,13 @@ def build(quick: bool, batches: int | None) -> Workload:
 
     Args:
         quick: tiny sizes for a smoke test.
-        batches: batches per pass (default 1000, quick 200).
+        batches: batches per pass (default 500, quick 200: torch's DataLoader, at about 3 ms a
+            batch here, took most of the time of the overhead workload at 1,500 and 1,000).
 
     Returns:
         The workload (no simulated training step: it would hide the overhead).
     """
-    count = batches or scaled(1000, 200, quick)
+    count = batches or scaled(500, 200, quick)
     return Workload(
         name="overhead",
         description="trivial int samples, batch size 1: loader cost per batch",
