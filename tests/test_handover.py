@@ -81,6 +81,58 @@ def test_threads_look_again_only_while_the_gil_is_off(monkeypatch: pytest.Monkey
 def test_take_without_tries_blocks_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(_threads, "_yield_cpu", lambda: calls.append(1))
+    spin = _threads.Spin(0)
     with pytest.raises(queue.Empty):
-        _threads._take(queue.SimpleQueue(), 0.01, tries=0)
-    assert calls == []
+        _threads._take(queue.SimpleQueue(), 0.01, spin)
+    assert calls == [] and spin.limit == 0  # the GIL build's limit stays 0
+
+
+def _yield_then_put(items: queue.SimpleQueue[object], after: int) -> tuple[list[int], object]:
+    """A stand-in for ``sched_yield`` that counts its calls and puts an item on the ``after``-th."""
+    calls: list[int] = []
+
+    def yield_cpu() -> None:
+        calls.append(1)
+        if len(calls) == after:
+            items.put("made")
+
+    return calls, yield_cpu
+
+
+def test_a_wait_that_looking_ended_doubles_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    items: queue.SimpleQueue[object] = queue.SimpleQueue()
+    calls, yield_cpu = _yield_then_put(items, 3)
+    monkeypatch.setattr(_threads, "_yield_cpu", yield_cpu)
+    spin = _threads.Spin(50)
+    assert _threads._take(items, 1.0, spin) == "made"
+    assert len(calls) == 3 and spin.limit == 100
+    spin.limit = _threads._SPIN_MAX
+    calls.clear()
+    monkeypatch.setattr(_threads, "_yield_cpu", _yield_then_put(items, 1)[1])
+    assert _threads._take(items, 1.0, spin) == "made"
+    assert spin.limit == _threads._SPIN_MAX  # never above the top
+
+
+def test_a_wait_that_blocked_halves_the_limit_down_to_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(_threads, "_yield_cpu", lambda: calls.append(1))
+    spin = _threads.Spin(64)
+    with pytest.raises(queue.Empty):
+        _threads._take(queue.SimpleQueue(), 0.01, spin)
+    assert len(calls) == 64 and spin.limit == 32
+    limits = []
+    for _ in range(6):
+        with pytest.raises(queue.Empty):
+            _threads._take(queue.SimpleQueue(), 0.001, spin)
+        limits.append(spin.limit)
+    assert limits == [16, 8, 8, 8, 8, 8]  # a taker whose waits always block keeps looking a few times
+
+
+def test_an_item_there_at_once_leaves_the_limit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(_threads, "_yield_cpu", lambda: calls.append(1))
+    items: queue.SimpleQueue[object] = queue.SimpleQueue()
+    items.put("ready")
+    spin = _threads.Spin(50)
+    assert _threads._take(items, 1.0, spin) == "ready"
+    assert calls == [] and spin.limit == 50

@@ -6,10 +6,14 @@ In:  tickets ``(generation, seq, payload)`` from the scheduler, either on one
 Out: results ``(generation, seq, worker_id, status, value)`` on one result
      queue, read by the scheduler with a timeout slice.
 
-A thread that finds its queue empty yields the CPU and looks again a few
-times before it blocks (``_take``): on trivial batches the futex sleeps and
-wake-ups of blocking were most of a batch's cost. Where the GIL is on it
-blocks at once (``spin_tries``): there each yield passes the GIL around.
+A thread that finds its queue empty yields the CPU and looks again before
+it blocks (``_take``): on trivial batches the futex sleeps and wake-ups of
+blocking were most of a batch's cost. How many times it looks adapts to
+what its own last waits found (``Spin``): a wait that looking ended raises
+the limit, one that blocked anyway lowers it, so hand-overs of trivial
+batches stop sleeping while a worker or a loop that waits for real samples
+soon looks only a few times. Where the GIL is on it blocks at once
+(``spin_tries``): there each yield passes the GIL around.
 
 Ownership: the executor owns its threads, its task queues, its result queue
 and its stop event. Workers hold the queues and their own ``WorkerRuntime``,
@@ -48,6 +52,11 @@ from .worker import FetchSpec, WorkerRuntime
 #: real sample from spinning on: an idle worker pays the tries once per batch it waits for. The
 #: overhead workload (``benchmarks/workloads/overhead.py``) is the one to measure a change to it with.
 _SPIN_TRIES = 50
+#: The range a taker's limit adapts within (``Spin``). At the top a wait that blocks anyway has cost about
+#: a millisecond of yields, once, before the limit halves; at the bottom a taker whose waits always block
+#: pays a few microseconds per wait.
+_SPIN_MIN = 8
+_SPIN_MAX = 1024
 _yield_cpu: Callable[[], None] | None = getattr(os, "sched_yield", None)  # None: block at once (Windows)
 
 
@@ -60,21 +69,61 @@ def spin_tries() -> int:
     return 0 if gil_enabled() else _SPIN_TRIES
 
 
-def _take(items: queue.SimpleQueue[Any], timeout: float | None, tries: int = _SPIN_TRIES) -> Any:
-    """The next item of ``items``, looking again up to ``tries`` times, yielding the CPU, before blocking.
+class Spin:
+    """How many times one taker looks again before it blocks; owned by that taker's thread alone.
+
+    Trivial batches hand over within a few hundred yields, and with a fixed
+    limit of 50 the overhead workload's passes fell into one of two speeds
+    (about 25 or 120 µs a batch here, by which waits happened to outlast the
+    limit). Doubling the limit after a wait that looking ended and halving
+    it after one that blocked keeps the hand-overs that end soon off the
+    futex, and costs a taker that always blocks ``_SPIN_MIN`` yields a wait.
+
+    Attributes:
+        limit: the tries of the next wait (0: block at once, and stay so).
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = _SPIN_TRIES) -> None:
+        self.limit = limit
+
+
+def _take(items: queue.SimpleQueue[Any], timeout: float | None, spin: Spin | None = None) -> Any:
+    """The next item of ``items``, looking again up to ``spin.limit`` times, yielding the CPU, before blocking.
+
+    An item there at once leaves the limit alone; one that came while this
+    thread looked doubles it (up to ``_SPIN_MAX``); a wait that ended in
+    blocking halves it (down to ``_SPIN_MIN``).
+
+    Args:
+        items: the queue.
+        timeout: seconds to block once looking gave up (``None``: for ever).
+        spin: this taker's limit (``None``: a fixed ``_SPIN_TRIES``).
 
     Raises:
-        queue.Empty: nothing came within ``timeout`` seconds (``None``: wait for ever).
+        queue.Empty: nothing came within ``timeout`` seconds.
     """
+    if not items.empty():
+        try:
+            return items.get_nowait()
+        except queue.Empty:  # another worker took it first
+            pass
     yield_cpu = _yield_cpu
-    if yield_cpu is not None:
-        for _ in range(tries):
+    limit = _SPIN_TRIES if spin is None else spin.limit
+    if yield_cpu is not None and limit:
+        for _ in range(limit):
+            yield_cpu()
             if not items.empty():
                 try:
-                    return items.get_nowait()
+                    item = items.get_nowait()
                 except queue.Empty:  # another worker took it first
-                    pass
-            yield_cpu()
+                    continue
+                if spin is not None and limit < _SPIN_MAX:
+                    spin.limit = limit + limit
+                return item
+        if spin is not None and limit > _SPIN_MIN:
+            spin.limit = limit >> 1
     return items.get(timeout=timeout)
 
 
@@ -84,7 +133,7 @@ def _worker_loop(
     results: queue.SimpleQueue[Any],
     stop: threading.Event,
     retired: list[int],
-    tries: int,
+    spin: Spin,
 ) -> None:
     """Take tickets until a sentinel (``None``) or the stop event; post results.
 
@@ -98,7 +147,7 @@ def _worker_loop(
         while True:
             # Blocking without a timeout is safe here: shutdown() always posts
             # one sentinel per worker ever started after setting the stop event.
-            task = _take(tasks, None, tries)
+            task = _take(tasks, None, spin)
             if task is None and not stop.is_set():
                 retired.append(worker_id)
             if task is None or stop.is_set():
@@ -138,6 +187,7 @@ class ThreadExecutor:
         self._per_worker = per_worker_queues
         self._gate = _lifecycle.ShutdownGate()
         self._tries = spin_tries()  # decided per pool: an import can turn the GIL on between epochs
+        self._spin = Spin(self._tries)  # the consumer's own: poll() runs in the thread that owns the iterator
         self._threads: list[threading.Thread] = []
         self._runtimes: list[WorkerRuntime] = []
         for _ in range(num_workers):
@@ -153,7 +203,7 @@ class ThreadExecutor:
         self._runtimes.append(runtime)
         thread = threading.Thread(
             target=_worker_loop,
-            args=(runtime, self._queue_of(worker_id), self._results, self._stop, self._retired, self._tries),
+            args=(runtime, self._queue_of(worker_id), self._results, self._stop, self._retired, Spin(self._tries)),
             name=f"threadloader-worker-{worker_id}",
             # daemon: a worker stuck in user code (a __getitem__ that never returns) must not keep the
             # interpreter alive once the loader gave up on it (timeout, Ctrl-C, close, garbage collection), as
@@ -196,7 +246,7 @@ class ThreadExecutor:
     def poll(self, timeout: float) -> Result | None:
         """Return the next result, or ``None`` after ``timeout`` seconds."""
         try:
-            result: Result = _take(self._results, timeout, self._tries)
+            result: Result = _take(self._results, timeout, self._spin)
         except queue.Empty:
             return None
         return result
