@@ -49,7 +49,7 @@ from .worker import FetchSpec, WorkerRuntime
 #: hand-overs, not the loading, are most of a batch's cost. The other side usually puts the next item
 #: within a few ``sched_yield`` calls (each lets a runnable thread on this core go first), so looking
 #: again replaces most sleeps and wake-ups, for less CPU than they cost. The limit keeps a wait for a
-#: real sample from spinning on: an idle worker pays the tries once per batch it waits for. The
+#: real sample from spinning on. This is where each taker's limit starts (``Spin``); the
 #: overhead workload (``benchmarks/workloads/overhead.py``) is the one to measure a change to it with.
 _SPIN_TRIES = 50
 #: The range a taker's limit adapts within (``Spin``). At the top a wait that blocks anyway has cost about
@@ -99,7 +99,7 @@ def _take(items: queue.SimpleQueue[Any], timeout: float | None, spin: Spin | Non
     Args:
         items: the queue.
         timeout: seconds to block once looking gave up (``None``: for ever).
-        spin: this taker's limit (``None``: a fixed ``_SPIN_TRIES``).
+        spin: this taker's limit (``None``: a fresh one, for a single wait).
 
     Raises:
         queue.Empty: nothing came within ``timeout`` seconds.
@@ -109,8 +109,10 @@ def _take(items: queue.SimpleQueue[Any], timeout: float | None, spin: Spin | Non
             return items.get_nowait()
         except queue.Empty:  # another worker took it first
             pass
+    if spin is None:
+        spin = Spin()
     yield_cpu = _yield_cpu
-    limit = _SPIN_TRIES if spin is None else spin.limit
+    limit = spin.limit
     if yield_cpu is not None and limit:
         for _ in range(limit):
             yield_cpu()
@@ -119,10 +121,10 @@ def _take(items: queue.SimpleQueue[Any], timeout: float | None, spin: Spin | Non
                     item = items.get_nowait()
                 except queue.Empty:  # another worker took it first
                     continue
-                if spin is not None and limit < _SPIN_MAX:
+                if limit < _SPIN_MAX:
                     spin.limit = limit + limit
                 return item
-        if spin is not None and limit > _SPIN_MIN:
+        if limit > _SPIN_MIN:
             spin.limit = limit >> 1
     return items.get(timeout=timeout)
 
