@@ -128,6 +128,23 @@ def test_a_wait_that_blocked_halves_the_limit_down_to_the_floor(monkeypatch: pyt
     assert limits == [16, 8, 8, 8, 8, 8]  # a taker whose waits always block keeps looking a few times
 
 
+def test_the_limit_stays_in_its_range_from_the_real_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The start (50) is no power of two: halving it reaches 6 and doubling it 1,600 unless clamped.
+    items: queue.SimpleQueue[object] = queue.SimpleQueue()
+    monkeypatch.setattr(_threads, "_yield_cpu", lambda: None)
+    spin = _threads.Spin()
+    assert spin.limit == _threads._SPIN_TRIES
+    for _ in range(10):
+        with pytest.raises(queue.Empty):
+            _threads._take(items, 0.0001, spin)
+    assert spin.limit == _threads._SPIN_MIN
+    spin = _threads.Spin()
+    for _ in range(10):
+        monkeypatch.setattr(_threads, "_yield_cpu", _yield_then_put(items, 1)[1])
+        assert _threads._take(items, 1.0, spin) == "made"
+    assert spin.limit == _threads._SPIN_MAX
+
+
 def test_an_item_there_at_once_leaves_the_limit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(_threads, "_yield_cpu", lambda: calls.append(1))

@@ -121,11 +121,13 @@ def _take(items: queue.SimpleQueue[Any], timeout: float | None, spin: Spin | Non
                     item = items.get_nowait()
                 except queue.Empty:  # another worker took it first
                     continue
-                if limit < _SPIN_MAX:
-                    spin.limit = limit + limit
+                if limit < _SPIN_MAX:  # a start that is no power of two doubles past the top: clamp
+                    doubled = limit + limit
+                    spin.limit = doubled if doubled < _SPIN_MAX else _SPIN_MAX
                 return item
         if limit > _SPIN_MIN:
-            spin.limit = limit >> 1
+            halved = limit >> 1
+            spin.limit = halved if halved > _SPIN_MIN else _SPIN_MIN
     return items.get(timeout=timeout)
 
 
