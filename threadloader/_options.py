@@ -5,7 +5,7 @@ In:  the arguments of ``DataLoader(...)`` as the user gave them
 Out: ``check_options`` returns them normalised (``shuffle`` a bool for
      map-style datasets, ``batch_size`` None under a ``batch_sampler``,
      ``prefetch_factor`` 2 with workers, ``num_workers="auto"`` as its starting
-     count, the base seed) or raises the exception torch raises, with torch's
+     count, the loader's seed (``_seeding.LoaderSeed``)) or raises the exception torch raises, with torch's
      message, in torch's order; ``default_samplers`` gives the sampler and
      batch sampler torch would make. Nothing here keeps state.
 """
@@ -13,14 +13,13 @@ Out: ``check_options`` returns them normalised (``shuffle`` a bool for
 from __future__ import annotations
 
 import dataclasses
-import random
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from . import _torch, autoscale, runtime
 from ._priority import check_worker_nice
+from ._seeding import LoaderSeed, loader_seed
 from .sampling import BatchSampler, RandomSampler, SequentialSampler
 
 #: The default batch and sequential samplers: torch's own classes where torch is installed (Lightning swaps
@@ -66,7 +65,7 @@ class LoaderOptions:
     worker_nice: int
     iterable: bool = False
     auto_workers: bool = False
-    base_seed: int = 0
+    seed_state: LoaderSeed | None = None
 
 
 def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
@@ -74,34 +73,6 @@ def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} should be an integer, but got {name}={value!r}")
-
-
-def base_seed_from(generator: Any, seed: int | None) -> int:
-    """The loader's base seed, from ``seed``, ``generator`` or the global RNG (like torch)."""
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed should be a non-negative integer, but got seed={seed!r}")
-        if generator is not None:
-            raise ValueError("seed and generator are mutually exclusive; pass one of them")
-        return seed
-    if generator is None:
-        torch = sys.modules.get("torch")
-        if torch is not None:  # torch.manual_seed(...) makes shuffling reproducible, as in torch
-            return int(torch.empty((), dtype=torch.int64).random_().item())
-        return random.getrandbits(63)
-    if isinstance(generator, int) and not isinstance(generator, bool) and generator >= 0:
-        return generator
-    import numpy as np
-
-    if isinstance(generator, np.random.Generator):
-        return int(generator.integers(0, 2**63 - 1))
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(generator, torch.Generator):
-        return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
-    raise TypeError(
-        "generator should be a torch.Generator, a numpy.random.Generator or a non-negative int seed, "
-        f"but got generator={generator!r}"
-    )
 
 
 def _check_workers(options: LoaderOptions) -> dict[str, Any]:
@@ -221,8 +192,8 @@ def check_options(options: LoaderOptions) -> LoaderOptions:
     _check_extras(options, workers["num_workers"])
     iterable = is_iterable_dataset(options.dataset)
     sampling = _check_sampling(options, iterable)
-    base_seed = base_seed_from(options.generator, options.seed)
-    return dataclasses.replace(options, **workers, **sampling, iterable=iterable, base_seed=base_seed)
+    seed_state = loader_seed(options.generator, options.seed)
+    return dataclasses.replace(options, **workers, **sampling, iterable=iterable, seed_state=seed_state)
 
 
 def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
@@ -243,7 +214,8 @@ def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
         sampler = data.dataloader._InfiniteConstantSampler()
     elif sampler is None:
         if options.shuffle:
-            made = shuffling_samplers(options.dataset, options.base_seed, batch_size, options.drop_last)
+            assert options.seed_state is not None  # checked options
+            made = shuffling_samplers(options.dataset, options.seed_state, batch_size, options.drop_last)
             return made[0], made[1], True
         sampler = SEQUENTIAL_SAMPLER(options.dataset)
     if batch_size is not None and batch_sampler is None:
@@ -251,11 +223,12 @@ def default_samplers(options: LoaderOptions) -> tuple[Any, Any, bool]:
     return sampler, batch_sampler, False
 
 
-def shuffling_samplers(dataset: Any, seed: int, batch_size: int | None, drop_last: bool) -> tuple[Any, Any]:
-    """``(sampler, batch_sampler)`` for ``shuffle=True``: a ``RandomSampler`` of ``seed``, batched if ``batch_size``.
+def shuffling_samplers(dataset: Any, seed: LoaderSeed, batch_size: int | None, drop_last: bool) -> tuple[Any, Any]:
+    """``(sampler, batch_sampler)`` for ``shuffle=True``: a ``RandomSampler`` of the loader's seed, batched if asked.
 
-    Also what a loader remakes when a checkpoint brings another seed.
+    The sampler reads the loader's seed when it is iterated (``RandomSampler.follow``), so a
+    seed drawn at the first ``iter()``, or a checkpoint's, reaches it.
     """
-    sampler = RandomSampler(dataset, seed=seed)
+    sampler = RandomSampler.follow(dataset, seed)
     batch_sampler = None if batch_size is None else BATCH_SAMPLER(sampler, batch_size, drop_last)
     return sampler, batch_sampler

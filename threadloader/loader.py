@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _advice, _epochs, _pools, _resume, _torch, collate, runtime
 from ._compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
-from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset, shuffling_samplers
+from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
 from .collate import default_collate, default_convert
 from .runtime import RequestedMode, RunningMode
 from .scheduler import EpochIterator, EpochPlan, SerialIterator, SerialPlan
@@ -66,6 +66,8 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
     threads that share the one dataset object; on a build with the GIL it
     uses worker processes. ``num_workers=0`` loads in the calling thread.
     Where torch is installed this class derives from torch's DataLoader.
+    A seed that comes from torch's generator is drawn where torch's loader
+    draws its own, at ``iter()`` (``threadloader._seeding``).
 
     Extra keyword arguments:
         in_order: yield in sampler order (default) or as batches finish.
@@ -132,7 +134,8 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             )
         )
         self._iterable = options.iterable
-        self._base_seed = options.base_seed
+        assert options.seed_state is not None  # checked options
+        self._seed_state = options.seed_state
         self.sampler, self.batch_sampler, self._owns_sampler = default_samplers(options)
         self.dataset = options.dataset
         self._dataset_kind = DATASET_KIND_ITERABLE if self._iterable else DATASET_KIND_MAP
@@ -172,11 +175,17 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self._epoch_start_state: list[str | None] | ValueError | None = None  # for state_dict() mid-epoch
         self._persistent = _pools.PersistentPool()  # stays empty without persistent_workers
         self._current: weakref.ref[Any] | None = None  # the epoch iterator started last
+        self._iterated = False  # iter() ran: with persistent workers torch draws its seed at the first only
 
     @property
     def base_seed(self) -> int:
-        """The base seed that shuffling, worker seeds and ``sample_rng()`` derive from."""
-        return self._base_seed
+        """The base seed that shuffling, worker seeds and ``sample_rng()`` derive from.
+
+        From torch's generator it is drawn at the first ``iter()``, where
+        torch's loader draws its own (``threadloader._seeding``); read before
+        that, it is drawn now.
+        """
+        return self._seed_state.value
 
     @property
     def epoch(self) -> int:
@@ -199,8 +208,13 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         GIL is on now.
         """
         mode = runtime.resolve_mode(self.mode, self.num_workers)
+        if not (self._iterated and self.persistent_workers and self.num_workers):  # torch keeps that iterator
+            self._seed_state.on_iter()
+        self._iterated = True
         if mode == "serial":
             return SerialIterator(self._launch_serial)
+        if self._owns_sampler:  # torch's loader with workers takes its sampler's first indices in iter()
+            self._seed_state.on_shuffled_epoch()
         if not self.prefetch_factor or self.prefetch_factor <= 0:  # torch accepts 0, then refuses it here
             raise AssertionError(
                 "prefetch_factor must be greater than 0 for MultiProcessingDataLoaderIter "
@@ -226,6 +240,8 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         return epoch, resume, index_batches
 
     def _launch_serial(self, iterator: SerialIterator) -> SerialPlan:
+        if self._owns_sampler:  # torch's loader without workers takes its sampler's first index at next()
+            self._seed_state.on_shuffled_epoch()
         epoch, resume, index_batches = self._open_epoch(iterator)
         spec = _epochs.fetch_spec(self, "serial", needs_replica=False)
         return _epochs.serial_plan(self, spec, epoch, index_batches, resume)
@@ -303,7 +319,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             sampler_state = _resume.try_capture(self._index_sampler)
         if isinstance(sampler_state, ValueError):
             self._warn_once("inexact", _resume.inexact_saved(epoch, sampler_state), stacklevel=3)
-        return _resume.encode(self._base_seed, epoch, done, also_done, sampler_state)
+        return _resume.encode(self.base_seed, epoch, done, also_done, sampler_state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``: the next ``iter()`` yields that epoch's remaining batches.
@@ -319,19 +335,10 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self.close()
         if not state.get("exact", True):
             self._warn_once("inexact", _resume.inexact_loaded(state, self._iterable), stacklevel=3)
-        if state["seed"] != self._base_seed:
-            self._reseed(state["seed"])
+        self._seed_state.adopt(state["seed"])  # a shuffling sampler the loader made follows it
         self._set_next_epoch(state["epoch"])
         if not self._iterable:
             self._resume = _resume.resume_point(state)
-
-    def _reseed(self, seed: int) -> None:
-        """Adopt a checkpoint's base seed; a shuffling sampler the loader made is remade from it."""
-        self._base_seed = seed
-        if self._owns_sampler:  # the shuffle order derives from the seed
-            sampler, batch_sampler = shuffling_samplers(self.dataset, seed, self.batch_size, self.drop_last)
-            object.__setattr__(self, "sampler", sampler)  # the loader's own change, past the frozen-attribute check
-            object.__setattr__(self, "batch_sampler", batch_sampler)
 
     # --- lifetime ------------------------------------------------------------------------------
 

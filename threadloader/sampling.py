@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sized
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -32,6 +32,13 @@ else:
 __all__ = ["BatchSampler", "RandomSampler", "SequentialSampler"]
 
 _MAX_SEED = 2**63
+
+
+class _SeedSource(Protocol):
+    """Something with a ``value``: the loader's seed (``threadloader._seeding.LoaderSeed``)."""
+
+    @property
+    def value(self) -> int: ...
 
 
 def _check_non_negative_int(name: str, value: object, upper: int | None = None) -> int:
@@ -105,8 +112,20 @@ class RandomSampler(_RandomBase):
                 f"but got num_samples={self.num_samples}"
             )
         self._seed = _check_non_negative_int("seed", seed, _MAX_SEED)
+        self._seed_source: _SeedSource | None = None
         self._epoch = 0
         self.generator = None  # torch's attribute; the order comes from (seed, epoch) instead
+
+    @classmethod
+    def follow(cls, data_source: Sized, source: _SeedSource) -> RandomSampler:
+        """A sampler whose seed is ``source.value`` whenever it is read: the one a loader makes for ``shuffle=True``.
+
+        The loader may draw its seed at its first ``iter()``, as torch draws
+        its own, or take a checkpoint's; the sampler follows either.
+        """
+        sampler = cls(data_source)
+        sampler._seed_source = source
+        return sampler
 
     @property
     def num_samples(self) -> int:
@@ -117,8 +136,9 @@ class RandomSampler(_RandomBase):
 
     @property
     def seed(self) -> int:
-        """The base seed given at construction."""
-        return self._seed
+        """The base seed: given at construction, or the loader's (``follow``)."""
+        source = self._seed_source
+        return self._seed if source is None else source.value
 
     @property
     def epoch(self) -> int:
@@ -139,7 +159,7 @@ class RandomSampler(_RandomBase):
         total = self.num_samples
         if n == 0:
             raise ValueError("cannot sample from an empty data_source")
-        rng = np.random.default_rng((self._seed, self._epoch))
+        rng = np.random.default_rng((self.seed, self._epoch))
         if self.replacement:
             order = rng.integers(0, n, size=total)
         else:  # ceil(total / n) whole permutations, truncated, like torch
