@@ -190,3 +190,18 @@ def test_a_checkpoints_seed_reaches_the_shuffle_order(mode: str) -> None:
     resumed.load_state_dict(state)
     assert resumed.base_seed == 11
     assert [int(x) for batch in resumed for x in batch] == expected
+
+
+def test_resetting_the_persistent_iterator_draws_again_as_torch(mode: str) -> None:
+    """Lightning's teardown sets ``loader._iterator = None``; torch's next ``iter()`` makes a new one, and draws."""
+
+    def steps(data: Any) -> list[list[int]]:
+        loader = data.DataLoader(Squares(12), batch_size=4, shuffle=True, persistent_workers=True)
+        orders = [[int(x) for batch in loader for x in batch] for _ in range(2)]
+        loader._iterator = None
+        orders.append([int(x) for batch in loader for x in batch])
+        getattr(loader, "close", lambda: None)()
+        return orders
+
+    (_, theirs), (_, ours) = _torch_then_ours(steps, mode, 2)
+    assert ours == theirs

@@ -48,6 +48,7 @@ class TorchAttributes:
     _IterableDataset_len_called: int | None  # torch's name: len(dataset) when len(loader) ran
     _persistent: PersistentPool
     _current: Any
+    _iterated: bool  # iter() ran (``threadloader._seeding``: torch draws at a persistent loader's first only)
 
     if TYPE_CHECKING:
 
@@ -106,14 +107,18 @@ class TorchAttributes:
 
         Frameworks stop torch's persistent workers by resetting it (Lightning's
         teardown sets ``loader._iterator = None``): setting it to ``None``
-        stops this loader's persistent pool the same way.
+        stops this loader's persistent pool the same way, and the next
+        ``iter()`` draws from torch's generator as torch's new iterator would
+        (``threadloader._seeding``).
         """
         return None
 
     @_iterator.setter
     def _iterator(self, value: object) -> None:
-        if value is None and self.persistent_workers and self._persistent.pool is not None:
-            self.close()
+        if value is None:
+            self._iterated = False
+            if self.persistent_workers and self._persistent.pool is not None:
+                self.close()
 
     def __len__(self) -> int:
         """Batches per epoch, by torch's rules (``len(dataset)`` for iterable-style)."""
