@@ -5,9 +5,10 @@ In:  the arguments of ``DataLoader(...)`` as the user gave them
 Out: ``check_options`` returns them normalised (``shuffle`` a bool for
      map-style datasets, ``batch_size`` None under a ``batch_sampler``,
      ``prefetch_factor`` 2 with workers, ``num_workers="auto"`` as its starting
-     count, the loader's seed (``_seeding.LoaderSeed``)) or raises the exception torch raises, with torch's
-     message, in torch's order; ``default_samplers`` gives the sampler and
-     batch sampler torch would make. Nothing here keeps state.
+     count, the loader's seed as a ``_seeding.LoaderSeed``) or raises the
+     exception torch raises, with torch's message, in torch's order;
+     ``default_samplers`` gives the sampler and batch sampler torch would
+     make. Nothing here keeps state but that seed, which the loader owns.
 """
 
 from __future__ import annotations

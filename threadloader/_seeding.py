@@ -53,7 +53,7 @@ class LoaderSeed:
 
     Attributes:
         from_torch: the seed comes from torch's generator (``generator`` or
-            torch's global one), which ``on_iter`` and ``on_epoch`` advance.
+            torch's global one), which ``on_iter`` and ``on_shuffled_epoch`` advance.
         generator: the ``torch.Generator`` drawn from; ``None``: torch's global one.
     """
 
@@ -64,7 +64,7 @@ class LoaderSeed:
         self._value = value
         self.from_torch = value is None
         self.generator = generator
-        self._prepaid = False  # the value was drawn before any iter(): the first iter()'s draw is made
+        self._prepaid = False  # drawn when read before any iter(): that read made the first iter()'s draw
 
     @property
     def value(self) -> int:
