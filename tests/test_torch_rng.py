@@ -205,3 +205,18 @@ def test_resetting_the_persistent_iterator_draws_again_as_torch(mode: str) -> No
 
     (_, theirs), (_, ours) = _torch_then_ours(steps, mode, 2)
     assert ours == theirs
+
+
+# torch's half-made iterator then fails in its own __del__ (no ``_shutdown`` yet): torch's noise, not ours.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_iter_that_refuses_prefetch_factor_0_draws_as_torch(mode: str) -> None:
+    """torch draws the iterator's seed, then refuses ``prefetch_factor=0`` before its sampler draws."""
+
+    def steps(data: Any) -> list[list[int]]:
+        loader = data.DataLoader(Squares(12), batch_size=4, shuffle=True, prefetch_factor=0)
+        with pytest.raises(AssertionError, match="prefetch_factor"):
+            iter(loader)
+        return []
+
+    (_, theirs), (_, ours) = _torch_then_ours(steps, mode, 2)
+    assert ours == theirs

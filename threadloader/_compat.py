@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import runtime
 from ._pools import PersistentPool
+from ._seeding import LoaderSeed
 
 #: torch's ``_DatasetKind`` values, for ``loader._dataset_kind``.
 DATASET_KIND_MAP, DATASET_KIND_ITERABLE = 0, 1
@@ -48,7 +49,7 @@ class TorchAttributes:
     _IterableDataset_len_called: int | None  # torch's name: len(dataset) when len(loader) ran
     _persistent: PersistentPool
     _current: Any
-    _iterated: bool  # iter() ran (``threadloader._seeding``: torch draws at a persistent loader's first only)
+    _seed_state: LoaderSeed
 
     if TYPE_CHECKING:
 
@@ -116,7 +117,7 @@ class TorchAttributes:
     @_iterator.setter
     def _iterator(self, value: object) -> None:
         if value is None:
-            self._iterated = False
+            self._seed_state.forget_iterator()
             if self.persistent_workers and self._persistent.pool is not None:
                 self.close()
 

@@ -57,7 +57,7 @@ class LoaderSeed:
         generator: the ``torch.Generator`` drawn from; ``None``: torch's global one.
     """
 
-    __slots__ = ("_prepaid", "_value", "from_torch", "generator")
+    __slots__ = ("_iterated", "_prepaid", "_value", "from_torch", "generator")
 
     def __init__(self, value: int | None, generator: Any = None) -> None:
         """Hold ``value``, or ``None``: draw it from ``generator`` (``None``: torch's global one) when first needed."""
@@ -65,6 +65,7 @@ class LoaderSeed:
         self.from_torch = value is None
         self.generator = generator
         self._prepaid = False  # drawn when read before any iter(): that read made the first iter()'s draw
+        self._iterated = False  # an iter() drew since the loader had no iterator to keep (torch's ``_iterator``)
 
     @property
     def value(self) -> int:
@@ -78,16 +79,27 @@ class LoaderSeed:
         """Take ``value`` as the base seed (a checkpoint's); later draws are made as before, and thrown away."""
         self._value = value
 
-    def on_iter(self) -> None:
-        """``iter(loader)`` made an epoch iterator: draw once, as torch's iterator does (the first is the seed)."""
-        if not self.from_torch:
+    def on_iter(self, keeps_iterator: bool) -> None:
+        """``iter(loader)``: draw once, as torch's new epoch iterator does (the first draw is the seed).
+
+        Args:
+            keeps_iterator: the loader has persistent workers, where torch
+                makes its iterator at the first ``iter()`` only and keeps it
+                until ``loader._iterator = None`` (``forget_iterator``).
+        """
+        if not self.from_torch or (keeps_iterator and self._iterated):
             return
+        self._iterated = True
         if self._prepaid:
             self._prepaid = False
             return
         drawn = _draw(self.generator)
         if self._value is None:
             self._value = drawn
+
+    def forget_iterator(self) -> None:
+        """``loader._iterator = None``: torch's next ``iter()`` makes a new iterator, which draws."""
+        self._iterated = False
 
     def on_shuffled_epoch(self) -> None:
         """An epoch of ``shuffle=True`` takes its first index: draw once, as torch's ``RandomSampler`` does."""

@@ -175,7 +175,6 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self._epoch_start_state: list[str | None] | ValueError | None = None  # for state_dict() mid-epoch
         self._persistent = _pools.PersistentPool()  # stays empty without persistent_workers
         self._current: weakref.ref[Any] | None = None  # the epoch iterator started last
-        self._iterated = False  # iter() ran: with persistent workers torch draws its seed at the first only
 
     @property
     def base_seed(self) -> int:
@@ -208,18 +207,16 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         GIL is on now.
         """
         mode = runtime.resolve_mode(self.mode, self.num_workers)
-        if not (self._iterated and self.persistent_workers and self.num_workers):  # torch keeps that iterator
-            self._seed_state.on_iter()
-        self._iterated = True
+        self._seed_state.on_iter(keeps_iterator=self.persistent_workers and self.num_workers > 0)
         if mode == "serial":
             return SerialIterator(self._launch_serial)
-        if self._owns_sampler:  # torch's loader with workers takes its sampler's first indices in iter()
-            self._seed_state.on_shuffled_epoch()
         if not self.prefetch_factor or self.prefetch_factor <= 0:  # torch accepts 0, then refuses it here
             raise AssertionError(
                 "prefetch_factor must be greater than 0 for MultiProcessingDataLoaderIter "
                 f"(threadloader: prefetch_factor={self.prefetch_factor} with num_workers={self.num_workers})"
             )
+        if self._owns_sampler:  # torch's loader with workers takes its sampler's first indices in iter()
+            self._seed_state.on_shuffled_epoch()
         return EpochIterator(mode, partial(self._launch, mode))
 
     def _open_epoch(self, iterator: Any) -> tuple[int, _resume.ResumePoint | None, Iterator[Any] | None]:
