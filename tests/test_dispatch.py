@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -252,3 +253,46 @@ def test_a_map_dispatch_with_an_empty_sampler_is_done_at_once() -> None:
     dispatch = MapDispatch(executor, 0, iter([]), Progress(), _join)
     dispatch.fill(_buffer(bound=1))
     assert dispatch.done and executor.submitted == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=4),
+    per_worker=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_iterable_order_is_torchs_whenever_the_streams_end(lengths: list[int], per_worker: int, seed: int) -> None:
+    """Each worker's next batch in turn, 0, 1, ..., skipping ended workers, however results arrive.
+
+    Workers answer their own tickets in order, but which worker answers next
+    is random (timing): so is when an ``EXHAUSTED`` arrives.
+    """
+    chance = random.Random(seed)
+    workers = len(lengths)
+    executor = FakeExecutor(workers)
+    progress = Progress()
+    dispatch = IterableDispatch(executor, 0, progress)
+    buffer = _buffer(bound=per_worker * workers)
+    produced = [0] * workers
+    answered = 0  # tickets answered so far, of executor.submitted, in submission order per worker
+    pending: list[list[int]] = [[] for _ in range(workers)]
+    yielded: list[Any] = []
+    dispatch.fill(buffer)
+    while not (dispatch.done and len(buffer) == 0):
+        for (_generation, seq, _payload), worker in executor.submitted[answered:]:
+            assert worker is not None
+            pending[worker].append(seq)
+        answered = len(executor.submitted)
+        worker = chance.choice([w for w in range(workers) if pending[w]])
+        seq = pending[worker].pop(0)
+        if produced[worker] < lengths[worker]:
+            dispatch.store((0, seq, worker, OK, (worker, produced[worker])), buffer)
+            produced[worker] += 1
+        else:
+            dispatch.store((0, seq, worker, EXHAUSTED, None), buffer)
+        for ready in iter(buffer.pop, None):
+            progress.retire(ready[0])
+            yielded.append(ready[2][4])
+            dispatch.fill(buffer)
+    expected = [(w, turn) for turn in range(max(lengths)) for w in range(workers) if turn < lengths[w]]
+    assert yielded == expected

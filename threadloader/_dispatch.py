@@ -211,7 +211,16 @@ class MapDispatch:
 
 
 class IterableDispatch:
-    """Iterable-style: "next batch" tickets, round-robin over the workers whose iterators have not run out."""
+    """Iterable-style: "next batch" tickets, round-robin over the workers whose iterators have not run out.
+
+    As in torch, the turn cycles over all workers in a fixed order and
+    passes over those known to have run out. A ticket sent to a worker
+    before its end was known comes back ``EXHAUSTED`` and is passed over
+    too, so the batches come in the same order whenever that became known:
+    each worker's next batch in turn, 0, 1, ..., skipping the ended ones.
+    (Removing a worker from a list and taking ``turn % len(list)`` would
+    shift every later turn by when the removal happened.)
+    """
 
     def __init__(self, executor: Executor, generation: int, progress: Progress) -> None:
         """Start issuing at batch ``progress.done``, to every worker.
@@ -227,21 +236,25 @@ class IterableDispatch:
         self._generation = generation
         self._progress = progress
         self._next_seq = progress.done
-        self._live: list[int] = list(range(executor.num_workers))
-        self._turn = 0
+        self._running = [True] * executor.num_workers  # False once a worker's iterator ran out
+        self._turn = 0  # the worker whose turn is next, in the fixed cycle 0, 1, ..., num_workers - 1
 
     def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
         """Issue a ticket to the next live worker in turn until ``buffer`` is full or no worker is left."""
         if self.done:
             return
         executor = self._executor
+        running = self._running
+        count = len(running)
         while buffer.room > 0:
-            live = self._live
-            if not live:
+            for _ in range(count):  # the next worker in the cycle whose iterator has not run out
+                worker_id = self._turn
+                self._turn = (worker_id + 1) % count
+                if running[worker_id]:
+                    break
+            else:
                 self.done = True
                 return
-            worker_id = live[self._turn % len(live)]
-            self._turn += 1
             seq = self._next_seq
             self._next_seq = seq + 1
             buffer.add(seq, (None, worker_id))
@@ -259,9 +272,7 @@ class IterableDispatch:
         if not buffer.drop(seq):
             return False
         self._progress.retire(seq)
-        worker_id = result[2]
-        if worker_id in self._live:
-            self._live.remove(worker_id)
+        self._running[result[2]] = False
         self.fill(buffer)
         return True
 
