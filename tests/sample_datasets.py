@@ -377,3 +377,77 @@ def recording_collate(batch: list[Any]) -> list[Any]:
 
     collate_calls.append((threading.current_thread().name, torch.get_num_threads()))
     return list(batch)
+
+
+def _torch_generator_or_global() -> Any:
+    """torch's own idiom: the worker thread's generator, or ``None`` (the default one) elsewhere."""
+    from torch.random import thread_safe_generator
+
+    return thread_safe_generator()
+
+
+class GeneratorAugmented(RangeDataset):
+    """Random augmentation the way torch's API offers it to workers, with uneven per-sample costs.
+
+    Draws from ``torch.random.thread_safe_generator()`` (``None`` in a worker
+    process: torch's default generator there), ``get_worker_info().rng``
+    (threadloader's and torch's numpy generator) and torch's
+    ``rng.random_generator`` (``random`` in a worker process), in a
+    ``collate_fn``-free sample of 4 floats.
+    """
+
+    def __getitem__(self, index: int) -> tuple[int, float, float, float, float]:
+        import torch
+
+        jitter(index, self.seed, self.max_sleep)
+        generator = _torch_generator_or_global()
+        noise = torch.rand(2, generator=generator)
+        info = threadloader.get_worker_info()
+        numpy_draw = float(info.rng.random()) if info is not None else float("nan")
+        torch_info = torch.utils.data.get_worker_info()
+        python = torch_info.rng.random_generator if torch_info is not None and torch_info.rng is not None else random
+        return (index, float(noise[0]), float(noise[1]), numpy_draw, python.random())
+
+
+class GlobalAugmented(RangeDataset):
+    """Random augmentation from the process-wide generators (torch, numpy, ``random``), uneven costs."""
+
+    def __getitem__(self, index: int) -> tuple[int, float, float, float]:
+        import torch
+
+        jitter(index, self.seed, self.max_sleep)
+        return (index, float(torch.rand(())), float(np.random.rand()), random.random())
+
+
+class NumpyGlobalDraw:
+    """``dataset[i] = numpy.random.rand()``: the draw torch's users make (pytorch#5059)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> float:
+        return float(np.random.rand())
+
+
+class UnevenStreams:
+    """An iterable-style dataset whose workers' streams differ in length: worker ``w`` yields ``lengths[w]`` items.
+
+    Items are ``(worker id, position)``; item ``k`` of worker ``w`` sleeps a
+    little, unevenly, so the streams end at moments timing decides.
+    """
+
+    def __init__(self, lengths: tuple[int, ...], max_sleep: float = 0.002) -> None:
+        self.lengths = lengths
+        self.max_sleep = max_sleep
+
+    def __iter__(self) -> Any:
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        for position in range(self.lengths[worker % len(self.lengths)]):
+            jitter(position * 31 + worker, 7, self.max_sleep)
+            yield (worker, position)

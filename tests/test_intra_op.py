@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 import sample_datasets  # noqa: E402  (after the skip: the datasets import torch when they load)
 from sample_datasets import IntraOpThreadsDataset, recording_collate  # noqa: E402
 
+import threadloader.collate  # noqa: E402
 from threadloader import DataLoader, _intra_op  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,7 +45,11 @@ def test_workers_run_torch_with_one_intra_op_thread(mode: str, two_intra_op_thre
     assert torch.get_num_threads() == two_intra_op_threads  # the loop's own count is not the workers'
 
 
-def test_the_consumer_collates_the_split_first_batch_with_one_thread(mode: str, two_intra_op_threads: int) -> None:
+def test_the_consumer_collates_the_split_first_batch_with_one_thread(
+    mode: str, two_intra_op_threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only a default collate is split, and this one records its thread: let it stand for the default here
+    monkeypatch.setattr(threadloader.collate, "is_default", lambda collate_fn: True)
     sample_datasets.collate_calls.clear()
     loader = DataLoader(IntraOpThreadsDataset(16), batch_size=8, num_workers=2, mode=mode, collate_fn=recording_collate)
     iterator = iter(loader)

@@ -7,7 +7,15 @@ import time
 from collections import Counter
 
 import pytest
-from sample_datasets import CountingDataset, RangeDataset, RendezvousDataset, ShardedIterable, SlowDataset, list_collate
+from sample_datasets import (
+    CountingDataset,
+    RangeDataset,
+    RendezvousDataset,
+    ShardedIterable,
+    SlowDataset,
+    WorkerInfoDataset,
+    list_collate,
+)
 
 from threadloader import DataLoader
 
@@ -125,8 +133,17 @@ def test_first_batch_is_spread_over_the_workers(mode: str) -> None:
     barrier = multiprocessing.get_context("spawn").Barrier(2)
     # index 0 opens the first half of batch 0, index 4 the second: they can only load concurrently
     dataset = RendezvousDataset(40, meet=(0, 4), barrier=barrier)
-    loader = DataLoader(dataset, batch_size=8, num_workers=2, mode=mode, collate_fn=list_collate)
-    batches = list(loader)
+    # the default collate: only that one is run by the consumer on the joined parts (a user's may draw)
+    loader = DataLoader(dataset, batch_size=8, num_workers=2, mode=mode)
+    batches = [[tuple(int(v) for v in sample) for sample in zip(*batch)] for batch in loader]
     assert [s[0] for s in batches[0]] == list(range(8))  # in order, complete
     assert {s[1] for s in batches[0]} == {0, 1}  # both workers fetched part of it
     assert [s[0] for b in batches for s in b] == list(range(40))
+
+
+def test_first_batch_of_a_user_collate_is_not_split(mode: str) -> None:
+    # a collate function of the user's may draw random numbers, from the batch's generators in its worker
+    loader = DataLoader(WorkerInfoDataset(16), batch_size=8, num_workers=2, mode=mode, collate_fn=list_collate)
+    first = next(iter(loader))
+    assert [s[0] for s in first] == list(range(8))
+    assert len({s[1] for s in first}) == 1  # one worker loaded and collated it

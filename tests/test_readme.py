@@ -29,7 +29,7 @@ def test_auto_workers(tmp_path: object) -> None:
 
 
 def test_reproducibility(tmp_path: object) -> None:
-    assert _run("reproducible.py", tmp_path) == ["identical for 0, 2 and 4 workers"]
+    assert _run("reproducible.py", tmp_path) == ["identical for 1, 2 and 3 workers, in thread and in process mode"]
 
 
 def test_resume(tmp_path: object) -> None:

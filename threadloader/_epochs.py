@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from . import _resume, _torch
+from . import _resume, _torch, collate
 from .replication import ReplicaTemplate
 from .runtime import RunningMode
 from .scheduler import EpochPlan, Executor, Progress, SerialPlan
@@ -107,6 +107,7 @@ def fetch_spec(loader: DataLoader[Any], mode: RunningMode, needs_replica: bool) 
         timed=loader.stats,
         worker_nice=loader.worker_nice,
         datapipe=_torch.is_datapipe(loader.dataset),
+        draw_watch=loader._draw_watch if mode == "thread" else None,
     )
 
 
@@ -144,11 +145,17 @@ def _first_batch_splitter(loader: DataLoader[Any], spec: FetchSpec) -> Callable[
     """The collate function when the first batch may be fetched in parts, else ``None``.
 
     Only samples fetched one by one are split (``__getitems__`` may return
-    something other than a list of samples), and not with pinning.
+    something other than a list of samples), and not with pinning. Only a
+    default collate (threadloader's or torch's) is run by the consumer on the
+    joined parts: a collate function of the user's may draw random numbers
+    (mixup), and those come from the batch's generators in the worker that
+    collates it (``_fetch``), which the consumer does not have.
     """
     if loader._iterable or not loader._auto_collation or spec.pin_memory:
         return None
     if getattr(loader.dataset, "__getitems__", None):
+        return None
+    if not collate.is_default(loader.collate_fn):
         return None
     return loader.collate_fn
 
@@ -198,4 +205,5 @@ def epoch_plan(
         autoscale=loader.auto_workers and mode == "thread" and not loader._iterable,
         length_hint=_length_hint(loader),
         dataset=loader.dataset,
+        check_shared_draws=loader._check_shared_draws if mode == "thread" else None,
     )

@@ -15,7 +15,11 @@ dataset has it), or one index without auto-collation, and sends a
 ``BatchPart``'s samples back uncollated. ``IterableFetch`` owns the worker's
 dataset iterator: a new generation starts a new one, and after it ran out
 every ticket of that epoch answers ``EXHAUSTED``. While samples load, each
-sets what ``sample_rng()`` derives from (``randomness.current``).
+sets what its generators derive from (``randomness.current``): a map-style
+sample its index, a ``__getitems__`` call its index list, a batch's collate
+step that list tagged ``"collate"``; in a worker process ``seed_globals``
+then seeds the process's global generators for it. An iterable-style
+worker's stream is its own: a new epoch calls ``on_new_epoch``.
 
 User code never kills a worker: whatever it raises, even ``SystemExit``,
 comes back in-band as ``(ERROR, Failure)`` naming the phase. A worker whose
@@ -38,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 from . import _torch, randomness
 from ._contract import ERROR, EXHAUSTED, OK, BatchPart, Failure, Outcome
 
+_COLLATE = "collate"  # tags a batch's collate step in its generators' key
+
 if TYPE_CHECKING:
     from .worker import FetchSpec
 
@@ -59,6 +65,8 @@ class _Fetch:
         self._collate_fn: Callable[[Any], Any] = spec.collate_fn
         self._pin = spec.pin_memory
         self.init_failure: Failure | None = None
+        # A worker process's: seeds its global generators before each sample (randomness.seed_process_globals)
+        self.seed_globals: Callable[[tuple[int, int, int]], None] | None = None
         self.timing = False
         self.totals: array[float] | None = None
         self.dataset: Any = None
@@ -98,27 +106,37 @@ class MapFetch(_Fetch):
         if self.init_failure is not None:
             return ERROR, self.init_failure  # every batch this worker takes fails, as in torch
         sample = randomness.current
-        sample.base = (self._seed, generation)  # what sample_rng() derives from while this batch loads
+        sample.base = base = (self._seed, generation)  # what the samples' generators derive from
         try:
-            return self._load(payload, sample)
+            return self._load(payload, sample, base)
         finally:
             sample.base = None
             sample.index = None
-            sample.cache = None
+            sample.call = None
+            sample.draws = None
+            sample.call_draws = None
 
-    def _load(self, payload: Any, sample: Any) -> Outcome:
+    def _load(self, payload: Any, sample: Any, base: tuple[int, int]) -> Outcome:
         dataset = self.dataset
+        seed_globals = self.seed_globals
         part = payload if type(payload) is BatchPart else None
         if part is not None:
             payload = part.indices
         if not self._auto_collation:
             sample.index = payload
-            sample.cache = None
+            sample.draws = None
+            if seed_globals is not None:
+                seed_globals(randomness.sample_key(base, payload))
             try:
                 data = dataset[payload]
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", payload)
-        elif self._getitems is not None:
+            return self._collate(data)  # in the sample's context: one sample, one stream
+        if self._getitems is not None:
+            sample.call = payload  # the call's generators derive from its index list
+            sample.call_draws = None
+            if seed_globals is not None:
+                seed_globals(randomness.call_key(base, payload))
             try:
                 data = self._getitems(payload)
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
@@ -129,13 +147,21 @@ class MapFetch(_Fetch):
             try:
                 for index in payload:
                     sample.index = index
-                    sample.cache = None  # a fresh generator for each load, even of the same index
+                    sample.draws = None  # a fresh generator for each load, even of the same index
+                    if seed_globals is not None:
+                        seed_globals(randomness.sample_key(base, index))
                     data.append(dataset[index])
             except BaseException as exc:  # in-band, even SystemExit: a worker never dies of user code
                 return ERROR, Failure(exc, "dataset.__getitem__", index)
-            sample.index = None  # collate_fn runs outside any one sample
+            sample.index = None
         if part is not None:
             return OK, (part.number, data)  # the consumer joins the parts and collates them
+        # collate_fn runs outside any one sample: its generators (a random collate, mixup) derive from the
+        # batch's index list, apart from a __getitems__ call's over the same list
+        sample.call = collate_call = (_COLLATE, payload)
+        sample.call_draws = None
+        if seed_globals is not None:
+            seed_globals(randomness.call_key(base, collate_call))
         return self._collate(data)
 
 
@@ -150,6 +176,8 @@ class IterableFetch(_Fetch):
         self._iterator: Any = None
         self._generation: int | None = None  # the epoch self._iterator belongs to
         self._exhausted = False
+        # The worker's: reseeds what it hands out for the epoch's stream (WorkerRuntime._new_stream)
+        self.on_new_epoch: Callable[[int], None] | None = None
 
     def stop(self) -> None:
         """The worker ends: drop its iterator."""
@@ -163,18 +191,19 @@ class IterableFetch(_Fetch):
             self._generation = generation
             return ERROR, self.init_failure
         sample = randomness.current
-        sample.base = (self._seed, generation)  # what sample_rng() derives from while this batch loads
+        sample.base = (self._seed, generation)  # sample_rng(index) derives from it while this batch loads
         try:
             return self._next_batch(generation)
         finally:
             sample.base = None
-            sample.index = None
-            sample.cache = None
+            sample.draws = None
 
     def _next_batch(self, generation: int) -> Outcome:
         if generation != self._generation:
             self._generation = generation
             self._exhausted = False
+            if self.on_new_epoch is not None:
+                self.on_new_epoch(generation)
             try:
                 if self._datapipe:  # the same seed in every worker: their shards split one shuffled order
                     _torch.seed_datapipe(self.dataset, randomness.derive_seed(self._seed, generation))

@@ -127,10 +127,17 @@ def process_main(
 def _start(
     spec: FetchSpec, worker_id: int, num_workers: int, seed: int, shm_prefix: str | None
 ) -> tuple[WorkerRuntime, ShmArena | None]:
-    """Seed this process's generators, as torch's workers do, and start the worker's runtime."""
+    """Seed this process's generators, as torch's workers do, and start the worker's runtime.
+
+    The seeds hold for ``worker_init_fn``; each sample then gets its own
+    (``randomness.seed_process_globals``, from the fetcher).
+    """
     import random
 
+    import numpy as np
+
     random.seed(seed)  # private to this process, unlike in a worker thread
+    np.random.seed(np.random.SeedSequence(seed).generate_state(4))  # else forked workers repeat the parent's draws
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.manual_seed(seed)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import random
 import sys
 import threading
 from types import ModuleType
@@ -90,12 +89,54 @@ def _install_worker_info_hook() -> None:
     function.__code__ = namespace["get_worker_info"].__code__
 
 
-def torch_worker_info(worker_id: int, num_workers: int, seed: int, dataset: Any, thread: bool) -> Any:
+def _lazy_rng_type(rng_type: type) -> type:
+    """A subclass of torch's ``_RNG`` whose generators are a ``WorkerGenerators``' (made once per torch).
+
+    torch's ``_RNG`` is a frozen dataclass holding three generators fixed per
+    worker thread. Ours answers each attribute when it is read: the loading
+    sample's generator (so ``thread_safe_generator()`` draws depend on the
+    sample, not on the worker), else the worker's own. It is still an
+    ``_RNG`` for code that checks.
+    """
+    cached = _lazy_rng_types.get(rng_type)
+    if cached is not None:
+        return cached
+
+    class LazyRNG(rng_type):  # type: ignore[misc]  # torch's class, known only at run time
+        __slots__ = ("_generators",)
+
+        def __init__(self, generators: Any) -> None:  # torch's frozen __init__ would set the fields below
+            object.__setattr__(self, "_generators", generators)
+
+        @property
+        def random_generator(self) -> Any:
+            return self._generators.random()
+
+        @property
+        def torch_generator(self) -> Any:
+            return self._generators.torch()
+
+        @property
+        def numpy_generator(self) -> Any:
+            return self._generators.numpy()
+
+    LazyRNG.__name__ = LazyRNG.__qualname__ = "_RNG"
+    _lazy_rng_types[rng_type] = LazyRNG
+    return LazyRNG
+
+
+_lazy_rng_types: dict[type, type] = {}
+
+
+def torch_worker_info(
+    worker_id: int, num_workers: int, seed: int, dataset: Any, thread: bool, generators: Any = None
+) -> Any:
     """torch's ``WorkerInfo`` for one threadloader worker, or ``None`` without torch.
 
-    Thread workers get what torch gives its own thread workers: ``worker_method
-    "thread"`` and private generators (``rng``) seeded with the worker's seed,
-    where this torch's ``WorkerInfo`` has those fields.
+    Thread workers get what torch gives its own thread workers:
+    ``worker_method "thread"`` and generators (``rng``), where this torch's
+    ``WorkerInfo`` has those fields. Ours are the worker's
+    ``randomness.WorkerGenerators``: the loading sample's while one loads.
     """
     if data is None:
         return None
@@ -105,22 +146,17 @@ def torch_worker_info(worker_id: int, num_workers: int, seed: int, dataset: Any,
     if "worker_method" in fields:
         values["worker_method"] = "thread" if thread else "multiprocessing"
     rng_type = getattr(worker_module, "_RNG", None)
-    if thread and "rng" in fields and rng_type is not None:
-        import numpy as np
-        import torch
-
-        values["rng"] = rng_type(
-            random_generator=random.Random(seed),
-            torch_generator=torch.Generator().manual_seed(seed),
-            numpy_generator=np.random.default_rng(seed),
-        )
+    if thread and "rng" in fields and rng_type is not None and generators is not None:
+        values["rng"] = _lazy_rng_type(rng_type)(generators)
     return worker_module.WorkerInfo(**values)
 
 
-def publish_worker(worker_id: int, num_workers: int, seed: int, dataset: Any, thread: bool) -> None:
+def publish_worker(
+    worker_id: int, num_workers: int, seed: int, dataset: Any, thread: bool, generators: Any = None
+) -> None:
     """Make ``torch.utils.data.get_worker_info()`` describe this worker, in the calling thread only."""
     worker_local.thread = thread
-    worker_local.torch_info = torch_worker_info(worker_id, num_workers, seed, dataset, thread=thread)
+    worker_local.torch_info = torch_worker_info(worker_id, num_workers, seed, dataset, thread, generators)
 
 
 def forget_worker() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
+import sys
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any
 
@@ -55,6 +56,14 @@ def _torch_fns() -> _TorchFns | None:
             fns = None
         _torch_state = (True, fns)
     return fns
+
+
+def is_default(collate_fn: Any) -> bool:
+    """True for a collate function that draws no random numbers: threadloader's or torch's default collate."""
+    if collate_fn is default_collate:
+        return True
+    torch_data = sys.modules.get("torch.utils.data")
+    return torch_data is not None and collate_fn is getattr(torch_data, "default_collate", None)
 
 
 def prepare(collate_fn: Any) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _advice, _epochs, _pools, _resume, _torch, collate, runtime
+from . import _advice, _epochs, _pools, _resume, _rng_watch, _torch, collate, runtime
 from ._compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
 from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
 from .collate import default_collate, default_convert
@@ -174,6 +174,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self._resume: _resume.ResumePoint | None = None
         self._epoch_start_state: list[str | None] | ValueError | None = None  # for state_dict() mid-epoch
         self._persistent = _pools.PersistentPool()  # stays empty without persistent_workers
+        self._draw_watch = _rng_watch.SharedDrawWatch()  # a worker thread's draw from torch's default generator
         self._current: weakref.ref[Any] | None = None  # the epoch iterator started last
 
     @property
@@ -258,6 +259,12 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         if "starved" not in self._warned:
             advice = _advice.starved(stats, in_order, self.starvation_warning)
             self._warn_once("starved", advice, stacklevel=6)  # the training loop's next()
+
+    def _check_shared_draws(self) -> None:
+        """Warn once per loader when a worker thread drew from torch's default generator (``_rng_watch``)."""
+        found = self._draw_watch.found
+        if found is not None:
+            self._warn_once("shared-draws", _rng_watch.message(found), stacklevel=5)  # the training loop's next()
 
     def _warn_once(self, topic: str, message: str | None, stacklevel: int) -> None:
         """Warn ``message`` (if any) unless this loader already warned about ``topic``."""

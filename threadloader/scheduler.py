@@ -148,6 +148,9 @@ class EpochPlan:
             iterable-style dataset: yielding more batches than that warns,
             as torch does (torch compares batches with samples).
         dataset: the dataset, named in that warning.
+        check_shared_draws: called whenever the loop waits for a batch
+            (and so at the epoch's end), to warn about a worker thread's
+            draw from torch's default generator (``_rng_watch``).
     """
 
     executor: Executor
@@ -164,6 +167,7 @@ class EpochPlan:
     autoscale: bool = False
     length_hint: int | None = None
     dataset: Any = None
+    check_shared_draws: Callable[[], None] | None = None
 
 
 def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int, stacklevel: int = 3) -> None:
@@ -291,6 +295,7 @@ class EpochIterator(_EpochIteratorBase):
         timings = partial(executor.timings, plan.generation)
         stats = self._stats = StatsRecorder(self.mode, timings) if plan.timed else None
         self._on_epoch_end = plan.on_epoch_end
+        self._check_shared_draws = plan.check_shared_draws
         self._scaler = _new_autoscaler(plan, stats)
         self._finalizer = weakref.finalize(self, executor.shutdown) if plan.owns_executor else None
         self._halted = False
@@ -335,6 +340,8 @@ class EpochIterator(_EpochIteratorBase):
     def _wait_for_batch(self) -> tuple[int, Issued, Result]:
         """Block (in slices) until the next batch to yield is done; time it as the loop's wait."""
         started = time.perf_counter()
+        if self._check_shared_draws is not None:
+            self._check_shared_draws()
         stats = self._stats
         buffer = self._buffer
         dispatch = self._dispatch

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _intra_op, _priority, _torch
+from . import _intra_op, _priority, _rng_watch, _torch, randomness
 from ._contract import ERROR as ERROR
 from ._contract import EXHAUSTED as EXHAUSTED
 from ._contract import OK as OK
@@ -61,6 +61,7 @@ from ._contract import Failure as Failure
 from ._contract import Outcome
 from ._fetch import IterableFetch, MapFetch
 from ._torch import pin_batch as pin_batch
+from .randomness import WorkerGenerators
 from .randomness import derive_seed as derive_seed
 from .replication import ReplicaTemplate
 
@@ -77,17 +78,30 @@ class WorkerInfo:
         num_workers: number of workers of this loader.
         seed: this worker's seed: the epoch's base seed plus ``id``, as in torch.
         dataset: the dataset object this worker fetches from.
-        rng: a ``numpy.random.Generator`` private to this worker, seeded from
-            ``seed``. Use it instead of the process-wide ``random``,
-            ``numpy.random`` or torch default generators, which all worker
-            threads share.
     """
 
     id: int
     num_workers: int
     seed: int
     dataset: Any
-    rng: np.random.Generator = field(repr=False, compare=False)
+    _generators: WorkerGenerators = field(repr=False, compare=False)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """A ``numpy.random.Generator`` for the sample loading now, whichever worker loads it.
+
+        While a map-style sample loads it is that sample's (``sample_rng()``;
+        inside ``__getitems__``, the call's), seeded from (loader seed,
+        epoch, index), so the draws do not depend on the worker, their
+        number or the mode. Elsewhere in the worker (``worker_init_fn``, an
+        iterable-style dataset's iterator) it is the worker's own, seeded
+        from the worker's seed and, for an iterable-style dataset, the epoch.
+        torch's ``get_worker_info().rng.numpy_generator`` in a worker thread
+        is the same object. Use it instead of the process-wide ``random``,
+        ``numpy.random`` or torch default generators, which all worker
+        threads share.
+        """
+        return self._generators.numpy()
 
 
 def get_worker_info() -> WorkerInfo | None:
@@ -141,6 +155,9 @@ class FetchSpec:
             workers do (``_torch.shard_datapipe``, ``_torch.seed_datapipe``).
         worker_nice: added to each worker's nice value before anything else
             runs in it (``_priority``), so its init and its threads inherit it.
+        draw_watch: the loader's record of a worker thread's draw from
+            torch's default generator (``_rng_watch``); worker threads
+            watch their first batches for one. ``None``: nobody watches.
     """
 
     dataset: Any
@@ -156,6 +173,7 @@ class FetchSpec:
     timed: bool = True
     datapipe: bool = False
     worker_nice: int = 0
+    draw_watch: _rng_watch.SharedDrawWatch | None = None
 
 
 class WorkerRuntime:
@@ -182,12 +200,16 @@ class WorkerRuntime:
         self.spec = spec
         self.worker_id = worker_id
         self._in_thread = in_thread
+        self.generators = WorkerGenerators(seed)
         self.info = (
-            None
-            if worker_id is None
-            else WorkerInfo(worker_id, num_workers, seed, spec.dataset, np.random.default_rng(seed))
+            None if worker_id is None else WorkerInfo(worker_id, num_workers, seed, spec.dataset, self.generators)
         )
         self._fetcher = fetcher = IterableFetch(spec) if spec.iterable else MapFetch(spec)
+        if worker_id is not None:
+            if not in_thread:  # the process's global generators are this worker's alone: seeded per sample
+                fetcher.seed_globals = randomness.seed_process_globals
+            if isinstance(fetcher, IterableFetch):
+                fetcher.on_new_epoch = self._new_stream
         self._fetch = fetcher.fetch  # bound once: the per-batch path calls it without a method lookup
         # Written only by this worker, replaced by it at each new epoch; None when untimed.
         self.totals: array[float] | None = _new_totals(-1) if spec.timed else None
@@ -195,6 +217,22 @@ class WorkerRuntime:
         # Batches to leave untimed before the next timed one: a small int (no new object per batch),
         # written only by this worker.
         self._untimed = 0
+        # A worker thread watches its first batches for draws from torch's default generator (_rng_watch),
+        # through an instance attribute over ``run``, dropped once done: later batches pay nothing for it.
+        self._watch = spec.draw_watch if in_thread and worker_id is not None else None
+        self._watch_left = _rng_watch.WATCHED_BATCHES
+        if self._watch is not None:
+            self.run = self._run_watched  # type: ignore[method-assign]
+
+    def _run_watched(self, generation: int, payload: Any) -> Outcome:
+        """``run`` for a watched batch (see ``__init__``)."""
+        watch = self._watch
+        assert watch is not None
+        self._watch_left -= 1
+        if self._watch_left <= 0 or watch.found is not None:
+            del self.run  # back to the class's run from the next batch on
+        with watch.watching():
+            return WorkerRuntime.run(self, generation, payload)
 
     def start(self) -> None:
         """Run in the worker before its first ticket: its datapipe shard or replica, published info, init."""
@@ -216,12 +254,25 @@ class WorkerRuntime:
         if spec.replicate is not None:
             self.spec = replace(spec, replicate=None)  # the template is not needed once the replica exists
         _local.info = info
-        _torch.publish_worker(info.id, info.num_workers, info.seed, info.dataset, self._in_thread)
+        _torch.publish_worker(info.id, info.num_workers, info.seed, info.dataset, self._in_thread, self.generators)
         if fetcher.init_failure is None and spec.worker_init_fn is not None:
             try:
                 spec.worker_init_fn(info.id)
             except BaseException as exc:  # reported in-band with every ticket this worker takes
                 fetcher.init_failure = Failure(exc, "worker_init_fn")
+
+    def _new_stream(self, generation: int) -> None:
+        """An iterable-style epoch begins: seed what this worker hands out from (seed, epoch, worker id).
+
+        Its own generators, and in a worker process the global ones, start
+        the epoch's stream as a new pool's worker would: persistent workers
+        give every epoch the batches fresh ones give it.
+        """
+        assert self.worker_id is not None
+        seed = self.spec.seed
+        self.generators.reseed(derive_seed(seed, generation) + self.worker_id)
+        if not self._in_thread:
+            randomness.seed_process_globals(randomness.worker_key(seed, generation, self.worker_id))
 
     def stop(self) -> None:
         """Run in the worker when it ends: forget the thread-local info and the dataset iterator."""
