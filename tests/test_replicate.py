@@ -85,7 +85,7 @@ def test_replicate_true_is_accepted_in_process_mode() -> None:
 
 
 def test_replicate_argument_is_checked() -> None:
-    with pytest.raises(TypeError, match="replicate should be a bool or a callable"):
+    with pytest.raises(TypeError, match="replicate should be None, a bool or a callable"):
         DataLoader(VocabularyDataset(), replicate="yes")  # type: ignore[arg-type]
 
 

@@ -116,9 +116,9 @@ def test_stats_argument_is_checked() -> None:
         DataLoader(RangeDataset(4), stats="no")  # type: ignore[arg-type]
 
 
-def _stats(busy: float, slowest: float, workers: int = 2) -> EpochStats:
+def _stats(busy: float, slowest: float, workers: int = 2, mode: str = "thread", cpu_s: float = 19.0) -> EpochStats:
     per = tuple(WorkerStats(i, 10, busy, 0.0, busy, 10.0 - busy) for i in range(workers))
-    return EpochStats("thread", 10.0, 20, 20, 8.0, 0.8, 0, 2.0, 2.0, slowest, per)
+    return EpochStats(mode, 10.0, 20, 20, 8.0, 0.8, 0, 2.0, 2.0, slowest, per, cpu_s=cpu_s)
 
 
 def test_advice_names_the_likely_cause() -> None:
@@ -126,6 +126,16 @@ def test_advice_names_the_likely_cause() -> None:
     assert "replicate=True" in starvation_advice(_stats(9.5, 1.0), True, cpu_count=2)
     assert "in_order=False" in starvation_advice(_stats(3.0, 2.0), True, cpu_count=8)
     assert "prefetch_factor" in starvation_advice(_stats(3.0, 0.31), True, cpu_count=8)
+
+
+def test_advice_fits_the_mode() -> None:
+    process = starvation_advice(_stats(9.5, 1.0, mode="process"), True, cpu_count=2)
+    assert "CPU is the limit" in process
+    assert "replicate" not in process and "thread" not in process  # neither applies to worker processes
+    waiting = starvation_advice(_stats(9.5, 1.0, cpu_s=6.0), True, cpu_count=2)  # 0.6 of 2 cores, workers busy
+    assert "dict.get" in waiting and "docs/ownership.md" in waiting and "num_workers='auto'" in waiting
+    computing = starvation_advice(_stats(9.5, 1.0, cpu_s=19.0), True, cpu_count=2)
+    assert "dict.get" not in computing and "replicate=True" in computing
 
 
 class _FakeClock:

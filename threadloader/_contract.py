@@ -94,12 +94,15 @@ class Executor(Protocol):
     """What the scheduler needs from a pool of workers (threads or processes).
 
     Attributes:
-        mode: ``"thread"`` or ``"process"``.
         num_workers: live workers (the autoscaler changes it in a thread pool).
     """
 
-    mode: str
     num_workers: int
+
+    @property
+    def mode(self) -> str:
+        """``"thread"`` or ``"process"``: where the pool's workers run (now, for a pool that picks it)."""
+        ...
 
     @property
     def closed(self) -> bool:

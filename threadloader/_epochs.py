@@ -84,15 +84,26 @@ def index_batches(
     return batches, start_state
 
 
-def fetch_spec(loader: DataLoader[Any], mode: RunningMode, needs_replica: bool) -> FetchSpec:
-    """What every worker of this epoch fetches by (``needs_replica``: a pool without replicas yet)."""
+def fetch_spec(
+    loader: DataLoader[Any], mode: RunningMode, needs_replica: bool, template: ReplicaTemplate | None = None
+) -> FetchSpec:
+    """What every worker of this epoch fetches by.
+
+    Args:
+        loader: the loader.
+        mode: the epoch's mode.
+        needs_replica: the pool has no replicas yet (a persistent pool keeps its own).
+        template: the replicas the default mode picked (``_choice``), where ``replicate`` was left to it.
+    """
     replicate: Any = None
-    if mode != "serial" and needs_replica and loader.replicate is not False:
+    if mode != "serial" and needs_replica:
         if loader.replicate is True:
             # a process worker has its own copy anyway; threads build theirs from one template
             replicate = ReplicaTemplate(loader.dataset) if mode == "thread" else None
-        else:
+        elif callable(loader.replicate):
             replicate = loader.replicate
+        elif mode == "thread":
+            replicate = template
     return FetchSpec(
         dataset=loader.dataset,
         iterable=loader._iterable,
@@ -188,6 +199,7 @@ def epoch_plan(
     batches: Iterator[Any] | None,
     resume: _resume.ResumePoint | None,
     on_epoch_end: Callable[[EpochStats, bool], None],
+    choice: Any = None,
 ) -> EpochPlan:
     """The plan of an epoch that ``executor``'s workers fetch (owned by it unless workers persist)."""
     return EpochPlan(
@@ -206,4 +218,5 @@ def epoch_plan(
         length_hint=_length_hint(loader),
         dataset=loader.dataset,
         check_shared_draws=loader._check_shared_draws if mode == "thread" else None,
+        choice=choice,
     )

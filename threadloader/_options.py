@@ -132,8 +132,8 @@ def _check_extras(options: LoaderOptions, num_workers: int) -> None:
     if not isinstance(options.stats, bool):
         raise TypeError(f"stats should be a bool, but got stats={options.stats!r}")
     replicate = options.replicate
-    if not (isinstance(replicate, bool) or callable(replicate)):
-        raise TypeError(f"replicate should be a bool or a callable, but got replicate={replicate!r}")
+    if not (replicate is None or isinstance(replicate, bool) or callable(replicate)):
+        raise TypeError(f"replicate should be None, a bool or a callable, but got replicate={replicate!r}")
     check_worker_nice(options.worker_nice)
     for name in ("collate_fn", "worker_init_fn"):
         value = getattr(options, name)

@@ -4,7 +4,8 @@ In:  a loader's worker settings (``num_workers``, ``multiprocessing_context``,
      the base seed, whether its dataset is iterable-style), the epoch's mode
      (``"thread"`` or ``"process"``) and number, and the ``FetchSpec`` the
      workers fetch by.
-Out: ``new_pool``: a started ``ThreadExecutor`` or ``ProcessExecutor``;
+Out: ``new_pool``: a started ``ThreadExecutor`` or ``ProcessExecutor``, or for
+     the default mode's first loader over a dataset a ``ChoosingExecutor``;
      ``PersistentPool.get``: the kept pool when it can serve the epoch (its
      leftover tickets dropped), else a new one kept in its place.
 
@@ -17,8 +18,11 @@ travels: a pickled or copied loader starts with an empty one.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._choice import ModeChoice
 from .randomness import derive_seed
 from .runtime import RunningMode
 from .scheduler import Executor
@@ -28,9 +32,29 @@ if TYPE_CHECKING:
     from .loader import DataLoader
 
 
-def new_pool(loader: DataLoader[Any], mode: RunningMode, spec: FetchSpec, epoch: int) -> Executor:
-    """Start ``loader.num_workers`` worker threads (``mode="thread"``) or processes for ``epoch``."""
+@dataclass(frozen=True)
+class Probe:
+    """What a pool that picks its own mode needs (``_choosing``): whether replicas may be tried, whom to tell."""
+
+    try_replicas: bool
+    on_choice: Callable[[ModeChoice], None]
+
+
+def new_pool(
+    loader: DataLoader[Any], mode: RunningMode, spec: FetchSpec, epoch: int, probe: Probe | None = None
+) -> Executor:
+    """Start ``loader.num_workers`` worker threads (``mode="thread"``) or processes for ``epoch``.
+
+    With ``probe``, the pool tries threads, replicas and processes on the
+    epoch's first tickets and keeps the fastest (``_choosing``).
+    """
     base_seed = derive_seed(loader.base_seed, epoch)
+    if probe is not None:
+        from ._choosing import ChoosingExecutor
+
+        return ChoosingExecutor(
+            spec, loader.num_workers, base_seed, loader.multiprocessing_context, probe.try_replicas, probe.on_choice
+        )
     if mode == "thread":
         from ._threads import ThreadExecutor
 
@@ -62,14 +86,16 @@ class PersistentPool:
         """True when the kept pool can serve an epoch in ``mode`` (its workers already hold their replicas)."""
         return self.pool is not None and _serves(self.pool, mode)
 
-    def get(self, loader: DataLoader[Any], mode: RunningMode, spec: FetchSpec, epoch: int) -> Executor:
+    def get(
+        self, loader: DataLoader[Any], mode: RunningMode, spec: FetchSpec, epoch: int, probe: Probe | None = None
+    ) -> Executor:
         """The kept pool for this epoch, its leftover tickets dropped; a new one if it cannot serve ``mode``."""
         pool = self.pool
         if pool is not None and not _serves(pool, mode):
             self.drop()
             pool = None
         if pool is None:
-            pool = self.pool = new_pool(loader, mode, spec, epoch)
+            pool = self.pool = new_pool(loader, mode, spec, epoch, probe)
             self._finalizer = weakref.finalize(loader, pool.shutdown)
         else:
             pool.discard_pending()

@@ -165,6 +165,10 @@ class ProcessExecutor:
         for task in untaken:  # tickets it never took are not lost: its replacement takes them
             replacement.give(task)
 
+    def take_untaken(self) -> list[Ticket]:
+        """Take back the tickets no worker has taken yet (they are no longer held by any)."""
+        return [ticket for worker in self._workers for ticket in worker.take_untaken()]
+
     def discard_pending(self) -> None:
         """Drop tickets no worker has taken yet (a persistent pool's old epoch); start counting deaths anew."""
         for worker in self._workers:

@@ -138,22 +138,26 @@ def _worker_loop(
     stop: threading.Event,
     retired: list[int],
     spin: Spin,
+    id_offset: int = 0,
 ) -> None:
     """Take tickets until a sentinel (``None``) or the stop event; post results.
 
     A sentinel taken while the pool is open retires this worker (``retire_worker``):
     its id goes to ``retired``, so that ``check_workers`` expects its end.
+    Results name the worker ``id_offset + worker_id`` (see ``ThreadExecutor``).
     """
     runtime.start()
     worker_id = runtime.worker_id
     assert worker_id is not None  # only the calling thread's runtime (num_workers=0) has none
+    retiring_id = worker_id
+    worker_id += id_offset
     try:
         while True:
             # Blocking without a timeout is safe here: shutdown() always posts
             # one sentinel per worker ever started after setting the stop event.
             task = _take(tasks, None, spin)
             if task is None and not stop.is_set():
-                retired.append(worker_id)
+                retired.append(retiring_id)
             if task is None or stop.is_set():
                 return
             generation, seq, payload = task
@@ -170,7 +174,9 @@ class ThreadExecutor:
 
     mode = "thread"
 
-    def __init__(self, spec: FetchSpec, num_workers: int, base_seed: int, per_worker_queues: bool) -> None:
+    def __init__(
+        self, spec: FetchSpec, num_workers: int, base_seed: int, per_worker_queues: bool, id_offset: int = 0
+    ) -> None:
         """Start ``num_workers`` threads.
 
         Args:
@@ -179,8 +185,13 @@ class ThreadExecutor:
             base_seed: worker ``i`` gets seed ``base_seed + i``.
             per_worker_queues: one task queue per worker (iterable-style)
                 instead of one shared queue.
+            id_offset: results name worker ``i`` as ``id_offset + i``
+                (``get_worker_info().id`` stays ``i``), so that several
+                pools can feed one epoch (``_choosing``) without two
+                workers sharing a number in its stats.
         """
         self.num_workers = num_workers  # live workers: started and not retired
+        self._id_offset = id_offset
         self._spec = spec
         self._base_seed = base_seed
         self._retired: list[int] = []  # appended by retiring workers
@@ -207,7 +218,8 @@ class ThreadExecutor:
         self._runtimes.append(runtime)
         thread = threading.Thread(
             target=_worker_loop,
-            args=(runtime, self._queue_of(worker_id), self._results, self._stop, self._retired, Spin(self._tries)),
+            args=(runtime, self._queue_of(worker_id), self._results, self._stop, self._retired, Spin(self._tries),
+                  self._id_offset),
             name=f"threadloader-worker-{worker_id}",
             # daemon: a worker stuck in user code (a __getitem__ that never returns) must not keep the
             # interpreter alive once the loader gave up on it (timeout, Ctrl-C, close, garbage collection), as
@@ -268,6 +280,29 @@ class ThreadExecutor:
                 raise WorkerDiedError(
                     f"DataLoader worker thread {worker_id} ({thread.name}) exited unexpectedly (threadloader)"
                 )
+
+    def ready_at(self) -> float | None:
+        """When the first worker finished starting (its replica built, its init run), or ``None`` yet."""
+        times = [runtime.ready_at for runtime in self._runtimes if runtime.ready_at is not None]
+        return min(times) if times else None
+
+    def take_untaken(self) -> list[Ticket]:
+        """Take back the tickets no worker has taken yet, in order; retirement notices stay."""
+        tickets = []
+        for tasks in self._tasks:
+            sentinels = 0
+            while True:
+                try:
+                    task = tasks.get_nowait()
+                except queue.Empty:
+                    break
+                if task is None:
+                    sentinels += 1
+                else:
+                    tickets.append(task)
+            for _ in range(sentinels):
+                tasks.put(None)
+        return tickets
 
     def discard_pending(self) -> None:
         """Drop tickets no worker has taken yet (a persistent pool's old epoch); keep retirement notices."""

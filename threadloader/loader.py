@@ -29,13 +29,14 @@ epochs; ``loader.close()`` (or the loader's garbage collection) stops it.
 
 from __future__ import annotations
 
+import logging
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _advice, _epochs, _pools, _resume, _rng_watch, _torch, collate, runtime
+from . import _advice, _choice, _epochs, _pools, _resume, _rng_watch, _torch, collate, runtime
 from ._compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
 from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
 from .collate import default_collate, default_convert
@@ -46,6 +47,17 @@ from .stats import EpochStats
 __all__ = ["DataLoader", "is_iterable_dataset"]
 
 T_co = TypeVar("T_co", covariant=True)
+_log = logging.getLogger("threadloader")
+
+
+def _record_choice(dataset: Any, choice: _choice.ModeChoice) -> None:
+    """Keep what ``mode="auto"`` picked for ``dataset`` for later loaders over it, and log it once.
+
+    A function of the dataset, not a method: the pool that calls it must not
+    keep its loader alive.
+    """
+    _choice.remember(dataset, choice)
+    _log.info("threadloader: mode='auto' for %s %s", type(dataset).__name__, choice)
 
 
 class _WithoutTorch:
@@ -62,9 +74,14 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
     """A drop-in for ``torch.utils.data.DataLoader`` that runs workers as threads.
 
     Every torch argument keeps torch's meaning. On a free-threaded build
-    (``sys._is_gil_enabled()`` False) ``mode="auto"`` runs ``num_workers``
-    threads that share the one dataset object; on a build with the GIL it
-    uses worker processes. ``num_workers=0`` loads in the calling thread.
+    (``sys._is_gil_enabled()`` False) ``mode="auto"`` measures, on the first
+    loader over a map-style dataset, threads sharing the one dataset object,
+    threads over per-worker replicas and worker processes on the epoch's
+    first tickets, and keeps the fastest for this loader and later ones over
+    the same dataset (``threadloader._choice``; ``iterator.stats.choice``
+    says what and why); an iterable-style dataset runs on threads. On a
+    build with the GIL it uses worker processes. ``num_workers=0`` loads in
+    the calling thread.
     Where torch is installed this class derives from torch's DataLoader.
     A seed that comes from torch's generator is drawn where torch's loader
     draws its own, at ``iter()`` (``threadloader._seeding``).
@@ -78,6 +95,9 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             memory and the elements of large containers shared); a callable
             builds each worker's replica from the dataset. Process workers
             already have their own copy; a callable still runs in each.
+            ``None`` (default) leaves replicas to ``mode="auto"``, which
+            makes them where they measure faster and fit the memory budget;
+            ``False`` never makes them.
         starvation_warning: when an epoch's training loop waits for data
             more than this share of the epoch, warn once, naming the likely
             cause (``None``: never).
@@ -120,7 +140,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         in_order: bool = True,
         mode: RequestedMode = "auto",
         seed: int | None = None,
-        replicate: bool | Callable[[Any], Any] = False,
+        replicate: bool | Callable[[Any], Any] | None = None,
         starvation_warning: float | None = 0.5,
         stats: bool = True,
         worker_nice: int = 0,
@@ -208,6 +228,11 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         GIL is on now.
         """
         mode = runtime.resolve_mode(self.mode, self.num_workers)
+        auto: _choice.ModeChoice | bool = False  # what mode="auto" measured for this dataset, or True: measure now
+        if self._chooses(mode):
+            auto = _choice.remembered(self.dataset) or True
+            if not isinstance(auto, bool):
+                mode = auto.mode
         self._seed_state.on_iter(keeps_iterator=self.persistent_workers and self.num_workers > 0)
         if mode == "serial":
             return SerialIterator(self._launch_serial)
@@ -218,7 +243,19 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             )
         if self._owns_sampler:  # torch's loader with workers takes its sampler's first indices in iter()
             self._seed_state.on_shuffled_epoch()
-        return EpochIterator(mode, partial(self._launch, mode))
+        return EpochIterator(mode, partial(self._launch, mode, auto))
+
+    def _chooses(self, mode: RunningMode) -> bool:
+        """Whether ``mode="auto"`` picks between threads, replicas and processes by measuring (``_choice``).
+
+        It does for a map-style dataset where threads would run (a
+        free-threaded build with the GIL off), with a fixed ``num_workers``
+        (``"auto"`` sizes a pool of threads), and where ``replicate`` names
+        no replicas: ``replicate=False`` leaves threads and processes to it.
+        """
+        explicit = self.replicate is True or callable(self.replicate)
+        measurable = not self._iterable and not self.auto_workers  # num_workers="auto" sizes a thread pool
+        return self.mode == "auto" and mode == "thread" and measurable and not explicit
 
     def _open_epoch(self, iterator: Any) -> tuple[int, _resume.ResumePoint | None, Iterator[Any] | None]:
         """Start an epoch for ``iterator``: its number, where it resumes, and its index batches."""
@@ -244,15 +281,23 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         spec = _epochs.fetch_spec(self, "serial", needs_replica=False)
         return _epochs.serial_plan(self, spec, epoch, index_batches, resume)
 
-    def _launch(self, mode: RunningMode, iterator: EpochIterator) -> EpochPlan:
+    def _launch(self, mode: RunningMode, auto: _choice.ModeChoice | bool, iterator: EpochIterator) -> EpochPlan:
         epoch, resume, index_batches = self._open_epoch(iterator)
         persistent = self.persistent_workers
-        spec = _epochs.fetch_spec(self, mode, needs_replica=not (persistent and self._persistent.serves(mode)))
+        needs_replica = not (persistent and self._persistent.serves(mode))
+        template = None
+        if isinstance(auto, _choice.ModeChoice) and auto.picked == _choice.REPLICAS and needs_replica:
+            template, _why = _choice.replica_template(self.dataset, self.num_workers)  # None: grown past the budget
+        spec = _epochs.fetch_spec(self, mode, needs_replica, template)
+        probe = _pools.Probe(self.replicate is None, partial(_record_choice, self.dataset)) if auto is True else None
         if persistent:
-            executor = self._persistent.get(self, mode, spec, epoch)
+            executor = self._persistent.get(self, mode, spec, epoch, probe)
         else:
-            executor = _pools.new_pool(self, mode, spec, epoch)
-        return _epochs.epoch_plan(self, mode, executor, spec, epoch, index_batches, resume, self._check_starvation)
+            executor = _pools.new_pool(self, mode, spec, epoch, probe)
+        choice = auto if isinstance(auto, _choice.ModeChoice) else None
+        return _epochs.epoch_plan(
+            self, mode, executor, spec, epoch, index_batches, resume, self._check_starvation, choice
+        )
 
     def _check_starvation(self, stats: EpochStats, in_order: bool) -> None:
         """Warn once per loader when an epoch spent too much of its time waiting for data."""

@@ -115,10 +115,27 @@ class _ReplicaUnpickler(pickle.Unpickler):
         return made
 
 
+class ReplicaTooBig(ValueError):
+    """A replica's pickle grew past the ``max_bytes`` its template was given."""
+
+
+class _LimitedBuffer(io.BytesIO):
+    """A pickle's buffer that refuses to grow past ``limit`` bytes, so a replica too big stops early."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self._limit:
+            raise ReplicaTooBig(f"a replica would take more than {self._limit:,} bytes pickled")
+        return super().write(data)
+
+
 class ReplicaTemplate:
     """A dataset pickled once, from which each worker builds its replica."""
 
-    def __init__(self, obj: Any, shallow_above: int = SHALLOW_ABOVE) -> None:
+    def __init__(self, obj: Any, shallow_above: int = SHALLOW_ABOVE, max_bytes: int | None = None) -> None:
         """Pickle ``obj`` with its arrays, tensors and big containers held by reference.
 
         Args:
@@ -127,17 +144,23 @@ class ReplicaTemplate:
                 ``tuple``, ``set``, ``frozenset``) with more items than this
                 are copied shallowly, and ``str`` or ``bytes`` that long are
                 shared.
+            max_bytes: give up once the pickle passes this size (``None``:
+                no limit); pickling stops there, so the attempt costs at
+                most that much.
 
         Raises:
             ValueError: when ``shallow_above`` is negative.
+            ReplicaTooBig: when the pickle passes ``max_bytes``.
             TypeError: naming the object when part of it cannot be copied.
         """
         if isinstance(shallow_above, bool) or not isinstance(shallow_above, int) or shallow_above < 0:
             raise ValueError(f"shallow_above should be a non-negative integer, but got shallow_above={shallow_above!r}")
-        buffer = io.BytesIO()
+        buffer = io.BytesIO() if max_bytes is None else _LimitedBuffer(max_bytes)
         pickler = _ReplicaPickler(buffer, shallow_above)
         try:
             pickler.dump(obj)
+        except ReplicaTooBig:
+            raise
         except Exception as exc:
             raise TypeError(
                 f"threadloader: replicate=True copies the dataset by pickling it, but {obj!r:.200} cannot be "

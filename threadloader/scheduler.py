@@ -151,6 +151,9 @@ class EpochPlan:
         check_shared_draws: called whenever the loop waits for a batch
             (and so at the epoch's end), to warn about a worker thread's
             draw from torch's default generator (``_rng_watch``).
+        choice: the default mode's choice an earlier loader made for this
+            dataset (``_choice.ModeChoice``), for ``stats``; a pool that
+            chooses itself (``_choosing``) has its own.
     """
 
     executor: Executor
@@ -168,6 +171,7 @@ class EpochPlan:
     length_hint: int | None = None
     dataset: Any = None
     check_shared_draws: Callable[[], None] | None = None
+    choice: Any = None
 
 
 def warn_longer_than_length(dataset: Any, length: int, yielded: int, num_workers: int, stacklevel: int = 3) -> None:
@@ -245,6 +249,12 @@ class _EpochIteratorBase:
         self.close()
 
 
+def _describe(executor: Executor, choice: Any) -> tuple[str, str | None]:
+    """The pool's mode now, and the default mode's choice: the plan's (remembered) or the pool's own."""
+    made = getattr(executor, "choice", None) or choice
+    return executor.mode, None if made is None else str(made)
+
+
 def _new_autoscaler(plan: EpochPlan, stats: StatsRecorder | None) -> AutoScaler | None:
     """The epoch's autoscaler where the plan asks for one, the epoch is timed and the pool can change size."""
     executor = plan.executor
@@ -272,17 +282,24 @@ class EpochIterator(_EpochIteratorBase):
             mode: ``"thread"`` or ``"process"``, decided by ``iter()``.
             launch: called once, at the first ``next()``, with this iterator.
         """
-        self.mode = mode
+        self._mode = mode
         self.progress = Progress()
         self.generation = -1
         self._launch: Callable[[EpochIterator], EpochPlan] | None = launch
+        self._pool: Executor | None = None  # the epoch's executor, once it started
         self._halted = True  # True until the epoch starts, and again once it ended or was closed
         self._closed = False
         self._stats: StatsRecorder | None = None
 
+    @property
+    def mode(self) -> str:
+        """``"thread"`` or ``"process"``: as ``iter()`` decided, then as the pool runs (``mode="auto"``
+        may pick processes on the epoch's first tickets, ``_choosing``)."""
+        return self._mode if self._pool is None else self._pool.mode
+
     def _start(self, plan: EpochPlan) -> None:
         """Start the epoch by issuing the first ``prefetch_factor * num_workers`` tickets."""
-        executor = self._executor = plan.executor
+        executor = self._executor = self._pool = plan.executor
         progress = self.progress = plan.resume or Progress()
         self.generation = plan.generation
         self._timeout = plan.timeout
@@ -293,7 +310,8 @@ class EpochIterator(_EpochIteratorBase):
         self._dispatch = new_dispatch(executor, plan.generation, plan.index_batches, progress, plan.split_first_batch)
         self._length_watch = _length_watch(plan.dataset, plan.length_hint, executor.num_workers)
         timings = partial(executor.timings, plan.generation)
-        stats = self._stats = StatsRecorder(self.mode, timings) if plan.timed else None
+        describe = partial(_describe, executor, plan.choice)
+        stats = self._stats = StatsRecorder(self.mode, timings, describe) if plan.timed else None
         self._on_epoch_end = plan.on_epoch_end
         self._check_shared_draws = plan.check_shared_draws
         self._scaler = _new_autoscaler(plan, stats)

@@ -75,6 +75,13 @@ class EpochStats:
             worker the epoch had, retired ones too).
         scaling: with ``num_workers="auto"``, each change of the pool's size
             (``threadloader.autoscale.ScalingDecision``), oldest first.
+        cpu_s: CPU seconds this process used in the epoch (the training
+            loop's threads and, in thread mode, the workers; not worker
+            processes).
+        choice: with ``mode="auto"`` on a free-threaded build, what it picked
+            (threads over the shared dataset, over per-worker replicas, or
+            worker processes) and why (``threadloader._choice``); ``None``
+            elsewhere, and while the first tickets are still being measured.
     """
 
     mode: str
@@ -89,6 +96,8 @@ class EpochStats:
     slowest_batch_s: float
     workers: tuple[WorkerStats, ...]
     scaling: tuple[ScalingDecision, ...] = ()
+    choice: str | None = None
+    cpu_s: float = 0.0
 
     @property
     def mean_batch_s(self) -> float:
@@ -116,6 +125,8 @@ class EpochStats:
                 f"(fetch {w.fetch_s:.2f} s, collate {w.collate_s:.2f} s), idle {w.idle_s:.2f} s"
             )
         lines.extend(f"  scaling: {decision}" for decision in self.scaling)
+        if self.choice is not None:
+            lines.append(f"  mode='auto' {self.choice}")
         return "\n".join(lines)
 
 
@@ -133,20 +144,31 @@ class StatsRecorder:
     """
 
     __slots__ = (
-        "_ended", "_final", "_mode", "_read", "_serial", "_started", "made", "samples", "scaling", "wait_s"
+        "_cpu", "_cpu_started", "_describe", "_ended", "_final", "_mode", "_read", "_serial", "_started", "made",
+        "samples", "scaling", "wait_s",
     )
 
-    def __init__(self, mode: str, read_timings: Callable[[], Timings]) -> None:
+    def __init__(
+        self,
+        mode: str,
+        read_timings: Callable[[], Timings],
+        describe: Callable[[], tuple[str, str | None]] | None = None,
+    ) -> None:
         """Start the epoch's clock.
 
         Args:
             mode: ``"serial"``, ``"thread"`` or ``"process"``.
             read_timings: returns every worker's totals for this epoch.
+            describe: returns the mode and the default mode's choice now (a
+                pool that picks its mode as the epoch runs, ``_choosing``).
         """
+        self._describe = describe
         self._mode = mode
         self._serial = mode == "serial"
         self._read = read_timings
         self._started = time.perf_counter()
+        self._cpu_started = time.process_time()
+        self._cpu: float | None = None
         self._ended: float | None = None
         self._final: Timings | None = None
         self.made: list[int] = []  # batches taken from worker i; ``count(i)`` grows it
@@ -170,6 +192,7 @@ class StatsRecorder:
         """Freeze the clock and the workers' totals at the epoch's end."""
         if self._ended is None:
             self._ended = time.perf_counter()
+            self._cpu = time.process_time() - self._cpu_started
             self._final = self._read()
 
     def snapshot(self, in_flight: int) -> EpochStats:
@@ -188,8 +211,9 @@ class StatsRecorder:
         wait_s = sum(w.busy_s for w in workers) if self._serial else self.wait_s
         per_s = 1 / wall if wall > 0 else 0.0
         batches = sum(made)
+        mode, choice = self._describe() if self._describe is not None else (self._mode, None)
         return EpochStats(
-            mode=self._mode,
+            mode=mode,
             wall_s=wall,
             batches=batches,
             samples=self.samples,
@@ -201,6 +225,8 @@ class StatsRecorder:
             slowest_batch_s=slowest,
             workers=tuple(workers),
             scaling=tuple(self.scaling),
+            choice=choice,
+            cpu_s=self._cpu if self._cpu is not None else time.process_time() - self._cpu_started,
         )
 
 
@@ -235,10 +261,22 @@ def starvation_advice(stats: EpochStats, in_order: bool, cpu_count: int | None =
                 f"{head}; the {workers} workers are saturated (busy {100 * stats.busy_share:.0f}%) and "
                 f"{cores} cores are available: more workers (num_workers={min(cores, 2 * workers)})"
             )
+        busy = f"the {workers} workers are busy {100 * stats.busy_share:.0f}% of the time on {cores} cores"
+        if stats.mode != "thread":
+            return f"{head}; {busy}: the CPU is the limit (make each sample cheaper, or add cores)"
+        used = stats.cpu_s / stats.wall_s if stats.wall_s > 0 else 0.0
+        if used < 0.5 * cores:
+            return (
+                f"{head}; {busy}, yet the process used {used:.1f} of {cores} cores: samples wait inside. If "
+                "they wait on storage, more threads help (num_workers='auto'); if the dataset reads objects "
+                "the training script's thread built, worker threads reach some of them by a slow path on "
+                "free-threaded 3.13 (dict.get on a dict another thread made: docs/ownership.md): "
+                "replicate=True, mode='process', or mode='auto' with replicate left unset, which measures them"
+            )
         return (
-            f"{head}; the {workers} workers are busy {100 * stats.busy_share:.0f}% of the time on {cores} cores. "
-            "If each sample is Python-heavy over shared objects (dicts, strings, lists), threads contend for "
-            "their reference counts: try replicate=True; otherwise the CPU is the limit"
+            f"{head}; {busy}. If each sample is Python-heavy over shared objects (dicts, strings, lists), threads "
+            "contend for their reference counts: try replicate=True or mode='process'; otherwise the CPU is the "
+            "limit"
         )
     return (
         f"{head} although the workers were idle {100 * (1 - stats.busy_share):.0f}% of the time: "

@@ -201,6 +201,7 @@ class WorkerRuntime:
         self.worker_id = worker_id
         self._in_thread = in_thread
         self.generators = WorkerGenerators(seed)
+        self.ready_at: float | None = None  # when start() finished: the worker takes tickets from then on
         self.info = (
             None if worker_id is None else WorkerInfo(worker_id, num_workers, seed, spec.dataset, self.generators)
         )
@@ -260,6 +261,7 @@ class WorkerRuntime:
                 spec.worker_init_fn(info.id)
             except BaseException as exc:  # reported in-band with every ticket this worker takes
                 fetcher.init_failure = Failure(exc, "worker_init_fn")
+        self.ready_at = perf_counter()
 
     def _new_stream(self, generation: int) -> None:
         """An iterable-style epoch begins: seed what this worker hands out from (seed, epoch, worker id).

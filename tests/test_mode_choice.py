@@ -1,0 +1,225 @@
+"""``mode="auto"`` on a free-threaded build: threads, replicas or processes, picked by measuring.
+
+The rule (``_choice.choose``) and the memory budget are checked directly; the
+probing pool (``_choosing``) end to end, on datasets whose costs do not
+depend on the machine's speed: one that waits (every candidate takes the
+same time: threads stay) and one whose samples call ``dict.get`` on a dict the
+test's thread built (on 3.13t a worker thread takes a slow path there, many
+times slower: replicas or processes win). Whatever is picked, every batch
+arrives once, in order, with the draws thread mode gives.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from sample_datasets import GeneratorAugmented, jitter, list_collate
+
+import threadloader
+from threadloader import DataLoader, _choice
+from threadloader._choice import PROCESSES, REPLICAS, THREADS, ModeChoice, choose
+
+pytestmark = pytest.mark.timeout(120)
+
+free_threads = pytest.mark.skipif(
+    threadloader.gil_enabled(), reason="mode='auto' measures only where threads run without the GIL"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_choices() -> Any:
+    """Every test measures anew: no choice remembered from another test's dataset."""
+    _choice.forget_all()
+    yield
+    _choice.forget_all()
+
+
+# --- the rule -------------------------------------------------------------------------------
+
+
+def test_threads_stay_unless_another_is_clearly_faster() -> None:
+    assert choose({THREADS: 1e-3, REPLICAS: 0.8e-3, PROCESSES: 0.7e-3}).picked == THREADS
+    assert choose({THREADS: 1e-3, REPLICAS: 0.1e-3, PROCESSES: 0.5e-3}).picked == REPLICAS
+    assert choose({THREADS: 1e-3, REPLICAS: 0.5e-3, PROCESSES: 0.1e-3}).picked == PROCESSES
+    assert choose({THREADS: 1e-3, REPLICAS: 0.2e-3, PROCESSES: 0.18e-3}).picked == REPLICAS  # a near tie
+    assert choose({THREADS: 1e-3, PROCESSES: 0.1e-3}).picked == PROCESSES  # replicas not tried
+    assert choose({THREADS: 1e-3}).picked == THREADS
+
+
+def test_the_reason_names_every_figure_and_what_was_not_tried() -> None:
+    choice = choose({THREADS: 2e-3, PROCESSES: 1e-4}, {REPLICAS: "the dataset does not pickle (TypeError)"})
+    text = str(choice)
+    assert "worker processes" in text and "2,000 µs" in text and "100 µs" in text
+    assert "not tried: threads over per-worker replicas (the dataset does not pickle" in text
+    assert choice.mode == "process"
+
+
+# --- remembered per dataset ----------------------------------------------------------------
+
+
+class _Dataset:
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def test_a_choice_is_remembered_for_the_same_dataset_object_only() -> None:
+    dataset, other = _Dataset(), _Dataset()
+    _choice.remember(dataset, ModeChoice(REPLICAS, {THREADS: 1.0, REPLICAS: 0.1}, "why"))
+    again = _choice.remembered(dataset)
+    assert again is not None and again.picked == REPLICAS and again.remembered
+    assert str(again).startswith("remembered from an earlier loader")
+    assert _choice.remembered(other) is None
+    _choice.remember([1, 2], ModeChoice(THREADS))  # a list takes no weak reference: not kept
+    assert _choice.remembered([1, 2]) is None
+
+
+def test_a_remembered_choice_goes_with_its_dataset() -> None:
+    dataset = _Dataset()
+    _choice.remember(dataset, ModeChoice(PROCESSES))
+    del dataset
+    assert _choice._remembered == {}
+
+
+# --- the replica budget --------------------------------------------------------------------
+
+
+class _ManyRecords:
+    """50,000 small dicts: a list short enough to be copied whole into each replica."""
+
+    def __init__(self) -> None:
+        self.records = [{"id": i, "label": f"label-{i % 97}"} for i in range(50_000)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> int:
+        return int(self.records[index]["id"])
+
+
+def test_replicas_that_would_not_fit_the_memory_budget_are_not_made() -> None:
+    dataset = _ManyRecords()
+    template, why = _choice.replica_template(dataset, workers=2, memory=8 * 2**20)  # 8 MiB available
+    assert template is None and "memory budget" in why
+    template, why = _choice.replica_template(dataset, workers=2, memory=64 * 2**30)
+    assert template is not None and why == ""
+
+
+def test_a_dataset_that_does_not_pickle_gets_no_replicas() -> None:
+    dataset = _Dataset()
+    dataset.lock = __import__("threading").Lock()  # type: ignore[attr-defined]
+    template, why = _choice.replica_template(dataset, workers=2)
+    assert template is None and "does not pickle" in why
+
+
+# --- the probing pool, end to end ----------------------------------------------------------
+
+
+class _Waiting:
+    """Samples that wait 3 ms: every candidate takes the same time per sample."""
+
+    def __len__(self) -> int:
+        return 48
+
+    def __getitem__(self, index: int) -> int:
+        time.sleep(0.003)
+        return index
+
+
+class _OwnedLookups:
+    """Samples that call ``dict.get`` on a dict the constructing thread built (``docs/ownership.md``)."""
+
+    def __init__(self, length: int = 96, lookups: int = 200) -> None:
+        self.length = length
+        self.table = {f"key{i}": i for i in range(1000)}
+        self.keys = [f"key{(i * 7) % 1000}" for i in range(lookups)]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        jitter(index, 3, 0.0005)
+        get = self.table.get
+        return index + sum(get(key, 0) for key in self.keys) * 0
+
+
+def _indices(loader: DataLoader, epochs: int = 1) -> tuple[list[int], Any]:
+    iterator = None
+    indices: list[int] = []
+    for _ in range(epochs):
+        iterator = iter(loader)
+        indices += [int(i) for batch in iterator for i in batch]
+    return indices, iterator
+
+
+@free_threads
+def test_threads_stay_where_nothing_is_faster() -> None:
+    loader = DataLoader(_Waiting(), batch_size=8, num_workers=2)
+    indices, iterator = _indices(loader)
+    assert indices == list(range(48))
+    assert iterator.mode == "thread"
+    assert "picked threads over the shared dataset" in iterator.stats.choice
+
+
+@free_threads
+def test_a_dataset_slow_in_worker_threads_moves_to_replicas_or_processes() -> None:
+    dataset = _OwnedLookups()
+    loader = DataLoader(dataset, batch_size=8, num_workers=2)
+    indices, iterator = _indices(loader)
+    assert indices == list(range(96))  # every batch once, in order, across the switch
+    choice = iterator.stats.choice
+    assert "picked threads over per-worker replicas" in choice or "picked worker processes" in choice
+    assert "mode='auto'" in str(iterator.stats)
+    again, second = _indices(DataLoader(dataset, batch_size=8, num_workers=2))  # a fresh loader: remembered
+    assert again == list(range(96))
+    assert second.stats.choice.startswith("remembered from an earlier loader")
+
+
+@free_threads
+def test_the_choice_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    dataset = _Waiting()
+    with caplog.at_level("INFO", logger="threadloader"):
+        _indices(DataLoader(dataset, batch_size=8, num_workers=2))
+        _indices(DataLoader(dataset, batch_size=8, num_workers=2))
+    lines = [record.getMessage() for record in caplog.records if "mode='auto'" in record.getMessage()]
+    assert len(lines) == 1 and "_Waiting" in lines[0] and "picked" in lines[0]
+
+
+@free_threads
+def test_probing_changes_no_draw() -> None:
+    def draws(**kwargs: Any) -> list[Any]:
+        loader = DataLoader(GeneratorAugmented(40, max_sleep=0.001), batch_size=4, shuffle=True, seed=3,
+                            num_workers=2, collate_fn=list_collate, **kwargs)
+        return [sample for _ in range(2) for batch in loader for sample in batch]
+
+    assert draws() == draws(mode="thread")
+
+
+@free_threads
+@pytest.mark.parametrize("kwargs", [{"mode": "thread"}, {"replicate": True}, {"num_workers": "auto"}])
+def test_explicit_settings_are_not_measured(kwargs: dict[str, Any]) -> None:
+    settings = {"batch_size": 8, "num_workers": 2, **kwargs}
+    _indices_, iterator = _indices(DataLoader(_OwnedLookups(32), **settings))
+    assert iterator.stats.choice is None and iterator.mode == "thread"
+
+
+@free_threads
+def test_replicate_false_leaves_threads_and_processes() -> None:
+    _indices_, iterator = _indices(DataLoader(_OwnedLookups(), batch_size=8, num_workers=2, replicate=False))
+    assert "replicas" not in iterator.stats.choice.split("(")[0]
+    assert "per-worker replicas" not in iterator.stats.choice  # not tried, not measured
+
+
+@free_threads
+def test_persistent_workers_keep_the_winner(mode_choice_epochs: int = 3) -> None:
+    loader = DataLoader(_OwnedLookups(48), batch_size=8, num_workers=2, persistent_workers=True)
+    try:
+        for _ in range(mode_choice_epochs):
+            iterator = iter(loader)
+            assert [int(i) for batch in iterator for i in batch] == list(range(48))
+    finally:
+        loader.close()

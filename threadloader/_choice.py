@@ -1,0 +1,217 @@
+"""What the default mode picks for a dataset: threads over it, threads over replicas, or worker processes.
+
+In:  from a probing pool (``_choosing``): each candidate's measured seconds
+     per sample on the epoch's first tickets; from the loader: its dataset,
+     worker count and ``replicate`` argument.
+Out: ``choose(costs)``, a ``ModeChoice`` (what was picked and why, in one
+     sentence for ``iterator.stats`` and the log); ``remembered(dataset)``
+     and ``remember(dataset, choice)``, the choice kept for later loaders
+     over the same dataset object (a training script that makes a loader
+     per epoch probes once); ``replica_template(dataset, workers)``, the
+     template replicas are built from, or ``None`` where they would not fit
+     the memory budget or the dataset does not pickle.
+
+Why measure: on free-threaded 3.13 an object belongs to the thread that
+made it, and some calls on it from other threads take a slow path
+(``dict.get`` on a dict the training script built runs tens of times
+slower in a worker thread; ``docs/ownership.md``). A dataset built by the
+training thread can therefore load many times slower on worker threads than
+in worker processes (whose objects the fork made theirs) or on per-worker
+replicas (objects each worker thread made itself). Which one wins depends
+on the dataset, so the pool tries each on the first tickets and keeps the
+fastest, preferring, on a near tie, the one that costs least: threads over
+the shared dataset (no copies), then replicas (copies of the small Python
+objects only), then processes (a copy-on-write process each, a trip
+through shared memory per batch).
+
+The replica budget: a dataset whose replica would take more than
+``REPLICA_MAX_BYTES`` pickled, or whose replicas for all workers would take
+more than a quarter of the memory available now, is not replicated. A
+replica takes about as much memory as its pickle, times a few for the
+objects' headers; arrays and the elements of big containers are shared, not
+copied (``replication``).
+
+Ownership: the remembered choices are this module's, one per live dataset
+object, dropped with it; touched from the threads that iterate loaders.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from .replication import ReplicaTemplate, ReplicaTooBig
+from .runtime import RunningMode
+
+#: Candidates, in the order a near tie prefers them (least memory and transfer first).
+THREADS, REPLICAS, PROCESSES = "threads", "replicas", "processes"
+PREFERENCE: tuple[str, ...] = (THREADS, REPLICAS, PROCESSES)
+#: How much faster than threads over the shared dataset another candidate must be to be picked.
+CLEARLY_FASTER = 1.5
+#: Between replicas and processes: how much faster processes must be (they pay for a trip per batch that
+#: the probe's per-sample time does not show).
+PROCESSES_OVER_REPLICAS = 1.25
+#: The largest pickled replica the default mode makes (an explicit ``replicate=True`` has no limit).
+REPLICA_MAX_BYTES = 64 * 2**20
+#: Each replica's objects take about this many times its pickle's size in memory.
+REPLICA_MEMORY_FACTOR = 4
+#: All workers' replicas together may take at most this share of the memory available.
+REPLICA_MEMORY_SHARE = 0.25
+
+_LABELS = {THREADS: "threads over the shared dataset", REPLICAS: "threads over per-worker replicas",
+           PROCESSES: "worker processes"}
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    """What the default mode picked for a dataset, and why.
+
+    Attributes:
+        picked: ``"threads"``, ``"replicas"`` or ``"processes"``.
+        costs: the seconds per sample each candidate took on the probe's
+            tickets (a candidate that could not run is absent).
+        reason: one sentence: the measurements and the rule that decided.
+        remembered: the choice was made by an earlier loader over the same
+            dataset object, not measured by this one.
+    """
+
+    picked: str
+    costs: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    remembered: bool = False
+
+    @property
+    def mode(self) -> RunningMode:
+        """The mode it runs in: ``"process"`` for processes, else ``"thread"``."""
+        return "process" if self.picked == PROCESSES else "thread"
+
+    def __str__(self) -> str:
+        prefix = "remembered from an earlier loader over this dataset: " if self.remembered else ""
+        return f"{prefix}{self.reason}"
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"
+
+
+def choose(costs: dict[str, float], unavailable: dict[str, str] | None = None) -> ModeChoice:
+    """Pick from measured seconds per sample.
+
+    Threads over the shared dataset stay unless another candidate is
+    ``CLEARLY_FASTER``; between replicas and processes, processes must be
+    ``PROCESSES_OVER_REPLICAS`` faster.
+
+    Args:
+        costs: seconds per sample by candidate; must hold ``"threads"``.
+        unavailable: candidates that could not be tried, with why.
+
+    Returns:
+        The choice, with a reason naming every figure.
+    """
+    shared = costs[THREADS]
+    picked = THREADS
+    others = {name: cost for name, cost in costs.items() if name != THREADS}
+    if others and min(others.values()) * CLEARLY_FASTER < shared:
+        replicas, processes = others.get(REPLICAS), others.get(PROCESSES)
+        if replicas is None or (processes is not None and processes * PROCESSES_OVER_REPLICAS < replicas):
+            picked = PROCESSES
+        else:
+            picked = REPLICAS
+    measured = ", ".join(f"{_LABELS[name]} {_us(costs[name])} a sample" for name in PREFERENCE if name in costs)
+    rule = (
+        f"{_LABELS[picked]}, more than {CLEARLY_FASTER}x faster than threads over the shared dataset"
+        if picked != THREADS
+        else f"{_LABELS[THREADS]}, as no other was {CLEARLY_FASTER}x faster"
+    )
+    reason = f"picked {rule} ({measured})"
+    if unavailable:
+        reason += "; not tried: " + "; ".join(f"{_LABELS[name]} ({why})" for name, why in unavailable.items())
+    return ModeChoice(picked, dict(costs), reason)
+
+
+# --- the choices kept per dataset ---------------------------------------------------------------
+
+_remembered: dict[int, tuple[weakref.ref[Any], ModeChoice]] = {}
+_remembered_lock = threading.Lock()
+
+
+def remembered(dataset: Any) -> ModeChoice | None:
+    """The choice an earlier loader made for this very dataset object, if it is still alive."""
+    with _remembered_lock:
+        entry = _remembered.get(id(dataset))
+    if entry is None or entry[0]() is not dataset:
+        return None
+    choice = entry[1]
+    return ModeChoice(choice.picked, choice.costs, choice.reason, remembered=True)
+
+
+def remember(dataset: Any, choice: ModeChoice) -> None:
+    """Keep ``choice`` for later loaders over ``dataset`` (not for objects that take no weak reference)."""
+    key = id(dataset)
+
+    def forget(_ref: weakref.ref[Any]) -> None:
+        with _remembered_lock:
+            entry = _remembered.get(key)
+            if entry is not None and entry[0] is _ref:
+                del _remembered[key]
+
+    try:
+        ref = weakref.ref(dataset, forget)
+    except TypeError:  # a list or another built-in: every loader probes anew
+        return
+    with _remembered_lock:
+        _remembered[key] = (ref, choice)
+
+
+def forget_all() -> None:
+    """Drop every remembered choice (for tests)."""
+    with _remembered_lock:
+        _remembered.clear()
+
+
+# --- the replica budget ----------------------------------------------------------------------
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (Linux's ``MemAvailable``), or ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def replica_template(dataset: Any, workers: int, memory: int | None = None) -> tuple[ReplicaTemplate | None, str]:
+    """The template each worker builds its replica from, or ``None`` and why not.
+
+    Args:
+        dataset: the loader's dataset.
+        workers: how many replicas there would be.
+        memory: bytes available (default: ``available_memory()``).
+
+    Returns:
+        ``(template, "")``, or ``(None, reason)`` when the dataset does not
+        pickle, its pickle passes ``REPLICA_MAX_BYTES``, or the replicas
+        would take more than ``REPLICA_MEMORY_SHARE`` of ``memory``.
+    """
+    memory = available_memory() if memory is None else memory
+    limit = REPLICA_MAX_BYTES
+    if memory is not None:
+        limit = min(limit, int(memory * REPLICA_MEMORY_SHARE / (REPLICA_MEMORY_FACTOR * max(1, workers))))
+    try:
+        template = ReplicaTemplate(dataset, max_bytes=limit)
+    except ReplicaTooBig:
+        return None, f"a replica would pass the memory budget ({limit / 2**20:,.1f} MiB pickled)"
+    except (TypeError, pickle.PicklingError, RecursionError) as exc:
+        return None, f"the dataset does not pickle ({type(exc).__name__})"
+    return template, ""
