@@ -4,24 +4,29 @@ In:  from the scheduler, as any executor: tickets, polls, checks, shutdown;
      from the loader, the epoch's ``FetchSpec``, its worker count and seed,
      the ``multiprocessing_context`` and whether replicas may be tried.
 Out: results, as any executor gives them, from whichever candidate ran the
-     ticket; once the first tickets are measured, a ``ModeChoice``
+     ticket; once the candidates are measured, a ``ModeChoice``
      (``_choice.choose``) passed to ``on_choice``, and from then on every
      ticket goes to the candidate picked.
 
-How: up to three candidate pools start together: worker processes first
-(``num_workers`` of them, forked before any thread of this pool runs), then
-one thread over a per-worker replica (``replication``) and one thread over
-the shared dataset; a thread candidate that wins grows to ``num_workers``.
-Until the choice, each ticket (the parts of the split first batch, then
-whole batches) goes to the candidate holding the fewest samples. Each
-candidate's workers' busy seconds over the samples it answered give its
-cost; one still on its first ticket costs at least the time since it
-started it, and once that is far above the best answered cost, its answer
-is not awaited (``PROBE_LIMIT_S`` bounds the wait in any case). The
-losers' untaken tickets move to the winner; a loser finishes the ticket it
-holds, then stops. After that, ``submit`` and (for threads) ``poll`` are
-the winner's own bound methods: the per-batch path pays nothing for the
-choice.
+How: the candidates start together: ``num_workers`` worker processes first
+(forked before any thread of this pool runs: a fork while a thread is in
+the middle of a sample can deadlock the child), then one thread over the
+shared dataset; a helper thread pickles the replica template meanwhile
+(``_choice.replica_template``), and one thread over a replica starts once it
+is ready. Each candidate gets one ticket to begin with, its probe; the
+other tickets wait here until some candidate has answered, then go to the
+candidate that would finish them first at the cost measured so far. A
+candidate's cost is its workers' busy seconds over the samples it answered;
+it counts once ``PROBE_SAMPLES`` samples are in, or once it is four times
+the best (clearly out); a candidate still on its probe is out once the time
+since it could start it, over the probe's samples, is ``BOUND_MARGIN``
+times the best cost (and ``BOUND_AFTER_S`` passed). Then ``_choice.choose``
+decides; the winner (a
+thread candidate grows to ``num_workers``) takes the waiting tickets and the
+losers' untaken ones, and each loser stops after the ticket it holds. From
+then on ``submit`` and (for threads) ``poll`` are the winner's own bound
+methods: the per-batch path pays nothing for the choice. ``PROBE_LIMIT_S``
+bounds the wait for a candidate that never answers.
 
 Every result names its worker by a number no other candidate uses (threads
 ``0..n-1``, replicas ``n..2n-1``, processes ``2n..3n-1``), so the epoch's
@@ -29,35 +34,76 @@ stats keep them apart; ``get_worker_info().id`` inside a worker is its
 number within its own pool. Batches do not depend on which candidate loads
 them: randomness is per sample (``randomness``).
 
-Ownership: this pool owns its candidates and shuts down each loser, and all
-of them on ``shutdown()``; it is used from the consumer's thread only.
+Ownership: this pool owns its candidates, the template's helper thread and
+the tickets it holds back; it shuts down each loser, and all of them on
+``shutdown()``, which also joins the helper. Used from the consumer's
+thread only (the helper thread writes its result once, then ends).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from . import _choice
-from ._choice import CLEARLY_FASTER, PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
+from ._choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
 from ._contract import BatchPart, Result, Ticket
 from ._processes import ProcessExecutor
 from ._threads import ThreadExecutor
+from .replication import ReplicaTemplate
 from .worker import FetchSpec
 
 #: A candidate's time per sample counts once it answered this many samples: one sample says little on a
 #: busy machine (a sleep of 3 ms took 5 in a probe while a test suite ran beside it).
 PROBE_SAMPLES = 8
+#: A candidate this many times slower than the best, over the samples it answered, is out before that.
+CLEARLY_OUT = 4.0
+#: A candidate still on its probe ticket this long, at this many times the best cost for its samples, is out
+#: without its answer: on 3.13t a worker thread on a dataset the training thread built can take 20 ms a
+#: sample where a replica takes 0.08, and its probe would hold the first batch for its whole length. The
+#: margin is wide because a thread may wait that long for a core on a busy machine.
+BOUND_AFTER_S = 0.05
+BOUND_MARGIN = 10.0
 #: A candidate that answered nothing this long after the pool started is left out of the choice.
 PROBE_LIMIT_S = 2.0
+#: How long ``poll`` waits on one candidate before looking at the others, while several run.
+_TURN_S = 0.002
 
 
 def _samples_of(payload: Any) -> int:
     if type(payload) is BatchPart:
         return len(payload.indices)
     return len(payload) if isinstance(payload, list) else 1
+
+
+class _TemplateMaker:
+    """Pickles the replica template in a thread of its own, off the training loop's path; owned by the pool.
+
+    Not a daemon: it only pickles, within the memory budget's bytes, and the
+    pool joins it at shutdown.
+    """
+
+    def __init__(self, dataset: Any, workers: int) -> None:
+        self.template: ReplicaTemplate | None = None
+        self.why = ""
+        self._thread = threading.Thread(target=self._make, args=(dataset, workers), name="threadloader-template")
+        self._thread.start()
+
+    def _make(self, dataset: Any, workers: int) -> None:
+        try:
+            self.template, self.why = _choice.replica_template(dataset, workers)
+        except BaseException as exc:  # noqa: BLE001  (a dataset's own pickling hooks may raise anything)
+            self.why = f"the dataset does not pickle ({type(exc).__name__})"
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 class ChoosingExecutor:
@@ -84,31 +130,26 @@ class ChoosingExecutor:
             on_choice: called once, with the choice, when it is made.
         """
         self.num_workers = num_workers
-        self._width = num_workers
         self.choice: ModeChoice | None = None
+        self._width = num_workers  # each candidate's block of worker numbers in results
         self._on_choice = on_choice
+        self._spec = replace(spec, timed=True)
+        self._base_seed = base_seed
         self._started = time.perf_counter()
         self._unavailable: dict[str, str] = {}
         self._pools: dict[str, Any] = {}
-        timed = replace(spec, timed=True)
-        try:  # forked before this pool's threads run: a fork while threads are mid-sample can deadlock the child
-            self._pools[PROCESSES] = ProcessExecutor(timed, num_workers, base_seed, False, context)
+        try:
+            self._pools[PROCESSES] = ProcessExecutor(self._spec, num_workers, base_seed, False, context)
         except (TypeError, OSError, ValueError) as exc:
             self._unavailable[PROCESSES] = f"{type(exc).__name__}: {str(exc)[:120]}"
-        if try_replicas:
-            template, why = _choice.replica_template(spec.dataset, num_workers)
-            if template is None:
-                self._unavailable[REPLICAS] = why
-            else:
-                self._pools[REPLICAS] = ThreadExecutor(
-                    replace(timed, replicate=template), 1, base_seed, False, id_offset=num_workers
-                )
-        self._pools[THREADS] = ThreadExecutor(timed, 1, base_seed, False)
+        self._pools[THREADS] = ThreadExecutor(self._spec, 1, base_seed, False)
+        self._template = _TemplateMaker(spec.dataset, num_workers) if try_replicas else None
         self._winner: str | None = None
         self._generation: int | None = None  # the epoch the probe measures
-        self._answered = dict.fromkeys(self._pools, 0)  # samples each has answered
-        self._held: dict[str, dict[tuple[int, int], list[int]]] = {name: {} for name in self._pools}
-        self._first_sent: dict[str, tuple[float, int]] = {}  # when each got its first ticket, of how many samples
+        self._answered: dict[str, int] = {}  # samples each candidate answered in the probe's epoch
+        self._held: dict[str, dict[tuple[int, int], list[int]]] = {name: {} for name in (*PREFERENCE,)}
+        self._waiting: list[Ticket] = []  # tickets held back until a candidate has answered
+        self._probe_sent: dict[str, tuple[float, int]] = {}  # when each candidate got its first ticket, of how many
         self._stopped: dict[str, list[tuple[float, float, float] | None]] = {}  # a stopped loser's last totals
         self._closed = False
 
@@ -125,33 +166,52 @@ class ChoosingExecutor:
         return self._closed
 
     def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
-        """Queue ``ticket`` with the candidate whose turn it is (the winner, once there is one)."""
-        name = self._winner if self._winner is not None else self._route(ticket)
-        self._hold(name, ticket)
-        self._pools[name].submit(ticket)
-
-    def _route(self, ticket: Ticket) -> str:
-        """While probing: the candidate holding the fewest samples (the first in ``PREFERENCE`` on a tie)."""
+        """Send ``ticket`` to the candidate whose turn it is, or hold it back until one has answered."""
         if self._generation is None:
             self._generation = ticket[0]
-        name = min(self._pools, key=lambda candidate: (self._held_samples(candidate), PREFERENCE.index(candidate)))
-        self._first_sent.setdefault(name, (time.perf_counter(), _samples_of(ticket[2])))
-        return name
+        name = self._winner if self._winner is not None else self._route(_samples_of(ticket[2]))
+        if name is None:
+            self._waiting.append(ticket)
+            return
+        self._send(name, ticket)
 
-    def _held_samples(self, name: str) -> int:
-        return sum(sum(counts) for counts in self._held[name].values())
+    def _send(self, name: str, ticket: Ticket) -> None:
+        samples = _samples_of(ticket[2])
+        self._probe_sent.setdefault(name, (time.perf_counter(), samples))
+        self._held[name].setdefault((ticket[0], ticket[1]), []).append(samples)
+        self._pools[name].submit(ticket)
 
-    def _hold(self, name: str, ticket: Ticket) -> None:
-        self._held[name].setdefault((ticket[0], ticket[1]), []).append(_samples_of(ticket[2]))
+    def _route(self, samples: int) -> str | None:
+        """A candidate still to be measured that holds nothing gets the ticket as its probe; else the one that
+        would finish it first at the cost measured so far; ``None`` while no candidate has answered."""
+        self._start_replicas_if_ready()
+        costs = self._costs()
+        for name in PREFERENCE:
+            if name in self._pools and self._answered.get(name, 0) < PROBE_SAMPLES and not self._held[name]:
+                if name not in costs or costs[name] <= CLEARLY_OUT * min(costs.values()):
+                    return name
+        if not costs:
+            return None
+
+        def finish(name: str) -> float:
+            held = sum(sum(counts) for counts in self._held[name].values())
+            return costs[name] * (held + samples) / int(self._pools[name].num_workers)
+
+        return min(costs, key=finish)
 
     def poll(self, timeout: float) -> Result | None:
-        """The next result from any candidate still running; choosing as soon as the probe allows."""
+        """The next result from any candidate still running; choosing as soon as the measurements allow."""
         if self._settled():  # processes won (a thread pool that won answers ``poll`` itself)
             name, pool = next(iter(self._pools.items()))
             result = pool.poll(timeout)
             return None if result is None else self._received(name, result)
         deadline = time.perf_counter() + timeout
         while True:
+            self._start_replicas_if_ready()
+            if self._winner is not None:
+                self._stop_idle_losers()  # the template's helper may have ended: the winner may take over now
+                if self._settled():
+                    return self.poll(max(0.0, deadline - time.perf_counter()))
             for name, pool in list(self._pools.items()):
                 result = pool.poll(0)
                 if result is not None:
@@ -169,10 +229,10 @@ class ChoosingExecutor:
                 return self._received(name, result)
 
     def _received(self, name: str, result: Result) -> Result:
-        """Count a candidate's answer (numbering a process's worker apart), then choose or stop losers."""
+        """Count a candidate's answer (numbering a process's worker apart); send what waited; choose as due."""
         generation, seq, worker_id, status, value = result
         if name == PROCESSES:
-            result = (generation, seq, worker_id + 2 * self.num_workers_at_start, status, value)
+            result = (generation, seq, worker_id + 2 * self._width, status, value)
         held = self._held[name]
         samples = held.get((generation, seq))
         if samples:
@@ -180,16 +240,20 @@ class ChoosingExecutor:
             if not samples:
                 del held[(generation, seq)]
             if generation == self._generation:
-                self._answered[name] += answered
+                self._answered[name] = self._answered.get(name, 0) + answered
         if self._winner is None:
             self._choose_if_due()
+        if self._winner is None:
+            waiting, self._waiting = self._waiting, []
+            for ticket in waiting:
+                self.submit(ticket)
         else:
             self._stop_idle_losers()
         return result
 
     def timings(self, generation: int) -> list[tuple[float, float, float] | None]:
         """Every candidate's workers' totals, at the positions of their result numbers (see the module)."""
-        width = self.num_workers_at_start
+        width = self._width
         timings: list[tuple[float, float, float] | None] = []
         for name in (THREADS, REPLICAS, PROCESSES):
             own = self._timings_of(name, generation)
@@ -214,10 +278,10 @@ class ChoosingExecutor:
     def discard_pending(self) -> None:
         """Drop untaken tickets everywhere (a persistent pool's next epoch); end the probe if it has not ended.
 
-        The epoch that was measured is over: a choice it did not reach is
-        made from what it measured (the shared threads, if they measured
-        nothing), and the losers, whose tickets are dropped, stop.
+        The measured epoch is over: a choice it did not reach is made from
+        what it measured, and the losers, whose tickets are dropped, stop.
         """
+        self._waiting.clear()
         for pool in self._pools.values():
             pool.discard_pending()
         if self._winner is None:
@@ -227,75 +291,34 @@ class ChoosingExecutor:
         self._stop_idle_losers()
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop every candidate; idempotent. An epoch too short to finish the probe chooses from what it measured."""
+        """Stop every candidate and the template's helper; idempotent. An epoch too short for the probe chooses
+        from what it measured."""
         if self._winner is None and not self._closed:
             self._choose_from_what_was_measured(grow=False)
         self._closed = True
+        self._waiting.clear()
         for pool in list(self._pools.values()):
             pool.shutdown(wait)
+        if self._template is not None and wait:
+            self._template.join()
 
     # --- the choice ----------------------------------------------------------------------------
 
-    @property
-    def num_workers_at_start(self) -> int:
-        """The pool's size when it started: the width of each candidate's block of worker numbers."""
-        return self._width
-
-    def _choose_if_due(self) -> None:
-        """Choose once each candidate answered a ticket, or is already slower than the best by far.
-
-        A candidate still on its first ticket has taken at least the time
-        since it got it, over that ticket's samples: once that bound is
-        ``CLEARLY_FASTER`` times the best answered cost, waiting for its
-        answer cannot change the choice. ``PROBE_LIMIT_S`` ends the wait for
-        a candidate that never answers.
-        """
-        if self._winner is not None or self._generation is None:
+    def _start_replicas_if_ready(self) -> None:
+        """Start the replica candidate once its template is made (or note why there is none)."""
+        maker = self._template
+        if maker is None or not maker.done or self._closed:
             return
-        measured = self._measured()
-        costs = {name: cost for name, cost in measured.items() if self._answered[name] >= PROBE_SAMPLES}
-        if not costs:
-            return
-        now = time.perf_counter()
-        best = min(costs.values())
-        unavailable = dict(self._unavailable)
-        for name in self._pools.keys() - costs.keys():
-            if name in measured:  # answered, but too few samples yet
-                if now - self._started <= PROBE_LIMIT_S:
-                    return
-                costs[name] = measured[name]
-                continue
-            sent = self._first_sent.get(name)
-            pool = self._pools[name]
-            ready = pool.ready_at() if isinstance(pool, ThreadExecutor) else sent and sent[0]
-            if sent is None or ready is None:
-                if now - self._started > PROBE_LIMIT_S:
-                    unavailable[name] = f"not started within {PROBE_LIMIT_S:.0f} s"
-                    continue
-                return  # not started yet (a replica being built): its time has not begun
-            bound = (now - max(sent[0], ready)) / sent[1]
-            if bound > best * CLEARLY_FASTER:
-                costs[name] = bound  # at least this: no answer yet
-            elif now - self._started > PROBE_LIMIT_S:
-                unavailable[name] = f"no answer within {PROBE_LIMIT_S:.0f} s"
-            else:
-                return
-        if THREADS not in costs:
-            return
-        self._settle(_choice.choose(costs, unavailable))
+        self._template = None
+        if maker.template is None:
+            self._unavailable[REPLICAS] = maker.why
+        elif self._winner is None:
+            self._pools[REPLICAS] = ThreadExecutor(
+                replace(self._spec, replicate=maker.template), 1, self._base_seed, False, id_offset=self._width
+            )
 
-    def _choose_from_what_was_measured(self, grow: bool = True) -> None:
-        """The probe's epoch ended before the probe did: choose from the samples answered so far."""
-        costs = self._measured()
-        if THREADS in costs:
-            choice = _choice.choose(costs, self._unavailable)
-        else:
-            choice = ModeChoice(THREADS, costs, "kept threads over the shared dataset: the first epoch ended "
-                                "before they were measured")
-        self._settle(choice, grow)
-
-    def _measured(self) -> dict[str, float]:
-        """Seconds per sample of each candidate that answered a ticket of the probe's epoch."""
+    def _costs(self) -> dict[str, float]:
+        """Seconds per sample of each candidate that answered a ticket of the probe's epoch, so far."""
         costs = {}
         for name, answered in self._answered.items():
             if answered and name in self._pools and self._generation is not None:
@@ -303,28 +326,89 @@ class ChoosingExecutor:
                 costs[name] = busy / answered
         return costs
 
-    def _settle(self, choice: ModeChoice, grow: bool = True) -> None:
-        """Make the chosen candidate the winner: it grows to size (unless shutting down), takes the losers' tickets."""
+    def _choose_if_due(self) -> None:
+        """Choose once every candidate is measured (``PROBE_SAMPLES`` in, or clearly out), or time is up."""
+        if self._winner is not None or self._generation is None:
+            return
+        self._start_replicas_if_ready()
+        costs = self._costs()
+        if not costs:
+            return
+        best = min(costs.values())
+        late = time.perf_counter() - self._started > PROBE_LIMIT_S
+        unavailable = dict(self._unavailable)
+        if self._template is not None:  # the replica template is still being made
+            if not late:
+                return
+            unavailable[REPLICAS] = f"its template took more than {PROBE_LIMIT_S:.0f} s"
+        for name in self._pools:
+            measured = name in costs and (self._answered[name] >= PROBE_SAMPLES or costs[name] > CLEARLY_OUT * best)
+            if measured:
+                continue
+            bound = self._probe_bound(name)
+            if name not in costs and bound is not None and bound > BOUND_MARGIN * best:
+                costs[name] = bound  # at least this, its probe not answered yet
+                continue
+            if not late:
+                return
+            if name not in costs:
+                unavailable[name] = f"no answer within {PROBE_LIMIT_S:.0f} s"
+        if THREADS in costs:
+            self._settle(_choice.choose(costs, unavailable))
+
+    def _probe_bound(self, name: str) -> float | None:
+        """What a candidate still on its probe takes per sample at least: the time since it could start it,
+        over its samples, once that is ``BOUND_AFTER_S``; ``None`` before."""
+        sent = self._probe_sent.get(name)
+        if sent is None:
+            return None
+        ready_at = getattr(self._pools[name], "ready_at", None)  # a thread pool's: its replica built, its init run
+        ready = ready_at() if ready_at is not None else sent[0]
+        if ready is None:
+            return None
+        running = time.perf_counter() - max(sent[0], ready)
+        return running / sent[1] if running >= BOUND_AFTER_S else None
+
+    def _choose_from_what_was_measured(self, grow: bool = True) -> None:
+        """The probe's epoch ended before the probe did: choose from the samples answered so far.
+
+        Without a measurement of the shared threads, keep them for this pool
+        and tell no one: a later loader measures again.
+        """
+        costs = self._costs()
+        if THREADS in costs:
+            self._settle(_choice.choose(costs, self._unavailable), grow)
+        else:
+            reason = "kept threads over the shared dataset: the epoch ended before they were measured"
+            self._settle(ModeChoice(THREADS, costs, reason), grow, tell=False)
+
+    def _settle(self, choice: ModeChoice, grow: bool = True, tell: bool = True) -> None:
+        """Make the chosen candidate the winner: it grows to size (unless shutting down) and takes every ticket
+        not yet taken."""
         self.choice = choice
         self._winner = winner_name = choice.picked
         winner = self._pools[winner_name]
-        if grow and winner_name != PROCESSES:  # a thread candidate probed with one worker
+        if grow and winner_name != PROCESSES:  # a thread candidate was measured with one worker
             for _ in range(self.num_workers - winner.num_workers):
                 winner.add_worker()
+        untaken = list(self._waiting)
+        self._waiting.clear()
         for name, pool in self._pools.items():
             if name == winner_name:
                 continue
             held = self._held[name]
             for ticket in pool.take_untaken():
-                samples = held.get((ticket[0], ticket[1]))
-                if samples:
-                    samples.pop()
-                    if not samples:
+                counts = held.get((ticket[0], ticket[1]))
+                if counts:
+                    counts.pop()
+                    if not counts:
                         del held[(ticket[0], ticket[1])]
-                self._hold(winner_name, ticket)
-                winner.submit(ticket)
+                untaken.append(ticket)
+        for ticket in untaken:
+            self._send(winner_name, ticket)
         self._stop_idle_losers()
-        self._on_choice(choice)
+        if tell:
+            self._on_choice(choice)
 
     def _stop_idle_losers(self) -> None:
         """Stop each loser that holds no ticket; once none is left, hand the per-batch path to the winner."""
@@ -340,8 +424,4 @@ class ChoosingExecutor:
                 self.poll = winner.poll  # type: ignore[method-assign]  # its results carry their own numbers
 
     def _settled(self) -> bool:
-        return self._winner is not None and len(self._pools) == 1
-
-
-#: How long ``poll`` waits on one candidate before looking at the others, while several run.
-_TURN_S = 0.002
+        return self._winner is not None and len(self._pools) == 1 and self._template is None
