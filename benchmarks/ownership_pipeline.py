@@ -97,6 +97,11 @@ class PipelineResult:
     rates: dict[str, float] = field(default_factory=dict)
     rounds: dict[str, list[float]] = field(default_factory=dict)
 
+    def ratio(self, way: str) -> float:
+        """Median of the per-round ratios of ``way``'s rate to the main thread's (measured seconds apart)."""
+        pairs = zip(self.rounds[way], self.rounds["main thread"])
+        return statistics.median(mine / main for mine, main in pairs if main)
+
 
 def load(dataset: Any, first: int, seconds: float) -> tuple[int, float]:
     """Load rows from ``first`` on, wrapping around, for ``seconds``; ``(samples, wall seconds)``."""
@@ -167,7 +172,8 @@ def run_pipeline(quick: bool = False, rounds: int = 3, seconds: float | None = N
 
 
 def pipeline_markdown(results: list[PipelineResult]) -> str:
-    """A table: variant, samples/s per way of calling it, each worker figure's ratio to the main thread's."""
+    """A table: variant, samples/s per way of calling it (medians), each worker figure's ratio to the main thread's
+    (the median of the per-round ratios)."""
     lines = [
         "| dataset | main thread, samples/s | one worker thread | two worker threads (sum) |",
         "|---|---|---|---|",
@@ -176,7 +182,6 @@ def pipeline_markdown(results: list[PipelineResult]) -> str:
         main = result.rates["main thread"]
         cells = [result.variant, f"{main:,.0f}"]
         for way in ("one worker thread", "two worker threads"):
-            value = result.rates[way]
-            cells.append(f"{value:,.0f} ({value / main:.2f}x)")
+            cells.append(f"{result.rates[way]:,.0f} ({result.ratio(way):.2f}x)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

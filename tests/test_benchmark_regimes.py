@@ -152,6 +152,29 @@ def test_the_runner_records_a_shorter_pass(monkeypatch: pytest.MonkeyPatch) -> N
     assert entries["serial"]["passes"] and entries["threadloader"]["passes"]
 
 
+def test_a_loader_no_target_judges_can_make_fewer_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    import tqdm
+
+    from benchmarks.metrics import PssSampler
+    from benchmarks.workloads.base import Workload
+    from benchmarks.workloads.overhead import TrivialDataset
+
+    workload = Workload(name="t", description="", dataset=TrivialDataset(12), batch_size=2, indices=range(12),
+                        repeat=3, repeat_of={"serial": 1})  # fmt: skip
+    monkeypatch.setattr(run, "build_workload", lambda name, quick, batches: workload)
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
+    with PssSampler() as sampler, tqdm.tqdm(total=6, disable=True) as bar:
+        document = run.run_workload("t", ["threadloader", "serial"], run.parse_args(["--mode", "thread"]), sampler,
+                                    bar)  # fmt: skip
+        assert bar.total == 4
+    passes = {entry["loader"]: [p["repetition"] for p in entry["passes"]] for entry in document["results"]}
+    assert passes == {"threadloader": [0, 1, 2], "serial": [0]}
+    with PssSampler() as sampler, tqdm.tqdm(total=4, disable=True) as bar:  # an explicit --repeat holds for all
+        document = run.run_workload("t", ["threadloader", "serial"], run.parse_args(["--repeat", "2"]), sampler, bar)
+    assert [len(entry["passes"]) for entry in document["results"]] == [2, 2]
+
+
 def _pass(throughput: float, pss: float = 500.0) -> dict[str, Any]:
     return {"throughput": throughput, "steady_throughput": throughput, "window_cores": 1.0, "ttfb_s": 0.01,
             "per_batch_us": 1e6 / throughput, "peak_pss_mib": pss, "peak_anon_mib": pss,

@@ -62,6 +62,9 @@ class Workload:
             batches (``for_loader``), for a loader whose rate a short pass
             measures as well as a long one and whose full pass would cost
             the suite too much time.
+        repeat_of: per loader key, at most this many passes (as
+            ``serial_repeat`` for the serial loop): for a loader no target
+            judges, whose figure is shown for comparison only.
         params: sizes and knobs, recorded in the JSON.
     """
 
@@ -77,6 +80,7 @@ class Workload:
     serial_repeat: int | None = None
     collect: bool = True
     batches_of: dict[str, int] = field(default_factory=dict)
+    repeat_of: dict[str, int] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
