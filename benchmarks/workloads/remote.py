@@ -16,7 +16,7 @@ Loading is bounded by waiting until enough requests are in flight, then by
 the decode on the cores: ``workers / (wait + decode)`` samples/s at first,
 the cores over the decode's CPU time at most. So the worker count users
 pick is the whole question, and each loader runs at the settings its users
-would choose (``labels.DEFAULT_WORKLOADS_OF``): torch's DataLoader with 2,
+would choose (``labels.AT_MOST_LOADERS_OF``): torch's DataLoader with 2,
 8 and 32 worker processes, threadloader with the suite's 2 workers and
 with ``num_workers="auto"``, which has to find its count within the pass.
 The loaders at 2 workers are bounded at 2 / (wait + decode), whatever the
