@@ -20,4 +20,8 @@ Modules, one idea each:
     plot.py      the PNG plot.
     run.py       the runner CLI (one environment).
     collect.py   the combiner CLI (all environments).
+    ownership_probe.py
+                 which calls slow down on 3.13t when another thread made
+                 the object (a CLI of its own, docs/ownership.md);
+                 ownership_pipeline.py runs its text-pipeline part.
 """

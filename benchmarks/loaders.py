@@ -9,6 +9,16 @@ Out: a ``LoaderSession`` per timed pass: ``start()`` creates the epoch
 
 Loaders (keys of ``LOADERS``):
     threadloader  ``threadloader.DataLoader`` in the environment's ``--mode``.
+    threadloader-default
+                  ``threadloader.DataLoader`` with its defaults: no ``mode``
+                  (``"auto"``: threads where the GIL is off, processes where
+                  it is on, or whatever it picks by measuring) and no
+                  ``replicate``; the suite's worker count. Thread-mode runs
+                  only, and by default only the text-owned workload.
+    threadloader-process
+                  ``threadloader.DataLoader(mode="process")``, whatever the
+                  run's ``--mode``. Thread-mode runs only, and by default only
+                  the text-owned workload.
     threadloader-replicate
                   ``threadloader.DataLoader(mode="thread", replicate=True)``:
                   each worker thread builds its own replica of the dataset
@@ -32,6 +42,11 @@ Loaders (keys of ``LOADERS``):
                   default only the training workloads.
     torch         ``torch.utils.data.DataLoader``: worker processes (torch's
                   default start method), torch's default collate.
+    torch-8, torch-32
+                  the same with 8 and 32 worker processes, whatever the run's
+                  ``--workers``: the counts users pick for loading that waits
+                  on storage. Thread-mode runs only, and by default only the
+                  remote-jpeg workload.
     spdl          Meta's SPDL (``spdl_core``), batch level: ``PipelineBuilder``
                   with the index lists as source, one stage fetching and
                   collating a batch on ``num_workers`` threads with
@@ -70,6 +85,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sysconfig
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -237,6 +253,10 @@ class ThreadloaderSession(LoaderSession):
         self._loader: threadloader.DataLoader | None = None
         self._iterator: Any = None
 
+    def mode_argument(self) -> dict[str, Any]:
+        """The ``mode=`` the loader is given: the requested mode (none for a loader left at its default)."""
+        return {"mode": self.requested_mode}
+
     def start(self) -> Iterator[Any]:
         workload = self.workload
         workers = 0 if self._serial else self.workers
@@ -246,7 +266,7 @@ class ThreadloaderSession(LoaderSession):
             sampler=workload.indices,
             prefetch_factor=self.prefetch if workers else None,
             seed=self.seed,
-            **{"num_workers": workers, "mode": self.requested_mode, **self._options},
+            **{"num_workers": workers, **self.mode_argument(), **self._options},
         )
         self._iterator = iter(self._loader)
         self.mode = self._iterator.mode
@@ -300,6 +320,32 @@ class NiceWorkersSession(ThreadVariantSession):
     options: ClassVar[dict[str, Any]] = {"worker_nice": 10}
 
 
+class DefaultsSession(ThreadloaderSession):
+    """threadloader with its defaults: no ``mode=`` (so ``"auto"``) and no ``replicate=``, whatever ``--mode`` says."""
+
+    name = "threadloader-default"
+
+    def __init__(self, *args: Any) -> None:
+        """Keep the settings (see ``LoaderSession``); the requested mode is recorded as ``"auto"``."""
+        super().__init__(*args)
+        self.requested_mode = "auto"
+
+    def mode_argument(self) -> dict[str, Any]:
+        """None: the loader picks, as it does for a user who does not say."""
+        return {}
+
+
+class ProcessModeSession(ThreadloaderSession):
+    """``mode="process"``, whatever the run's ``--mode``."""
+
+    name = "threadloader-process"
+
+    def __init__(self, *args: Any) -> None:
+        """Keep the settings (see ``LoaderSession``); the mode is always processes."""
+        super().__init__(*args)
+        self.requested_mode = "process"
+
+
 class SerialSession(ThreadloaderSession):
     """The serial loop: ``threadloader.DataLoader(num_workers=0)``, batches made in the calling thread."""
 
@@ -336,6 +382,37 @@ class TorchSession(LoaderSession):
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+class TorchWorkersSession(TorchSession):
+    """torch's DataLoader with ``count`` worker processes, whatever the run's ``--workers``."""
+
+    count: ClassVar[int] = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Keep the settings (see ``LoaderSession``); the worker count is the class's."""
+        super().__init__(*args, **kwargs)
+        self.workers = self.count
+
+    def start(self) -> Iterator[Any]:
+        # torch warns, on every loader and iterator, that the count exceeds the cores: here that is the point.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            return super().start()
+
+
+class Torch8Session(TorchWorkersSession):
+    """torch's DataLoader with 8 worker processes."""
+
+    name = "torch-8"
+    count = 8
+
+
+class Torch32Session(TorchWorkersSession):
+    """torch's DataLoader with 32 worker processes."""
+
+    name = "torch-32"
+    count = 32
 
 
 def _no_task_hooks(_stage: Any) -> list[Any]:
@@ -600,11 +677,15 @@ class ThreadPoolSession(LoaderSession):
 
 LOADERS: dict[str, type[LoaderSession]] = {
     "threadloader": ThreadloaderSession,
+    "threadloader-default": DefaultsSession,
     "threadloader-replicate": ReplicateSession,
+    "threadloader-process": ProcessModeSession,
     "threadloader-nostats": NoStatsSession,
     "threadloader-auto": AutoWorkersSession,
     "threadloader-nice": NiceWorkersSession,
     "torch": TorchSession,
+    "torch-8": Torch8Session,
+    "torch-32": Torch32Session,
     "spdl": SpdlSession,
     "grain": GrainSession,
     "torchdata": TorchdataSession,

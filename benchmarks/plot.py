@@ -38,12 +38,16 @@ NO_RATIO_WORKLOADS: tuple[str, ...] = ("stats",)
 
 COLOURS: dict[str, str] = {
     "threadloader": "#d62728",
+    "threadloader-default": "#a01818",
     "threadloader-replicate": "#ff7f0e",
+    "threadloader-process": "#c49c94",
     "threadloader-nostats": "#e377c2",
     "threadloader-auto": "#bcbd22",
     "threadloader-nice": "#ff9896",
     PLAIN_LAUNCH: "#8c564b",
     "torch": "#1f77b4",
+    "torch-8": "#6baed6",
+    "torch-32": "#08306b",
     TORCH_PLAIN_LAUNCH: "#1f77b4",  # a reference, never drawn as a bar
     "spdl": "#17becf",
     "grain": "#2ca02c",

@@ -21,8 +21,10 @@ WORKLOADS: dict[str, str] = {
     "overhead": "overhead",
     "image": "image",
     "python": "text",
+    "text-owned": "owned",
     "numpy": "arrays",
     "io": "latency",
+    "remote-jpeg": "remote",
     "memory": "memory",
     "stats": "stats_cost",
     "train": "train",
@@ -37,7 +39,8 @@ WORKLOADS: dict[str, str] = {
 #: runs only when named: on the 2-core development machine with two workers
 #: it sets the same single thread as ``train-threads1``.
 DEFAULT_WORKLOADS: tuple[str, ...] = (
-    "overhead", "stats", "image", "python", "numpy", "io", "memory", "train", "train-threads1",
+    "overhead", "stats", "image", "python", "text-owned", "numpy", "io", "remote-jpeg", "memory", "train",
+    "train-threads1",
 )  # fmt: skip
 
 #: Default workloads that a build with the GIL runs only when named: the stats workload's target (what
@@ -45,8 +48,10 @@ DEFAULT_WORKLOADS: tuple[str, ...] = (
 #: its 600 passes took a minute and a half of each run; ``train-threads1`` tunes the training step's
 #: intra-op threads to share the cores with worker threads in one process, which is threadloader's
 #: default only where the GIL is off (on the GIL build ``mode="auto"`` runs processes, and ``train``
-#: compares them), and its passes took a fifth of the GIL build's runs.
-FREE_THREADED_ONLY: tuple[str, ...] = ("stats", "train-threads1")
+#: compares them), and its passes took a fifth of the GIL build's runs; ``remote-jpeg``'s target (what
+#: ``num_workers="auto"`` gains over torch's best worker count) is judged on the free-threaded build, and its
+#: passes take about a minute of a run.
+FREE_THREADED_ONLY: tuple[str, ...] = ("stats", "train-threads1", "remote-jpeg")
 
 
 def default_workloads(free_threaded: bool) -> tuple[str, ...]:

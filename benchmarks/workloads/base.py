@@ -18,7 +18,7 @@ reseeded.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -58,6 +58,13 @@ class Workload:
         collect: run a full garbage collection before each pass, so that
             its memory baseline is a collected heap and no collection of
             garbage from the pass before lands in its window.
+        batches_of: per loader key, a shorter pass: its first that many
+            batches (``for_loader``), for a loader whose rate a short pass
+            measures as well as a long one and whose full pass would cost
+            the suite too much time.
+        repeat_of: per loader key, at most this many passes (as
+            ``serial_repeat`` for the serial loop): for a loader no target
+            judges, whose figure is shown for comparison only.
         params: sizes and knobs, recorded in the JSON.
     """
 
@@ -72,6 +79,8 @@ class Workload:
     repeat: int | None = None
     serial_repeat: int | None = None
     collect: bool = True
+    batches_of: dict[str, int] = field(default_factory=dict)
+    repeat_of: dict[str, int] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,6 +92,16 @@ class Workload:
     def samples(self) -> int:
         """Number of samples in one pass."""
         return self.batches * self.batch_size
+
+    def for_loader(self, loader: str) -> Workload:
+        """This workload as loader ``loader`` makes its passes: the same, or its first ``batches_of[loader]`` batches.
+
+        The shorter pass shares the dataset; it only reads fewer indices.
+        """
+        batches = self.batches_of.get(loader)
+        if not batches or batches >= self.batches:
+            return self
+        return replace(self, indices=self.indices[: batches * self.batch_size])
 
     def index_batches(self) -> list[list[int]]:
         """The pass's index lists, one per batch, as a batch sampler yields them."""
