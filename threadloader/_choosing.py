@@ -8,12 +8,15 @@ Out: results, as any executor gives them, from whichever candidate ran the
      (``_choice.choose``) passed to ``on_choice``, and from then on every
      ticket goes to the candidate picked.
 
-How: the candidates start together: ``num_workers`` worker processes first
+How: two candidates start together: ``num_workers`` worker processes first
 (forked before any thread of this pool runs: a fork while a thread is in
 the middle of a sample can deadlock the child), then one thread over the
-shared dataset; a helper thread pickles the replica template meanwhile
-(``_choice.replica_template``), and one thread over a replica starts once it
-is ready. Each candidate gets one ticket to begin with, its probe; the
+shared dataset (which gives the dataset's dict keys a shared reference,
+``_ownership``). Once both are measured, replicas are tried: a helper thread
+pickles the template (``_choice.replica_template``; not earlier, because
+the pickler reading the dataset's containers slows the shared threads down
+while they are measured), and one thread over a replica starts once it is
+ready. Each candidate gets one ticket to begin with, its probe; the
 other tickets wait here until some candidate has answered, then go to the
 candidate that would finish them first at the cost measured so far. A
 candidate's cost is its workers' busy seconds over the samples it answered;
@@ -49,7 +52,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import _choice
-from ._choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
+from ._choice import CLEARLY_FASTER, PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
 from ._contract import BatchPart, Result, Ticket
 from ._processes import ProcessExecutor
 from ._threads import ThreadExecutor
@@ -143,7 +146,9 @@ class ChoosingExecutor:
         except (TypeError, OSError, ValueError) as exc:
             self._unavailable[PROCESSES] = f"{type(exc).__name__}: {str(exc)[:120]}"
         self._pools[THREADS] = ThreadExecutor(self._spec, 1, base_seed, False)
-        self._template = _TemplateMaker(spec.dataset, num_workers) if try_replicas else None
+        self._template: _TemplateMaker | None = None  # replicas are tried only where threads measure slow
+        self._try_replicas = try_replicas
+        self._replicas_started = 0.0  # when the template began, if replicas are tried
         self._winner: str | None = None
         self._generation: int | None = None  # the epoch the probe measures
         self._answered: dict[str, int] = {}  # samples each candidate answered in the probe's epoch
@@ -335,12 +340,26 @@ class ChoosingExecutor:
         if not costs:
             return
         best = min(costs.values())
-        late = time.perf_counter() - self._started > PROBE_LIMIT_S
+        late = time.perf_counter() - max(self._started, self._replicas_started) > PROBE_LIMIT_S
         unavailable = dict(self._unavailable)
         if self._template is not None:  # the replica template is still being made
             if not late:
                 return
             unavailable[REPLICAS] = f"its template took more than {PROBE_LIMIT_S:.0f} s"
+        if not self._all_measured(costs, best, late, unavailable):
+            return
+        if self._try_replicas and THREADS in costs:
+            # Replicas last: pickling the template reads the dataset's containers, and a lookup in a worker
+            # thread then waits for them; measured beside it, the shared threads looked several times slower.
+            self._try_replicas = False
+            self._template = _TemplateMaker(self._spec.dataset, self._width)
+            self._replicas_started = time.perf_counter()
+            return
+        if THREADS in costs:
+            self._settle(_choice.choose(costs, unavailable))
+
+    def _all_measured(self, costs: dict[str, float], best: float, late: bool, unavailable: dict[str, str]) -> bool:
+        """Whether every running candidate is measured; fills ``costs`` and ``unavailable`` as it finds out."""
         for name in self._pools:
             measured = name in costs and (self._answered[name] >= PROBE_SAMPLES or costs[name] > CLEARLY_OUT * best)
             if measured:
@@ -350,11 +369,10 @@ class ChoosingExecutor:
                 costs[name] = bound  # at least this, its probe not answered yet
                 continue
             if not late:
-                return
+                return False
             if name not in costs:
                 unavailable[name] = f"no answer within {PROBE_LIMIT_S:.0f} s"
-        if THREADS in costs:
-            self._settle(_choice.choose(costs, unavailable))
+        return True
 
     def _probe_bound(self, name: str) -> float | None:
         """What a candidate still on its probe takes per sample at least: the time since it could start it,
@@ -376,8 +394,12 @@ class ChoosingExecutor:
         and tell no one: a later loader measures again.
         """
         costs = self._costs()
+        unavailable = dict(self._unavailable)
+        for name in (*self._pools, *((REPLICAS,) if self._try_replicas or self._template is not None else ())):
+            if name not in costs:
+                unavailable.setdefault(name, "the epoch ended before they were measured")
         if THREADS in costs:
-            self._settle(_choice.choose(costs, self._unavailable), grow)
+            self._settle(_choice.choose(costs, unavailable), grow)
         else:
             reason = "kept threads over the shared dataset: the epoch ended before they were measured"
             self._settle(ModeChoice(THREADS, costs, reason), grow, tell=False)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _intra_op, _priority, _rng_watch, _torch, randomness
+from . import _intra_op, _ownership, _priority, _rng_watch, _torch, randomness
 from ._contract import ERROR as ERROR
 from ._contract import EXHAUSTED as EXHAUSTED
 from ._contract import OK as OK
@@ -202,6 +202,7 @@ class WorkerRuntime:
         self._in_thread = in_thread
         self.generators = WorkerGenerators(seed)
         self.ready_at: float | None = None  # when start() finished: the worker takes tickets from then on
+        self._shared_keys: list[Any] = []  # the shared dataset's dict keys, referenced from this thread
         self.info = (
             None if worker_id is None else WorkerInfo(worker_id, num_workers, seed, spec.dataset, self.generators)
         )
@@ -252,6 +253,8 @@ class WorkerRuntime:
             fetcher.init_failure = Failure(exc, "worker_nice")
         if spec.datapipe or spec.replicate is not None:
             self.info = info = _own_dataset(spec, info, fetcher, self._in_thread)
+        elif self._in_thread and info.id == 0:  # one thread's references do for every worker (_ownership)
+            self._shared_keys = _ownership.share_keys(fetcher.dataset)
         if spec.replicate is not None:
             self.spec = replace(spec, replicate=None)  # the template is not needed once the replica exists
         _local.info = info
