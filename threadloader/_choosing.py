@@ -52,7 +52,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import _choice
-from ._choice import CLEARLY_FASTER, PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
+from ._choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
 from ._contract import BatchPart, Result, Ticket
 from ._processes import ProcessExecutor
 from ._threads import ThreadExecutor
