@@ -181,6 +181,22 @@ def test_ctrl_c_raises_within_half_a_second_whatever_the_workers_do(mode: str) -
     assert it.finished
 
 
+def _ctrl_c_in_the_main_thread(batch: list[Any]) -> list[Any]:
+    """A collate function during which Ctrl-C arrives, where it runs in the training loop's thread."""
+    if threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt  # as the interpreter raises it, from the signal, at any point of the thread
+    return list(batch)
+
+
+def test_ctrl_c_while_the_first_batch_is_collated_in_the_loop_is_the_users_not_the_batchs(mode: str) -> None:
+    # The epoch's first batch comes from the workers in parts, collated in the training loop's thread.
+    loader = DataLoader(RangeDataset(16), batch_size=4, num_workers=2, mode=mode, collate_fn=_ctrl_c_in_the_main_thread)
+    it = iter(loader)
+    with pytest.raises(KeyboardInterrupt):  # not a WorkerDiedError for batch 0 that a loop may skip
+        next(it)
+    assert it.finished
+
+
 # --- BaseExceptions and unencodable errors ------------------------------------------------------------------
 
 
