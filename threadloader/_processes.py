@@ -31,10 +31,11 @@ DataLoader uses (``fork`` on Linux up to 3.13: nothing is pickled), unless
 the user passes ``multiprocessing_context``; with ``spawn`` or
 ``forkserver`` the loader's ``FetchSpec`` is pickled once per worker.
 ``shutdown()`` is idempotent: stop event, sentinels, a join bounded by
-``_lifecycle.PROCESS_JOIN_S``, then terminate and kill; it unlinks every
-shared-memory file left behind.
-``shutdown(wait=False)`` (Ctrl-C) terminates the workers and leaves the rest
-to a later ``shutdown()``. Workers exit by themselves when the parent dies.
+``_lifecycle.PROCESS_JOIN_S``, then terminate and kill; it closes every
+channel, and with them the shared memory of batches nobody took (it has no
+name: ``_shm``). ``shutdown(wait=False)`` (Ctrl-C) terminates the workers and
+leaves the rest to a later ``shutdown()``. Workers exit by themselves, at
+once, when the parent dies, however it dies (``_process_worker``).
 """
 
 from __future__ import annotations
