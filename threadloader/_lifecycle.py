@@ -7,7 +7,9 @@ Out: at interpreter exit, ``shutdown()`` on each pool still registered, run
      from ``threading._register_atexit``: before the interpreter joins
      non-daemon threads, so exiting while iterating does not hang;
      ``ShutdownGate``, which orders one pool's stop and join; ``join_all``
-     and the two pools' join limits, ``THREAD_JOIN_S`` and ``PROCESS_JOIN_S``.
+     and the two pools' join limits, ``THREAD_JOIN_S`` and ``PROCESS_JOIN_S``;
+     ``signals_deferred``, which keeps Ctrl-C (and any signal with a Python
+     handler) out of a worker process's fork and of a task queue's lock.
 
 Ownership: this module owns one weak set of pools and one lock; it never
 keeps a pool alive. A child made by ``fork`` (process mode's default start
@@ -18,10 +20,12 @@ and a worker process that stopped them at its exit would stop its siblings.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 #: How long a thread pool's shutdown waits for its workers, all together. A thread cannot be stopped
@@ -52,6 +56,21 @@ def _forget_all() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_all)
+
+# The handlers ``signals_deferred`` stands in for, while it does (main thread only): a worker forked then
+# gets them back, not the stand-in that would record its signals for a parent's block (_handlers_back).
+_deferred: dict[int, Any] = {}
+
+
+def _handlers_back() -> None:
+    """In a forked child: the handlers that a ``signals_deferred`` block of the parent stood in for."""
+    handlers = dict(_deferred)
+    _deferred.clear()
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
+os.register_at_fork(after_in_child=_handlers_back)
 
 
 def register(pool: Any) -> None:
@@ -100,4 +119,51 @@ def join_all(workers: Iterable[_Joinable], seconds: float) -> None:
     """Join every worker (thread or process), all within ``seconds`` together; some may still run after."""
     deadline = time.monotonic() + seconds
     for worker in workers:
-        worker.join(max(0.0, deadline - time.monotonic()))
+        try:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        except RuntimeError:  # a thread whose start() a KeyboardInterrupt cut short: nothing to join
+            pass
+
+
+@contextmanager
+def signals_deferred(only: Iterable[int] | None = None) -> Iterator[None]:
+    """Defer, for the block, the Python handlers of the signals that have one (or of ``only`` these).
+
+    A signal that comes during the block is recorded, and raised again
+    right after it, for its own handler: a ``KeyboardInterrupt`` then comes
+    from the code that ran the block. Where one must not land:
+
+    - In ``os.fork()``, while a worker process starts. A signal that comes
+      during the fork (milliseconds for a process that imported torch) is
+      handled by the first Python code after it, in the parent: the
+      interpreter's after-fork callbacks (logging's), which swallow the
+      exception, so Ctrl-C or SIGINT would be lost and the training
+      process would go on.
+    - In ``multiprocessing.Queue.put`` (``only=(SIGINT,)``, 2 µs a ticket):
+      raised inside its condition's Python ``__enter__``, it leaves the
+      queue's lock taken, and the sentinel that shutdown puts there then
+      blocks the exit of the training process for ever.
+
+    A signal mask would not do: the kernel gives a process's signal to any
+    thread that does not block it (a queue's feeder thread, pytest's
+    timer), whose C handler marks it for the main thread all the same.
+    Handlers run in the main thread only, so elsewhere this does nothing;
+    nor is anything needed there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = signal.valid_signals() if only is None else only
+    handlers = {number: handler for number in numbers if callable(handler := signal.getsignal(number))}
+    came: list[int] = []
+    _deferred.update(handlers)
+    for number in handlers:
+        signal.signal(number, lambda number, _frame: came.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        _deferred.clear()
+        for number in dict.fromkeys(came):  # once each, in order
+            signal.raise_signal(number)

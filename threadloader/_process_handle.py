@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import sys
 from typing import Any
 
@@ -43,6 +44,7 @@ from ._torch import pin_batch
 from .worker import FetchSpec
 
 _SIGNAL_JOIN_S = 1.0  # after terminate() (then kill()): how long a worker gets to exit
+_CTRL_C = (signal.SIGINT,)  # deferred while a ticket goes into a task queue (_lifecycle.signals_deferred)
 
 
 class WorkerProcess:
@@ -65,7 +67,8 @@ class WorkerProcess:
     def give(self, ticket: Ticket) -> None:
         """Send ``ticket`` to this worker, and hold it until answered."""
         self.held.append(ticket)
-        self.tasks.put(ticket)
+        with _lifecycle.signals_deferred(_CTRL_C):
+            self.tasks.put(ticket)
 
     def answered(self, generation: int, seq: int) -> None:
         """Forget the first held ticket ``(generation, seq)`` (a split batch's parts share a seq)."""
@@ -123,7 +126,8 @@ class WorkerProcess:
         _take_all(self.tasks)
         if self.process.exitcode is None:
             try:
-                self.tasks.put(None)
+                with _lifecycle.signals_deferred(_CTRL_C):
+                    self.tasks.put(None)
             except (OSError, ValueError):
                 pass
 
