@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import pickle
 import queue
-import signal
 import sys
 from typing import Any
 
@@ -44,7 +43,6 @@ from ._torch import pin_batch
 from .worker import FetchSpec
 
 _SIGNAL_JOIN_S = 1.0  # after terminate() (then kill()): how long a worker gets to exit
-_CTRL_C = (signal.SIGINT,)  # deferred while a ticket goes into a task queue (_lifecycle.signals_deferred)
 
 
 class WorkerProcess:
@@ -67,8 +65,7 @@ class WorkerProcess:
     def give(self, ticket: Ticket) -> None:
         """Send ``ticket`` to this worker, and hold it until answered."""
         self.held.append(ticket)
-        with _lifecycle.signals_deferred(_CTRL_C):
-            self.tasks.put(ticket)
+        _lifecycle.put_past_ctrl_c(self.tasks, ticket)
 
     def answered(self, generation: int, seq: int) -> None:
         """Forget the first held ticket ``(generation, seq)`` (a split batch's parts share a seq)."""
@@ -126,8 +123,7 @@ class WorkerProcess:
         _take_all(self.tasks)
         if self.process.exitcode is None:
             try:
-                with _lifecycle.signals_deferred(_CTRL_C):
-                    self.tasks.put(None)
+                _lifecycle.put_past_ctrl_c(self.tasks, None)
             except (OSError, ValueError):
                 pass
 
