@@ -56,12 +56,13 @@ def test_workers_end_within_a_second_of_the_iterators_last_reference_after_a_use
     loader = DataLoader(FailingDataset(1000, bad=(5,)), batch_size=2, num_workers=num_workers, mode=mode)
     it = iter(loader)
     gc.disable()  # only reference counting frees the iterator now, as between two runs of the cyclic collector
+    kept: list[BaseException] = []
     try:
         try:
             for _ in it:
                 pass
-        except KeyError:  # the error in __getitem__ went through the training loop; nothing here keeps it
-            pass
+        except KeyError as error:  # the error in __getitem__ went through the training loop
+            kept.append(error)  # and the program keeps it, as a notebook keeps the last one (sys.last_exc)
         else:
             pytest.fail("the dataset's KeyError was not raised")
         threads = _worker_threads()
@@ -69,7 +70,7 @@ def test_workers_end_within_a_second_of_the_iterators_last_reference_after_a_use
         assert threads or processes or not num_workers
         gone = weakref.ref(it)
         del it
-        assert gone() is None, "the iterator outlived its last reference: something made a cycle through it"
+        assert gone() is None, "the iterator outlived its last reference: a cycle, or the kept error's frames"
         deadline = time.monotonic() + 1.0
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -52,7 +52,7 @@ def test_encode_decode_round_trip_numpy_and_torch() -> None:
         "objects": ["a", 1, None],
     }
     (pickled, files, layout), fds = _shm.encode(batch, f"threadloader-{os.getpid()}-test")
-    assert [header.role for header in files] == [_shm.BATCH] and len(fds) == 1
+    assert [header[0] for header in files] == [_shm.BATCH] and len(fds) == 1
     assert len(layout) == 4  # the small array travels in the pickle
     assert len(pickled) < 2000  # array bytes are not in the pickle
     assert not _leftovers(f"threadloader-{os.getpid()}-")  # the file has no name, even in flight
@@ -132,8 +132,8 @@ def test_arena_tensors_travel_as_their_files_and_the_rest_is_freed(arena_prefix:
     (pickled, files, layout), fds = _shm.encode({"x": kept_x, "z": cut_z}, arena_prefix, arena)
     assert [kind for kind, *_ in layout] == ["slot", "torch"]
     # the batch's own file (z's copy), then the worker's state file and x's recycled file: its first batch
-    assert [header.role for header in files] == [_shm.BATCH, _shm.STATE, _shm.SLOT]
-    x_slot = layout[0][1].slot
+    assert [header[0] for header in files] == [_shm.BATCH, _shm.STATE, _shm.SLOT]
+    x_slot = layout[0][1][1]
     arena.release()
     assert not arena.files
     assert list(arena._state[:3]) == [_shm.IN_USE if slot == x_slot else _shm.FREE for slot in range(3)]
@@ -160,7 +160,7 @@ def _send(arena: object, batch: object, prefix: str, roles: list[list[str]] | No
     if arena is not None:
         arena.release()  # type: ignore[attr-defined]
     if roles is not None:
-        roles.append([header.role for header in encoded[1]])
+        roles.append([header[0] for header in encoded[1]])
     parent, worker = _shm.socket_pair()
     with parent, worker:
         _shm.send_files(worker, fds)
@@ -245,7 +245,7 @@ def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(mon
     def spy(pickled: bytes, headers: tuple[_shm.FileHeader, ...], layout: list[tuple[str, object, object, object]],
             fds: list[int]) -> object:
         files.extend(kind == "slot" for kind, *_ in layout if kind in ("slot", "own"))
-        new_files[0] += sum(header.role == _shm.SLOT for header in headers)
+        new_files[0] += sum(header[0] == _shm.SLOT for header in headers)
         return decode(pickled, headers, layout, fds)
 
     monkeypatch.setattr(_shm, "decode", spy)

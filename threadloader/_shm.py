@@ -63,7 +63,7 @@ import socket
 import sys
 import weakref
 from itertools import count
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -79,26 +79,14 @@ _counter = count()
 BATCH, OWN, STATE, SLOT = "batch", "own", "state", "slot"
 
 
-class FileHeader(NamedTuple):
-    """What one descriptor sent before a message is: the parent maps ``nbytes`` of it.
-
-    ``role`` is ``BATCH`` (the batch's own file: arrays at offsets), ``OWN``
-    (one stacked tensor's one-off file), ``STATE`` (a worker's state file:
-    one byte per recycled slot) or ``SLOT`` (the new file of recycled slot
-    ``slot``); ``table`` names the worker's ``SlotTable`` for the last two.
-    """
-
-    role: str
-    nbytes: int
-    table: str | None = None
-    slot: int = -1
-
-
-class SlotFile(NamedTuple):
-    """Where a tensor in one of a worker's recycled files travels (``_shm_collate.ShmArena``)."""
-
-    table: str  # the worker's SlotTable, in the parent
-    slot: int
+#: ``(role, nbytes, table, slot)``: what one descriptor sent before a message is; the parent maps ``nbytes``
+#: of it. ``role`` is ``BATCH`` (the batch's own file: arrays at offsets), ``OWN`` (one stacked tensor's
+#: one-off file), ``STATE`` (a worker's state file: one byte per recycled slot) or ``SLOT`` (the new file of
+#: recycled slot ``slot``); ``table`` names the worker's ``SlotTable`` for the last two (else ``None``, and
+#: ``slot`` is -1). A plain tuple, like the rest of a message (``_contract`` says why: one per batch).
+FileHeader: TypeAlias = tuple[str, int, str | None, int]
+#: ``(table, slot)``: where a tensor in one of a worker's recycled files travels (``_shm_collate.ShmArena``).
+SlotFile: TypeAlias = tuple[str, int]
 
 
 @functools.cache
@@ -325,8 +313,10 @@ def _write_batch_file(
             for header, fd in arena.files_for(array, fds):  # those the parent does not have yet
                 files.append(header)
                 fds.append(fd)
-            where = array if isinstance(array, SlotFile) else len(files) - 1
-            layout.append(("slot" if isinstance(array, SlotFile) else "own", where, meta[0], meta[1]))
+            if type(array) is int:  # a recycled slot
+                layout.append(("slot", (arena.table, array), meta[0], meta[1]))
+            else:  # a one-off file: the last one files_for gave
+                layout.append(("own", len(files) - 1, meta[0], meta[1]))
             continue
         dtype, shape = (array.dtype, array.shape) if kind == "numpy" else meta
         layout.append((kind, offset, dtype, shape))
@@ -344,7 +334,7 @@ def _write_batch_file(
     except BaseException:
         os.close(fd)
         raise
-    files.insert(0, FileHeader(BATCH, offset))
+    files.insert(0, (BATCH, offset, None, -1))
     fds.insert(0, fd)
     layout = [(kind, where + 1 if kind == "own" else where, dtype, shape) for kind, where, dtype, shape in layout]
     return (pickled, tuple(files), layout), fds
@@ -365,7 +355,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             import torch
 
             if kind == "slot":
-                raw = SlotTable.of(where.table).view(where.slot)
+                raw = SlotTable.of(where[0]).view(where[1])
             else:
                 raw = np.frombuffer(self._mapped[where], dtype=np.uint8)
             return torch.from_numpy(raw).view(dtype).reshape(shape)
@@ -494,19 +484,19 @@ def _adopt(files: tuple[FileHeader, ...], fds: list[int]) -> list[mmap.mmap | No
     """
     mapped: list[mmap.mmap | None] = []
     try:
-        for header, fd in zip(files, fds, strict=True):
-            if header.role == SLOT:
-                assert header.table is not None
-                table = SlotTable.of(header.table)
-                table.forget(header.slot)
-                table.install(header.slot, mmap.mmap(fd, header.nbytes))
+        for (role, nbytes, name, slot), fd in zip(files, fds, strict=True):
+            if role == SLOT:
+                assert name is not None
+                table = SlotTable.of(name)
+                table.forget(slot)
+                table.install(slot, mmap.mmap(fd, nbytes))
                 mapped.append(None)
-            elif header.role == STATE:
-                assert header.table is not None
-                _slot_tables[header.table] = SlotTable(mmap.mmap(fd, header.nbytes))
+            elif role == STATE:
+                assert name is not None
+                _slot_tables[name] = SlotTable(mmap.mmap(fd, nbytes))
                 mapped.append(None)
             else:
-                mapped.append(mmap.mmap(fd, header.nbytes))
+                mapped.append(mmap.mmap(fd, nbytes))
     finally:
         close_all(fds)
     return mapped
@@ -545,9 +535,9 @@ def _free_slots(layout: list[tuple[str, Any, Any, Any]]) -> None:
     """Mark the recycled slots of a batch that will never be read free again."""
     for kind, where, _dtype, _shape in layout:
         if kind == "slot":
-            table = _slot_tables.get(where.table)
+            table = _slot_tables.get(where[0])
             if table is not None:  # else the pool was swept: the worker is gone
-                table.free(where.slot)
+                table.free(where[1])
 
 
 def remove_leftovers(prefix: str) -> int:

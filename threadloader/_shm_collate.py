@@ -79,7 +79,7 @@ class ShmArena:
         """
         self._prefix = prefix
         # data_ptr -> (where it travels, bytes) of this batch's tensors
-        self.files: dict[int, tuple[OwnFile | _shm.SlotFile, int]] = {}
+        self.files: dict[int, tuple[OwnFile | int, int]] = {}  # a one-off file, or a recycled slot's number
         self.table = f"{prefix}-{os.getpid()}"
         self._state_fd: int | None
         self._state_fd, self._state = _shm.new_file(slots, prefix)
@@ -91,7 +91,7 @@ class ShmArena:
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         slot = self._free_slot(nbytes)
-        where: OwnFile | _shm.SlotFile
+        where: OwnFile | int
         if slot is None:
             fd, mapped = _shm.new_file(nbytes, self._prefix)
             where = OwnFile(fd, nbytes)
@@ -102,7 +102,7 @@ class ShmArena:
                     os.close(entry.fd)  # a file the parent never had; the old mapping goes with its tensors
                 entry = self._slots[slot] = _Slot(*_file_and_size(nbytes, self._prefix))
             self._state[slot] = _shm.IN_USE
-            where, mapped = _shm.SlotFile(self.table, slot), entry.mapped
+            where, mapped = slot, entry.mapped
         raw = np.frombuffer(mapped, dtype=np.uint8, count=nbytes)  # keeps the mapping alive as long as the tensor
         result = torch.from_numpy(raw).view(dtype).reshape(shape)
         self.files[result.data_ptr()] = (where, nbytes)
@@ -115,8 +115,10 @@ class ShmArena:
         empty = (slot for slot in free if self._slots[slot] is None)
         return next(chain(sized, empty, free), None)
 
-    def take(self, tensor: Any) -> OwnFile | _shm.SlotFile | None:
-        """Where ``tensor`` travels if it is exactly one of this batch's files, else ``None``.
+    def take(self, tensor: Any) -> OwnFile | int | None:
+        """Where ``tensor`` travels (its one-off file, or its slot) if it is exactly one of this batch's files.
+
+        ``None`` otherwise.
 
         The file then belongs to the batch: a one-off file's descriptor goes
         with it (``files_for``), and the parent frees a recycled one.
@@ -129,7 +131,7 @@ class ShmArena:
         del self.files[tensor.data_ptr()]
         return entry[0]
 
-    def files_for(self, where: OwnFile | _shm.SlotFile, carried: list[int]) -> list[tuple[_shm.FileHeader, int]]:
+    def files_for(self, where: OwnFile | int, carried: list[int]) -> list[tuple[_shm.FileHeader, int]]:
         """The files the parent needs for ``where`` and has not had yet, with their descriptors.
 
         Args:
@@ -141,32 +143,32 @@ class ShmArena:
         until ``handed_over``.
         """
         if isinstance(where, OwnFile):
-            return [(_shm.FileHeader(_shm.OWN, where.nbytes), where.fd)]
-        needed = []
+            return [((_shm.OWN, where.nbytes, None, -1), where.fd)]
+        needed: list[tuple[_shm.FileHeader, int]] = []
         if self._state_fd is not None and self._state_fd not in carried:
-            needed.append((_shm.FileHeader(_shm.STATE, len(self._slots), self.table), self._state_fd))
-        entry = self._slots[where.slot]
+            needed.append(((_shm.STATE, len(self._slots), self.table, -1), self._state_fd))
+        entry = self._slots[where]
         assert entry is not None  # a slot that a tensor was written into has a file
         if entry.fd is not None and entry.fd not in carried:
-            needed.append((_shm.FileHeader(_shm.SLOT, entry.nbytes, self.table, where.slot), entry.fd))
+            needed.append(((_shm.SLOT, entry.nbytes, self.table, where), entry.fd))
         return needed
 
     def handed_over(self, files: tuple[_shm.FileHeader, ...]) -> None:
         """A batch was encoded with ``files``: their descriptors are the caller's to send and close now."""
-        for header in files:
-            if header.role == _shm.STATE:
+        for role, _nbytes, _table, slot in files:
+            if role == _shm.STATE:
                 self._state_fd = None
-            elif header.role == _shm.SLOT:
-                entry = self._slots[header.slot]
+            elif role == _shm.SLOT:
+                entry = self._slots[slot]
                 assert entry is not None
                 entry.fd = None
 
-    def give_back(self, where: OwnFile | _shm.SlotFile) -> None:
+    def give_back(self, where: OwnFile | int) -> None:
         """Free a file that ``take`` handed out but that was never sent (encoding the batch failed)."""
-        if isinstance(where, _shm.SlotFile):
-            self._state[where.slot] = _shm.FREE
-        else:
+        if isinstance(where, OwnFile):
             os.close(where.fd)
+        else:
+            self._state[where] = _shm.FREE
 
     def release(self) -> None:
         """Free the files no batch took (call after every batch, sent or failed)."""
