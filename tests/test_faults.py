@@ -181,6 +181,66 @@ def test_ctrl_c_raises_within_half_a_second_whatever_the_workers_do(mode: str) -
     assert it.finished
 
 
+def _ctrl_c_in_the_main_thread(batch: list[Any]) -> list[Any]:
+    """A collate function during which Ctrl-C arrives, where it runs in the training loop's thread."""
+    if threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt  # as the interpreter raises it, from the signal, at any point of the thread
+    return list(batch)
+
+
+def test_ctrl_c_while_the_first_batch_is_collated_in_the_loop_is_the_users_not_the_batchs(mode: str) -> None:
+    # The epoch's first batch comes from the workers in parts, collated in the training loop's thread.
+    loader = DataLoader(RangeDataset(16), batch_size=4, num_workers=2, mode=mode, collate_fn=_ctrl_c_in_the_main_thread)
+    it = iter(loader)
+    with pytest.raises(KeyboardInterrupt):  # not a WorkerDiedError for batch 0 that a loop may skip
+        next(it)
+    assert it.finished
+
+
+def test_ctrl_c_during_a_worker_fork_raises_once_the_worker_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A SIGINT during os.fork() would be handled by the interpreter's after-fork callbacks, which swallow the
+    # KeyboardInterrupt: the pool holds it back until the new worker is started and recorded.
+    forked: list[int] = []
+    fork = os.fork
+
+    def fork_while_ctrl_c_arrives() -> int:
+        if not forked:
+            os.kill(os.getpid(), signal.SIGINT)
+        pid = fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_while_ctrl_c_arrives)
+    it = iter(DataLoader(RangeDataset(16), batch_size=4, num_workers=2, mode="process"))
+    with pytest.raises(KeyboardInterrupt):
+        next(it)
+    assert forked, "the KeyboardInterrupt came before the fork it arrived in"
+    # the pool that was starting stopped the worker it had started (the autouse leak check)
+
+
+def test_ctrl_c_while_a_ticket_goes_to_a_worker_leaves_its_queue_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Raised inside multiprocessing.Queue.put (in its condition's Python __enter__), a KeyboardInterrupt can
+    # leave the queue's lock taken, and shutdown's sentinel would block the exit for ever.
+    import multiprocessing.queues
+
+    put = multiprocessing.queues.Queue.put
+    done: list[bool] = []
+
+    def put_while_ctrl_c_arrives(self: Any, obj: Any, *args: Any, **kwargs: Any) -> None:
+        if not done:
+            os.kill(os.getpid(), signal.SIGINT)
+        put(self, obj, *args, **kwargs)
+        done.append(True)
+
+    monkeypatch.setattr(multiprocessing.queues.Queue, "put", put_while_ctrl_c_arrives)
+    it = iter(DataLoader(RangeDataset(16), batch_size=4, num_workers=2, mode="process"))
+    with pytest.raises(KeyboardInterrupt):
+        next(it)
+    assert done, "the KeyboardInterrupt came inside the put"
+    it.close()  # puts the sentinels into the same queues: no hang (pytest-timeout)
+
+
 # --- BaseExceptions and unencodable errors ------------------------------------------------------------------
 
 

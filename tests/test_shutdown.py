@@ -16,8 +16,9 @@ import threading
 import time
 import weakref
 
+import psutil
 import pytest
-from sample_datasets import RangeDataset, SlowDataset
+from sample_datasets import FailingDataset, RangeDataset, SlowDataset
 
 from threadloader import DataLoader
 
@@ -46,6 +47,37 @@ def test_del_iterator_stops_workers(mode: str) -> None:
     del it
     gc.collect()
     assert ref() is None  # workers hold no strong reference to the iterator
+
+
+@pytest.mark.parametrize(("mode", "num_workers"), [("thread", 2), ("process", 2), ("thread", 0)])
+def test_workers_end_within_a_second_of_the_iterators_last_reference_after_a_user_error_without_the_cyclic_gc(
+    mode: str, num_workers: int
+) -> None:
+    loader = DataLoader(FailingDataset(1000, bad=(5,)), batch_size=2, num_workers=num_workers, mode=mode)
+    it = iter(loader)
+    gc.disable()  # only reference counting frees the iterator now, as between two runs of the cyclic collector
+    kept: list[BaseException] = []
+    try:
+        try:
+            for _ in it:
+                pass
+        except KeyError as error:  # the error in __getitem__ went through the training loop
+            kept.append(error)  # and the program keeps it, as a notebook keeps the last one (sys.last_exc)
+        else:
+            pytest.fail("the dataset's KeyError was not raised")
+        threads = _worker_threads()
+        processes = [psutil.Process(pid) for pid in it._executor.pids()] if num_workers and mode == "process" else []
+        assert threads or processes or not num_workers
+        gone = weakref.ref(it)
+        del it
+        assert gone() is None, "the iterator outlived its last reference: a cycle, or the kept error's frames"
+        deadline = time.monotonic() + 1.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        _gone, alive = psutil.wait_procs(processes, timeout=max(0.0, deadline - time.monotonic()))
+        assert not [t.name for t in threads if t.is_alive()] and not alive, "workers outlived the iterator by 1 s"
+    finally:
+        gc.enable()
 
 
 def test_workers_hold_no_reference_to_iterator_in_cycle(mode: str) -> None:

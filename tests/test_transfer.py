@@ -1,4 +1,4 @@
-"""Process mode moves arrays and tensors through shared memory and leaves nothing in /dev/shm."""
+"""Process mode moves arrays and tensors through shared memory that has no name: nothing is ever in /dev/shm."""
 
 from __future__ import annotations
 
@@ -21,11 +21,24 @@ def _identity(batch: list[dict[str, object]]) -> list[dict[str, object]]:
 
 @pytest.fixture
 def arena_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A file-name prefix for a test's own arena; every file and parent-side table of it is gone afterwards."""
+    """A prefix for a test's own arena; every parent-side table of it is gone afterwards."""
     prefix = f"threadloader-{os.getpid()}-{request.node.name[:40]}"
     yield prefix
-    _shm.remove_leftovers(prefix)
     _shm.forget_slot_tables(prefix)
+
+
+def _close_arena(arena: object) -> None:
+    """Close the descriptors an arena still holds (those of files no batch handed to the parent)."""
+    fds = [arena._state_fd] + [slot.fd for slot in arena._slots if slot is not None]  # type: ignore[attr-defined]
+    _shm.close_all([fd for fd in fds if fd is not None])
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def test_encode_decode_round_trip_numpy_and_torch() -> None:
@@ -38,11 +51,13 @@ def test_encode_decode_round_trip_numpy_and_torch() -> None:
         "bf16": torch.ones(4096, dtype=torch.bfloat16),
         "objects": ["a", 1, None],
     }
-    pickled, name, layout = _shm.encode(batch, f"threadloader-{os.getpid()}-test")
-    assert name is not None and len(layout) == 4  # the small array travels in the pickle
+    (pickled, files, layout), fds = _shm.encode(batch, f"threadloader-{os.getpid()}-test")
+    assert [header[0] for header in files] == [_shm.BATCH] and len(fds) == 1
+    assert len(layout) == 4  # the small array travels in the pickle
     assert len(pickled) < 2000  # array bytes are not in the pickle
-    out = _shm.decode(pickled, name, layout)
-    assert not os.path.exists(os.path.join(_shm.SHM_DIR, name))  # unlinked once mapped
+    assert not _leftovers(f"threadloader-{os.getpid()}-")  # the file has no name, even in flight
+    out = _shm.decode(pickled, files, layout, fds)
+    assert not _is_open(fds[0])  # decode closed the descriptor: the mapping keeps the memory
     np.testing.assert_array_equal(out["big"], batch["big"])
     np.testing.assert_array_equal(out["strided"], batch["strided"])
     np.testing.assert_array_equal(out["small"], batch["small"])
@@ -71,7 +86,7 @@ def test_small_tensors_travel_as_raw_bytes_with_torch_semantics(monkeypatch: pyt
 
     with monkeypatch.context() as patched:
         patched.setattr(serialization, "_legacy_save", no_storage_pickling)
-        out = _shm.decode(*_shm.encode(whole, f"threadloader-{os.getpid()}-small"))
+        out = _round_trip(whole, f"threadloader-{os.getpid()}-small")
     for sent, got in zip(whole["dtypes"], out["dtypes"]):
         assert got.dtype == sent.dtype and got.shape == sent.shape and torch.equal(got, sent)
     assert out["scalar"].shape == () and out["scalar"].item() == 3.5
@@ -82,7 +97,7 @@ def test_small_tensors_travel_as_raw_bytes_with_torch_semantics(monkeypatch: pyt
     # Anything else about a tensor keeps torch's own pickling: offsets, strides, the conjugate bit.
     transposed = torch.arange(6.0).view(2, 3).t()
     others = {"slice": labels[2:], "transposed": transposed, "conj": torch.tensor([1 + 2j]).conj()}
-    back = _shm.decode(*_shm.encode(others, f"threadloader-{os.getpid()}-small"))
+    back = _round_trip(others, f"threadloader-{os.getpid()}-small")
     assert torch.equal(back["slice"], labels[2:])
     assert torch.equal(back["transposed"], others["transposed"]) and back["transposed"].stride() == (1, 3)
     assert back["conj"].is_conj() and torch.equal(back["conj"].resolve_conj(), others["conj"].resolve_conj())
@@ -105,7 +120,7 @@ def test_uncollated_numpy_arrays_travel_in_process_mode() -> None:
     assert all(isinstance(s["x"], np.ndarray) for b in batches for s in b)
 
 
-def test_arena_tensors_travel_by_file_name_and_the_rest_is_freed(arena_prefix: str) -> None:
+def test_arena_tensors_travel_as_their_files_and_the_rest_is_freed(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
     from threadloader._shm_collate import ShmArena, make_collate
 
@@ -114,31 +129,47 @@ def test_arena_tensors_travel_by_file_name_and_the_rest_is_freed(arena_prefix: s
     batch = collate([{"x": torch.full((32, 32), float(i)), "y": i, "z": np.ones(2048)} for i in range(4)])
     assert len(arena.files) == 2  # x and z stacked into recycled files; y is small
     kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
-    pickled, name, layout = _shm.encode({"x": kept_x, "z": cut_z}, arena_prefix, arena)
-    assert [kind for kind, *_ in layout] == ["torch_file", "torch"]
-    x_slot = layout[0][1].slot
+    (pickled, files, layout), fds = _shm.encode({"x": kept_x, "z": cut_z}, arena_prefix, arena)
+    assert [kind for kind, *_ in layout] == ["slot", "torch"]
+    # the batch's own file (z's copy), then the worker's state file and x's recycled file: its first batch
+    assert [header[0] for header in files] == [_shm.BATCH, _shm.STATE, _shm.SLOT]
+    x_slot = layout[0][1][1]
     arena.release()
     assert not arena.files
     assert list(arena._state[:3]) == [_shm.IN_USE if slot == x_slot else _shm.FREE for slot in range(3)]
-    assert _leftovers(arena_prefix) == 4  # the state file, x's and z's recycled files, the batch's own file
-    out = _shm.decode(pickled, name, layout)
-    assert _leftovers(arena_prefix) == 3  # the batch's file is unlinked once mapped; recycled files stay
+    assert not _leftovers(arena_prefix)  # no file has a name
+    out = _shm.decode(pickled, files, layout, fds)
+    assert not any(_is_open(fd) for fd in fds)
     assert torch.equal(out["x"], kept_x) and torch.equal(out["z"], cut_z)
     assert out["x"].dtype == torch.float32 and out["x"].shape == (4, 32, 32)
     view = out["x"][1:]
     del out
     gc.collect()
+    _shm._free_released()  # what the next batch's decode does first
     assert arena._state[x_slot] == _shm.IN_USE  # a view of the tensor still holds the file
     del view
-    gc.collect()
+    assert arena._state[x_slot] == _shm.IN_USE  # no Python code ran when it went (a Ctrl-C could be lost there)
+    _shm._free_released()
     assert arena._state[x_slot] == _shm.FREE
+    _close_arena(arena)
 
 
-def _send(arena: object, batch: object, prefix: str) -> object:
-    """A worker's encode and release, then the parent's decode, in this one process."""
-    encoded = _shm.encode(batch, prefix, arena)
-    arena.release()  # type: ignore[attr-defined]
-    return _shm.decode(*encoded)
+def _send(arena: object, batch: object, prefix: str, roles: list[list[str]] | None = None) -> object:
+    """A worker's encode, send and release, then the parent's receive and decode, in this one process."""
+    encoded, fds = _shm.encode(batch, prefix, arena)
+    if arena is not None:
+        arena.release()  # type: ignore[attr-defined]
+    if roles is not None:
+        roles.append([header[0] for header in encoded[1]])
+    parent, worker = _shm.socket_pair()
+    with parent, worker:
+        _shm.send_files(worker, fds)
+        _shm.close_all(fds)  # the worker's copies: the socket carries its own
+        return _shm.decode(*encoded, _shm.receive_files(parent, len(encoded[1])))
+
+
+def _round_trip(batch: object, prefix: str) -> object:
+    return _send(None, batch, prefix)
 
 
 def test_recycled_files_are_reused_only_once_the_parent_is_done(arena_prefix: str) -> None:
@@ -147,22 +178,45 @@ def test_recycled_files_are_reused_only_once_the_parent_is_done(arena_prefix: st
 
     arena = ShmArena(arena_prefix, slots=2)
     collate = make_collate(arena)
-    first = _send(arena, collate([torch.full((64, 64), 1.0)] * 4), arena_prefix)
-    names = set(os.listdir(_shm.SHM_DIR))
-    held = _send(arena, collate([torch.full((64, 64), 2.0)] * 4), arena_prefix)  # first's file is in use
-    assert set(os.listdir(_shm.SHM_DIR)) - names  # so a second file was made
-    spill = _send(arena, collate([torch.full((64, 64), 3.0)] * 4), arena_prefix)  # both in use: a one-off file
+    roles: list[list[str]] = []
+    first = _send(arena, collate([torch.full((64, 64), 1.0)] * 4), arena_prefix, roles)
+    held = _send(arena, collate([torch.full((64, 64), 2.0)] * 4), arena_prefix, roles)  # first's file is in use
+    spill = _send(arena, collate([torch.full((64, 64), 3.0)] * 4), arena_prefix, roles)  # both in use: one-off
+    # the state file goes once, each recycled file once, and a one-off file with its batch
+    assert roles == [[_shm.STATE, _shm.SLOT], [_shm.SLOT], [_shm.OWN]]
     assert bool((first == 1.0).all()) and bool((held == 2.0).all()) and bool((spill == 3.0).all())
-    assert _leftovers(arena_prefix) == 3  # the state file and two recycled files; the one-off one is unlinked
     del first, spill
     gc.collect()
-    names = set(os.listdir(_shm.SHM_DIR))
-    again = _send(arena, collate([torch.full((64, 64), 4.0)] * 4), arena_prefix)
-    assert set(os.listdir(_shm.SHM_DIR)) == names  # written into first's file: no new file
+    _shm._free_released()  # the parent frees released slots as it rebuilds its next batch; here none came yet
+    again = _send(arena, collate([torch.full((64, 64), 4.0)] * 4), arena_prefix, roles)
+    assert roles[-1] == []  # written into first's file, which the parent already has: no new file
     assert bool((again == 4.0).all()) and bool((held == 2.0).all())  # the held batch is untouched
-    other_size = _send(arena, collate([torch.full((64, 32), 5.0)] * 4), arena_prefix)
+    del again
+    gc.collect()
+    _shm._free_released()
+    other_size = _send(arena, collate([torch.full((64, 32), 5.0)] * 4), arena_prefix, roles)
+    assert roles[-1] == [_shm.SLOT]  # the free slot got a new file of the new size, sent with its batch
     assert bool((other_size == 5.0).all()) and other_size.shape == (4, 64, 32)
-    assert bool((again == 4.0).all()) and bool((held == 2.0).all())
+    assert bool((held == 2.0).all())
+    _close_arena(arena)
+
+
+def test_a_batch_of_more_files_than_one_socket_message_carries() -> None:
+    torch = pytest.importorskip("torch")
+    from threadloader._shm_collate import ShmArena, make_collate
+
+    prefix = f"threadloader-{os.getpid()}-many"
+    arena = ShmArena(prefix, slots=1)
+    collate = make_collate(arena)
+    number = 2 * _shm._FDS_PER_MESSAGE + 7  # the first recycled, the rest one-off files: three socket messages
+    batch = collate([{str(key): torch.full((1024,), float(key)) for key in range(number)}] * 2)
+    roles: list[list[str]] = []
+    out = _send(arena, batch, prefix, roles)
+    assert len(roles[0]) == number + 1  # and the state file
+    assert all(bool((out[str(key)] == float(key)).all()) and out[str(key)].shape == (2, 1024) for key in range(number))
+    del out, batch
+    gc.collect()
+    _shm.forget_slot_tables(prefix)
 
 
 def test_a_dropped_batch_gives_its_recycled_file_back(arena_prefix: str) -> None:
@@ -171,25 +225,28 @@ def test_a_dropped_batch_gives_its_recycled_file_back(arena_prefix: str) -> None
 
     arena = ShmArena(arena_prefix, slots=1)
     collate = make_collate(arena)
-    encoded = _shm.encode(collate([torch.zeros(64, 64)] * 4), arena_prefix, arena)
+    encoded, fds = _shm.encode(collate([torch.zeros(64, 64)] * 4), arena_prefix, arena)
     arena.release()
     assert arena._state[0] == _shm.IN_USE
-    _shm.discard_encoded(*encoded)  # e.g. a stale epoch's batch, never rebuilt
+    _shm.discard_encoded(*encoded, fds)  # e.g. a stale epoch's batch, never rebuilt
     assert arena._state[0] == _shm.FREE
+    assert not any(_is_open(fd) for fd in fds)
+    again = _send(arena, collate([torch.ones(64, 64)] * 4), arena_prefix)  # the parent kept the file it was sent
+    assert bool((again == 1.0).all())
 
 
 def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     from threadloader._shm_collate import SLOTS
-    files: list[tuple[str, bool]] = []  # (file name, recycled) of every stacked tensor, in arrival order
+    files: list[bool] = []  # whether each stacked tensor came in a recycled file, in arrival order
+    new_files = [0]  # recycled files the parent was sent
     decode = _shm.decode
 
-    def spy(pickled: bytes, name: str | None, layout: list[tuple[str, object, object, object]]) -> object:
-        for kind, where, *_ in layout:
-            if kind == "torch_file":
-                recycled = isinstance(where, _shm.RecycledFile)
-                files.append((where.name if recycled else str(where), recycled))
-        return decode(pickled, name, layout)
+    def spy(pickled: bytes, headers: tuple[_shm.FileHeader, ...], layout: list[tuple[str, object, object, object]],
+            fds: list[int]) -> object:
+        files.extend(kind == "slot" for kind, *_ in layout if kind in ("slot", "own"))
+        new_files[0] += sum(header[0] == _shm.SLOT for header in headers)
+        return decode(pickled, headers, layout, fds)
 
     monkeypatch.setattr(_shm, "decode", spy)
     dataset = ArrayDataset(48, size=8192)
@@ -205,11 +262,11 @@ def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(mon
         loader.close()
     assert len(files) == 4 * 11  # every batch but each epoch's first (split over the workers) came in a file
     dropped_epochs = files[: 2 * 11]
-    assert all(recycled for _name, recycled in dropped_epochs)  # never more in use than a worker's slots
-    assert len({name for name, _recycled in dropped_epochs}) <= 2 * 8  # recycled: a few files per worker
+    assert all(dropped_epochs)  # never more in use than a worker's slots
     # While every batch is held, a worker that happens to make more than SLOTS of the 22 spills to one-off files
     # once its slots are full (less one that the last dropped batch may still hold as the epoch turns).
-    assert sum(recycled for _name, recycled in files[2 * 11 :]) >= SLOTS - 1
+    assert sum(files[2 * 11 :]) >= SLOTS - 1
+    assert new_files[0] <= 2 * SLOTS  # each recycled file was sent once: its later batches reuse the mapping
     assert len(held) == 2 * 12
     for indices, x in held:  # no batch was overwritten while it was held, though files were reused
         np.testing.assert_array_equal(x[:, 0].numpy(), np.asarray(indices, dtype=x.numpy().dtype))
@@ -232,7 +289,8 @@ def test_arena_collate_keeps_torch_semantics() -> None:
         collate([torch.zeros(2048), torch.zeros(2049)])
     arena.release()
     assert not any(arena._state[:])  # every file went back to the arena
-    assert _shm.remove_leftovers(f"threadloader-{os.getpid()}-semantics") == 2  # its state file, one recycled file
+    assert sum(slot is not None for slot in arena._slots) == 1  # one recycled file, the first batch's
+    _close_arena(arena)
 
 
 def test_process_mode_stacks_batches_into_shared_memory_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,16 +298,17 @@ def test_process_mode_stacks_batches_into_shared_memory_once(monkeypatch: pytest
     kinds: list[str] = []
     decode = _shm.decode
 
-    def spy(pickled: bytes, name: str | None, layout: list[tuple[str, object, object, object]]) -> object:
+    def spy(pickled: bytes, headers: tuple[_shm.FileHeader, ...], layout: list[tuple[str, object, object, object]],
+            fds: list[int]) -> object:
         kinds.extend(kind for kind, *_ in layout)
-        return decode(pickled, name, layout)
+        return decode(pickled, headers, layout, fds)
 
     monkeypatch.setattr(_shm, "decode", spy)
     dataset = ArrayDataset(12, size=8192)
     batches = list(DataLoader(dataset, batch_size=4, num_workers=2, mode="process"))
     # batches 1 and 2 were stacked in place, never copied into a batch file; batch 0 came as its samples,
     # fetched in parts by both workers and collated here (the first-batch split)
-    assert sorted(kinds) == ["numpy"] * 4 + ["torch_file"] * 2
+    assert sorted(kinds) == ["numpy"] * 4 + ["slot"] * 2
     assert [int(b["x"][0, 0]) for b in batches] == [0, 4, 8]
     for batch in batches:
         assert isinstance(batch["x"], torch.Tensor)
@@ -280,3 +339,71 @@ def test_a_failing_collate_in_a_worker_process_leaves_no_file() -> None:
 
 def _leftovers(prefix: str) -> int:
     return len([name for name in os.listdir(_shm.SHM_DIR) if name.startswith(prefix)])
+
+
+def test_no_shared_memory_file_ever_has_a_name_in_process_mode() -> None:
+    pytest.importorskip("torch")
+    dataset = ArrayDataset(64, size=8192)
+    ours = f"threadloader-{os.getpid()}-"
+    seen = 0
+    held = []
+    with DataLoader(dataset, batch_size=4, num_workers=2, mode="process", persistent_workers=True) as loader:
+        for epoch in range(2):
+            for batch in loader:
+                if epoch == 1:
+                    held.append(batch)  # recycled files in use, then one-off files once the slots are full
+                seen += _leftovers(ours)
+    assert len(held) == 16
+    assert seen == 0, "a shared-memory file had a name in /dev/shm while batches travelled"
+
+
+def test_without_memfd_files_are_unlinked_as_they_are_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr(_shm, "_memfd_works", lambda: False)  # forked workers inherit it
+    assert _shm.shm_available()
+    made = []
+    open_file = os.open
+
+    def spy(path: str, *args: object, **kwargs: object) -> int:
+        made.append(path)
+        return open_file(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", spy)
+    batch = {"x": np.arange(4096, dtype=np.float32)}
+    out = _round_trip(batch, f"threadloader-{os.getpid()}-fallback")
+    np.testing.assert_array_equal(out["x"], batch["x"])
+    assert made and all(path.startswith(os.path.join(_shm.SHM_DIR, "threadloader-")) for path in made)
+    assert not any(os.path.exists(path) for path in made)
+    monkeypatch.setattr(os, "open", open_file)
+    dataset = ArrayDataset(16, size=8192)
+    got = [int(b["x"][0, 0]) for b in DataLoader(dataset, batch_size=4, num_workers=2, mode="process")]
+    assert got == [0, 4, 8, 12]  # the autouse leak check finds nothing left in /dev/shm
+
+
+def test_a_batch_the_parent_cannot_rebuild_fails_at_its_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    decode = _shm.decode
+    calls = [0]
+
+    def third_fails(*args: object) -> object:
+        calls[0] += 1
+        if calls[0] == 3:
+            _shm.close_all(args[3])  # type: ignore[arg-type]
+            raise OSError("no memory to map it")
+        return decode(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_shm, "decode", third_fails)
+    loader = DataLoader(ArrayDataset(20, size=8192), batch_size=4, num_workers=1, mode="process")
+    out: list[object] = []
+    it = iter(loader)
+    while True:
+        try:
+            out.append(int(next(it)["x"][0, 0]))
+        except StopIteration:
+            break
+        except OSError as exc:
+            out.append(str(exc))
+            assert "receiving the batch from the worker process" in "\n".join(exc.__notes__)
+    # batch 0 comes as its samples (the first batch's split), then each batch: the third decoded is batch 2,
+    # and the epoch goes on past it
+    assert out == [0, 4, "no memory to map it", 12, 16]

@@ -125,6 +125,8 @@ class _SplitBatch:
             with single_intra_op_thread():  # the workers keep the cores busy: a team here would spin (_intra_op)
                 batch = self._collate_fn(data)
             return generation, seq, worker_id, OK, batch
+        except KeyboardInterrupt:  # this is the training loop's thread: Ctrl-C is the user's, not the batch's
+            raise
         except BaseException as exc:  # in-band, like a worker's collate error
             return generation, seq, worker_id, ERROR, Failure(exc, "collate_fn")
 

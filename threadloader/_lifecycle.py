@@ -7,7 +7,10 @@ Out: at interpreter exit, ``shutdown()`` on each pool still registered, run
      from ``threading._register_atexit``: before the interpreter joins
      non-daemon threads, so exiting while iterating does not hang;
      ``ShutdownGate``, which orders one pool's stop and join; ``join_all``
-     and the two pools' join limits, ``THREAD_JOIN_S`` and ``PROCESS_JOIN_S``.
+     and the two pools' join limits, ``THREAD_JOIN_S`` and ``PROCESS_JOIN_S``;
+     ``signals_deferred`` and ``put_past_ctrl_c``, which keep Ctrl-C (and
+     any signal with a Python handler) out of a worker process's fork and
+     of a task queue's lock.
 
 Ownership: this module owns one weak set of pools and one lock; it never
 keeps a pool alive. A child made by ``fork`` (process mode's default start
@@ -18,10 +21,12 @@ and a worker process that stopped them at its exit would stop its siblings.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 #: How long a thread pool's shutdown waits for its workers, all together. A thread cannot be stopped
@@ -52,6 +57,21 @@ def _forget_all() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_all)
+
+# The handlers ``signals_deferred`` stands in for, while it does (main thread only): a process forked then,
+# by whichever thread, gets them back, not the stand-in that records signals for the parent's block.
+_deferred: dict[int, Any] = {}
+
+
+def _handlers_back() -> None:
+    """In a forked child: the handlers that a ``signals_deferred`` block of the parent stood in for."""
+    handlers = dict(_deferred)
+    _deferred.clear()
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
+os.register_at_fork(after_in_child=_handlers_back)
 
 
 def register(pool: Any) -> None:
@@ -100,4 +120,84 @@ def join_all(workers: Iterable[_Joinable], seconds: float) -> None:
     """Join every worker (thread or process), all within ``seconds`` together; some may still run after."""
     deadline = time.monotonic() + seconds
     for worker in workers:
-        worker.join(max(0.0, deadline - time.monotonic()))
+        try:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        except RuntimeError:  # a thread whose start() a KeyboardInterrupt cut short: nothing to join
+            pass
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Defer, for the block, the Python handlers of the signals that have one.
+
+    A signal that comes during the block is recorded, and raised again
+    right after it, for its own handler: a ``KeyboardInterrupt`` then comes
+    from the code that ran the block. Where one must not land:
+
+    - In ``os.fork()``, while a worker process starts. A signal that comes
+      during the fork (milliseconds for a process that imported torch) is
+      handled by the first Python code after it, in the parent: the
+      interpreter's after-fork callbacks (logging's), which swallow the
+      exception, so Ctrl-C or SIGINT would be lost and the training
+      process would go on.
+    - In ``multiprocessing.Queue.put``: see ``put_past_ctrl_c``, the same
+      for SIGINT alone, at the cost of a ticket.
+
+    A signal mask would not do: the kernel gives a process's signal to any
+    thread that does not block it (a queue's feeder thread, pytest's
+    timer), whose C handler marks it for the main thread all the same.
+    Handlers run in the main thread only, so elsewhere this does nothing;
+    nor is anything needed there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers: dict[int, Any] = {
+        number: handler for number in signal.valid_signals() if callable(handler := signal.getsignal(number))
+    }
+    came: list[int] = []
+    _deferred.update(handlers)
+    for number in handlers:
+        signal.signal(number, lambda number, _frame: came.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        _deferred.clear()
+        for received in dict.fromkeys(came):  # once each, in order
+            signal.raise_signal(received)
+
+
+def put_past_ctrl_c(tasks: Any, item: Any) -> None:
+    """``tasks.put(item)`` with SIGINT's Python handler deferred past it (as ``signals_deferred``), for 1-2 µs.
+
+    Raised inside ``multiprocessing.Queue.put`` (right after its condition's
+    Python ``__enter__`` took the lock), a ``KeyboardInterrupt`` leaves the
+    queue's lock taken, and the sentinel that shutdown puts there then
+    blocks the exit of the training process for ever. This runs once per
+    ticket, so it is ``signals_deferred`` written out for one signal, with
+    the fewest calls: ``signal.signal`` returns the handler it replaces, and
+    a SIGINT recorded while SIGINT is ignored or default is raised again to
+    be ignored or to end the process, as it would have.
+    """
+    if threading.get_ident() != threading.main_thread().ident:
+        tasks.put(item)
+        return
+    handler = signal.signal(signal.SIGINT, _record_ctrl_c)
+    _deferred[signal.SIGINT] = handler
+    try:
+        tasks.put(item)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        _deferred.clear()
+        if _ctrl_c_came:
+            _ctrl_c_came.clear()
+            signal.raise_signal(signal.SIGINT)
+
+
+_ctrl_c_came: list[int] = []  # SIGINTs recorded during a put_past_ctrl_c (main thread only)
+
+
+def _record_ctrl_c(number: int, _frame: Any) -> None:
+    _ctrl_c_came.append(number)

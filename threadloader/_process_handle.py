@@ -4,7 +4,9 @@ In:  from the process executor: the multiprocessing context, the loader's
      ``FetchSpec``, the pool's stop event, shared-memory prefix and timings
      list (``ProcessLauncher``), and tickets for a worker (``give``); from
      the worker process, one message per ticket on its own result pipe,
-     ``(generation, seq, worker_id, status, value, totals)``.
+     ``(generation, seq, worker_id, status, value, totals)``, and before a
+     batch's message the descriptors of its shared-memory files on its own
+     socket (``_shm.send_files``).
 Out: ``ProcessLauncher.start(worker_id)``, a started ``WorkerProcess``
      (``preload_forkserver`` first, where the fork server starts them);
      ``WorkerProcess.receive()``, a ``Result`` rebuilt from a message (the
@@ -14,9 +16,10 @@ Out: ``ProcessLauncher.start(worker_id)``, a started ``WorkerProcess``
      tickets the worker never took; ``release(workers, shm_prefix)``, the
      end of them all and of the pool's shared-memory files.
 
-Ownership: a ``WorkerProcess`` owns its process, its task queue and the read
-end of its result pipe (the write end is the worker's alone once it has
-started), and the list of tickets it holds: sent, not answered yet. The
+Ownership: a ``WorkerProcess`` owns its process, its task queue, the read
+end of its result pipe and its end of the descriptor socket (the other ends
+are the worker's alone once it has started), and the list of tickets it
+holds: sent, not answered yet. The
 executor owns the handles, the stop event and the timings list; the
 launcher only passes them on. ``release`` joins, terminates and kills the
 processes, frees the shared memory of batches nobody will take, and closes
@@ -27,13 +30,14 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import os
 import pickle
 import queue
 import sys
 from typing import Any
 
 from . import _lifecycle, _shm
-from ._contract import ERROR, OK, Result, Ticket
+from ._contract import ERROR, OK, Failure, Result, Ticket
 from ._process_worker import decode_failure, process_main
 from ._torch import pin_batch
 from .worker import FetchSpec
@@ -44,15 +48,16 @@ _SIGNAL_JOIN_S = 1.0  # after terminate() (then kill()): how long a worker gets 
 class WorkerProcess:
     """One worker process, its own channels, and the tickets it holds (sent, not yet answered)."""
 
-    __slots__ = ("_pin", "_timings", "held", "process", "results", "tasks", "worker_id")
+    __slots__ = ("_pin", "_timings", "files", "held", "process", "results", "tasks", "worker_id")
 
     def __init__(
-        self, worker_id: int, process: Any, tasks: Any, results: Any, pin: bool, timings: list[Any]
+        self, worker_id: int, process: Any, tasks: Any, results: Any, files: Any, pin: bool, timings: list[Any]
     ) -> None:
         self.worker_id = worker_id
         self.process = process
         self.tasks = tasks
         self.results = results
+        self.files = files  # the parent's end of the descriptor socket (None without shared memory)
         self.held: list[Ticket] = []
         self._pin = pin
         self._timings = timings  # the pool's: worker id -> (generation, the worker's totals)
@@ -60,7 +65,7 @@ class WorkerProcess:
     def give(self, ticket: Ticket) -> None:
         """Send ``ticket`` to this worker, and hold it until answered."""
         self.held.append(ticket)
-        self.tasks.put(ticket)
+        _lifecycle.put_past_ctrl_c(self.tasks, ticket)
 
     def answered(self, generation: int, seq: int) -> None:
         """Forget the first held ticket ``(generation, seq)`` (a split batch's parts share a seq)."""
@@ -78,14 +83,23 @@ class WorkerProcess:
         generation, seq, worker_id, status, value, timing = message
         self.answered(generation, seq)
         if status == OK:
-            value = _shm.decode(*value)
-            if self._pin:
-                value = pin_batch(value)
+            try:
+                pickled, files, layout = value
+                value = _shm.decode(pickled, files, layout, self._take_files(value))
+            except Exception as exc:  # noqa: BLE001  (a batch that cannot be rebuilt fails at its position)
+                status, value = ERROR, Failure(exc, "receiving the batch from the worker process")
+            else:
+                if self._pin:
+                    value = pin_batch(value)
         elif status == ERROR:
             value = decode_failure(value)
         if timing is not None:
             self._timings[worker_id] = (generation, timing)
         return generation, seq, worker_id, status, value
+
+    def _take_files(self, value: Any) -> list[int]:
+        """The descriptors of a batch's files (``value[1]`` says how many), sent before its message."""
+        return _shm.receive_files(self.files, len(value[1])) if value[1] else []
 
     def receive_rest(self) -> list[Result]:
         """Every result a dead worker sent before it died, up to a broken message."""
@@ -109,14 +123,16 @@ class WorkerProcess:
         _take_all(self.tasks)
         if self.process.exitcode is None:
             try:
-                self.tasks.put(None)
+                _lifecycle.put_past_ctrl_c(self.tasks, None)
             except (OSError, ValueError):
                 pass
 
     def close(self) -> None:
         """Release what it sent and nobody took, and every channel (the process has been joined)."""
-        _discard_sent(self.results)
+        _discard_sent(self.results, self._take_files)
         self.results.close()
+        if self.files is not None:
+            self.files.close()  # and with it the descriptors of anything it sent and nobody read
         self.tasks.close()
         self.tasks.cancel_join_thread()  # its reader is gone: nothing waits for the queue's pipe
         if self.process.exitcode is not None:
@@ -138,7 +154,7 @@ class ProcessLauncher:
             num_workers: the pool's size, which every worker is told.
             base_seed: worker ``i`` gets seed ``base_seed + i``.
             stop: the pool's stop event, which every worker watches.
-            shm_prefix: names of this pool's shared-memory files, or ``None`` without shared memory.
+            shm_prefix: this pool's shared-memory prefix, or ``None`` without shared memory.
             timings: the pool's list of each worker's latest totals, which results fill in.
         """
         self._ctx = ctx
@@ -158,22 +174,29 @@ class ProcessLauncher:
         """
         tasks = self._ctx.Queue()
         reader, writer = self._ctx.Pipe(duplex=False)
+        files, worker_files = _shm.socket_pair() if self._shm_prefix is not None else (None, None)
         process = self._ctx.Process(
             target=process_main,
             args=(self._worker_spec, worker_id, self._num_workers, self._base_seed + worker_id, tasks, writer,
-                  self._stop, self._shm_prefix),
+                  worker_files, self._stop, self._shm_prefix, os.getpid()),
             name=f"threadloader-worker-{worker_id}",
             daemon=True,  # daemon: multiprocessing terminates it if the parent exits without shutdown()
         )
         try:
             process.start()
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        except BaseException as exc:
             reader.close()
             tasks.close()
-            raise _unpicklable_argument(self._spec, exc) from exc
+            if files is not None:
+                files.close()
+            if isinstance(exc, (pickle.PicklingError, AttributeError, TypeError)):
+                raise _unpicklable_argument(self._spec, exc) from exc
+            raise
         finally:
-            writer.close()  # the worker's end: held only by the worker from now on
-        return WorkerProcess(worker_id, process, tasks, reader, self._spec.pin_memory, self._timings)
+            writer.close()  # the worker's ends: held only by the worker from now on
+            if worker_files is not None:
+                worker_files.close()
+        return WorkerProcess(worker_id, process, tasks, reader, files, self._spec.pin_memory, self._timings)
 
 
 def release(workers: list[WorkerProcess], shm_prefix: str | None) -> None:
@@ -224,13 +247,14 @@ def _take_all(tasks: Any) -> list[Any]:
             return taken
 
 
-def _discard_sent(results: Any) -> None:
+def _discard_sent(results: Any, take_files: Any) -> None:
     """Read what a worker sent and nobody will take, releasing its batches' shared memory."""
     try:
         while results.poll():
             _generation, _seq, _worker_id, status, value, _timing = results.recv()
             if status == OK:
-                _shm.discard_encoded(*value)
+                pickled, files, layout = value
+                _shm.discard_encoded(pickled, files, layout, take_files(value))
     except (EOFError, OSError, ValueError, pickle.UnpicklingError):
         return
 

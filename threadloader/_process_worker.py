@@ -2,12 +2,15 @@
 
 In:  the loader's ``FetchSpec``, this worker's id and seed, its own task queue
      (tickets ``(generation, seq, payload)``, ``None`` to stop), the write end
-     of its own result pipe, the pool's stop event and shared-memory prefix.
+     of its own result pipe, its end of the socket for shared-memory
+     descriptors, the pool's stop event and shared-memory prefix, and the
+     training process's pid.
 Out: on the pipe, one message per ticket, ``(generation, seq, worker_id,
      status, value, totals)``: a batch encoded through shared memory
-     (``_shm.encode``), or a failure encoded by ``encode_failure``, which
-     never raises, whatever the user's exception does (a ``__str__`` that
-     raises, an exception that will not pickle).
+     (``_shm.encode``; the descriptors of its files go on the socket first),
+     or a failure encoded by ``encode_failure``, which never raises, whatever
+     the user's exception does (a ``__str__`` that raises, an exception that
+     will not pickle).
 
 A failure in user code is a result like any other: the worker goes on. An
 error in the worker's own loop (the pipe broke, no memory to encode) is not a
@@ -16,16 +19,23 @@ dead worker instead of waiting for a result that will never come. The pipe is
 written synchronously, in this thread; a ``multiprocessing.Queue`` would
 pickle in a feeder thread, where such an error is printed and the result
 silently dropped.
+
+A worker ends with the training process: a watchdog thread (``_exit_with``)
+ends it at once when that process is gone, killed or not, even while the
+worker is busy in a sample or blocked writing a full pipe. The pool's own
+channels cannot tell: under ``fork`` later workers inherit the parent's ends
+of earlier workers' pipes, so a dead parent's pipes stay open.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import queue
+import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,7 +48,10 @@ from .collate import default_collate
 from .errors import RemoteTraceback
 from .worker import FetchSpec, WorkerRuntime
 
-_WORKER_POLL_SECONDS = 1.0  # how often an idle worker checks that its parent is alive
+_WORKER_POLL_SECONDS = 1.0  # how often an idle worker checks the pool's stop event
+#: How often the watchdog looks at who its parent is: the whole wait where the kernel cannot tell it that the
+#: training process died (no pidfd), and otherwise a check that costs nothing against a pid used again.
+_PARENT_CHECK_SECONDS = 0.25
 _T = TypeVar("_T")
 
 
@@ -105,15 +118,18 @@ def process_main(
     seed: int,
     tasks: Any,
     results: Any,
+    files: Any,
     stop: Any,
     shm_prefix: str | None,
+    parent_pid: int,
 ) -> None:
     """Entry point of a worker process: take tickets, send encoded results; exit 1 on an error of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _exit_with(parent_pid)
     try:
         runtime, arena = _start(spec, worker_id, num_workers, seed, shm_prefix)
         try:
-            _serve(runtime, arena, tasks, results, stop, shm_prefix)
+            _serve(runtime, arena, tasks, results, files, stop, shm_prefix)
         finally:
             runtime.stop()
     except BaseException:  # noqa: BLE001  (anything that escapes is the worker's own failure, never a batch's)
@@ -149,28 +165,69 @@ def _start(
 
 
 def _serve(
-    runtime: WorkerRuntime, arena: ShmArena | None, tasks: Any, results: Any, stop: Any, shm_prefix: str | None
+    runtime: WorkerRuntime, arena: ShmArena | None, tasks: Any, results: Any, files: Any, stop: Any,
+    shm_prefix: str | None,
 ) -> None:
-    """Answer tickets until a sentinel, the stop event, or the parent's death."""
-    parent = multiprocessing.parent_process()
+    """Answer tickets until a sentinel or the stop event (the watchdog ends the process if the parent dies)."""
     while not stop.is_set():
         try:
             task = tasks.get(timeout=_WORKER_POLL_SECONDS)
         except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                return
             continue
         if task is None:
             return
         generation, seq, payload = task
         status, value = runtime.run(generation, payload)
+        fds: list[int] = []
         if status == OK:
             try:
-                value = _shm.encode(value, shm_prefix, arena) if shm_prefix else (pickle.dumps(value), None, [])
+                if shm_prefix:
+                    value, fds = _shm.encode(value, shm_prefix, arena)
+                else:
+                    value = (pickle.dumps(value), (), [])
             except Exception as exc:  # noqa: BLE001  (a batch that cannot travel fails at its position)
                 status, value = ERROR, Failure(exc, "sending the batch to the parent process")
         if arena is not None:
             arena.release()  # what the batch did not take (a failed batch, a tensor cut up)
         if status == ERROR:
             value = encode_failure(value)
-        results.send((generation, seq, runtime.worker_id, status, value, runtime.totals_for(generation)))
+        try:
+            if fds:
+                _shm.send_files(files, fds)  # before the message: the parent reads them when it reads it
+            results.send((generation, seq, runtime.worker_id, status, value, runtime.totals_for(generation)))
+        finally:
+            _shm.close_all(fds)  # the parent has its own copies now; the files live on in them
+
+
+def _exit_with(parent_pid: int) -> None:
+    """Start the watchdog that ends this process as soon as the training process ``parent_pid`` is gone."""
+    # Daemon: it must never keep the worker alive, and it waits for the parent's death, which a worker that
+    # exits normally never sees, so nothing could join it.
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, os.getppid()), name="threadloader-parent-watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent_pid: int, ppid: int) -> None:
+    """End this process when ``parent_pid`` exits or this process's parent changes from ``ppid``.
+
+    A pidfd (Linux 5.3+) wakes this at once when the training process
+    exits; the parent's pid, looked at between waits, covers the rest:
+    under ``fork`` and ``spawn`` the training process is the parent, under
+    ``forkserver`` the fork server is, which exits with it. The worker's
+    files have no names, so ending it at once (no clean-up to run) leaves
+    nothing behind.
+    """
+    try:
+        pidfd: int | None = os.pidfd_open(parent_pid)
+    except ProcessLookupError:  # gone already
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd here: the parent's pid alone tells
+        pidfd = None
+    waiter = threading.Event()  # never set: a wait with a timeout, where there is no pidfd to wait on
+    while os.getppid() == ppid:
+        if pidfd is None:
+            waiter.wait(_PARENT_CHECK_SECONDS)
+        elif select.select([pidfd], [], [], _PARENT_CHECK_SECONDS)[0]:
+            break
+    os._exit(0)

@@ -31,10 +31,11 @@ DataLoader uses (``fork`` on Linux up to 3.13: nothing is pickled), unless
 the user passes ``multiprocessing_context``; with ``spawn`` or
 ``forkserver`` the loader's ``FetchSpec`` is pickled once per worker.
 ``shutdown()`` is idempotent: stop event, sentinels, a join bounded by
-``_lifecycle.PROCESS_JOIN_S``, then terminate and kill; it unlinks every
-shared-memory file left behind.
-``shutdown(wait=False)`` (Ctrl-C) terminates the workers and leaves the rest
-to a later ``shutdown()``. Workers exit by themselves when the parent dies.
+``_lifecycle.PROCESS_JOIN_S``, then terminate and kill; it closes every
+channel, and with them the shared memory of batches nobody took (it has no
+name: ``_shm``). ``shutdown(wait=False)`` (Ctrl-C) terminates the workers and
+leaves the rest to a later ``shutdown()``. Workers exit by themselves, at
+once, when the parent dies, however it dies (``_process_worker``).
 """
 
 from __future__ import annotations
@@ -92,14 +93,23 @@ class ProcessExecutor:
         _lifecycle.register(self)
         try:
             for worker_id in range(num_workers):
-                self._workers.append(self._start_worker(worker_id))
+                self._start_worker(worker_id)
         except BaseException:
             self.shutdown()
             raise
 
     def _start_worker(self, worker_id: int) -> WorkerProcess:
-        worker = self._launcher.start(worker_id)
-        self._channels[worker.results] = worker
+        """Start worker ``worker_id`` (a new one, or in a dead one's place, which retires) and record it."""
+        # A Ctrl-C during the fork raises once the process is recorded, so that shutdown() ends it
+        # (_lifecycle.signals_deferred says why it must not land in the fork itself).
+        with _lifecycle.signals_deferred():
+            worker = self._launcher.start(worker_id)
+            self._channels[worker.results] = worker
+            if worker_id < len(self._workers):
+                self._retired.append(self._workers[worker_id])
+                self._workers[worker_id] = worker
+            else:
+                self._workers.append(worker)
         return worker
 
     def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
@@ -160,8 +170,7 @@ class ProcessExecutor:
             self._ended.add(worker.worker_id)
             self._ready.extend((task[0], task[1], worker.worker_id, EXHAUSTED, None) for task in untaken)
             return
-        self._retired.append(worker)
-        self._workers[worker.worker_id] = replacement = self._start_worker(worker.worker_id)
+        replacement = self._start_worker(worker.worker_id)  # retires the dead one
         for task in untaken:  # tickets it never took are not lost: its replacement takes them
             replacement.give(task)
 

@@ -4,22 +4,24 @@ In:  a batch of samples, in a worker process whose loader uses the default
      ``collate_fn`` with torch installed.
 Out: exactly what torch's ``default_collate`` returns, except that every
      stacked tensor of at least ``_shm.MIN_SHM_BYTES`` is written into a
-     shared-memory file of its own (``/dev/shm/<prefix>-...``), recycled
+     shared-memory file of its own (``_shm.new_file``: no name), recycled
      from earlier batches where one is free, and recorded in the worker's
-     ``ShmArena``. ``_shm.encode`` then sends such a tensor by its
-     file's name instead of copying it into the batch's file, so the batch's
-     data is written once, by the stack itself.
+     ``ShmArena``. ``_shm.encode`` then sends such a tensor as its file
+     instead of copying it into the batch's file, so the batch's data is
+     written once, by the stack itself.
 
 Without this, a worker process collates into private memory and ``_shm``
 copies the result: one more pass over every byte and twice the page faults,
 which on image-sized samples is a visible share of a sample's cost.
 
 Ownership: the arena belongs to one worker process and keeps its recycled
-files for the pool's life. ``_shm.encode`` hands the files a batch references
-to the parent, which unlinks a one-off file on receipt and frees a recycled
-one when its tensors are gone; the arena frees the rest (a batch that
-failed, or a tensor the batch did not keep whole). ``_shm.remove_leftovers``
-sweeps every file of the pool when it shuts down, and what a dead worker left.
+files mapped for the pool's life. It holds a file's descriptor until the file
+has been handed to the parent once (``files_for``, then ``handed_over``):
+``_shm.encode`` gives the descriptors of the files a batch references to the
+caller, which sends and closes them; the parent keeps a recycled file mapped
+and frees its slot when its tensors are gone. The arena frees the rest (a
+batch that failed, a tensor the batch did not keep whole). Nothing has a
+name, so a killed worker leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -27,19 +29,34 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable
-from itertools import chain, count
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _shm
 
-_counter = count()
-
-
 #: Recycled files per worker process: enough for every batch a default pool keeps in flight and the few
 #: the training loop holds; a worker whose files are all in use makes one-off files as before.
 SLOTS = 16
+
+
+class OwnFile(NamedTuple):
+    """A one-off file that one stacked tensor was written into: its descriptor and size."""
+
+    fd: int
+    nbytes: int
+
+
+class _Slot:
+    """One recycled file: its mapping, and its descriptor until the parent has it (then ``None``)."""
+
+    __slots__ = ("fd", "mapped", "nbytes")
+
+    def __init__(self, fd: int, nbytes: int, mapped: mmap.mmap) -> None:
+        self.fd: int | None = fd
+        self.nbytes = nbytes
+        self.mapped = mapped
 
 
 class ShmArena:
@@ -49,23 +66,24 @@ class ShmArena:
     mapped, when one of the right size is free: rewriting pages that are
     already there costs a fraction of faulting in and zeroing new ones
     (the kernel zero-fills every new page on its first touch). Who may write a
-    file is one byte per slot in a small state file (``<prefix>-<pid>-slots``):
-    the worker sets it to ``IN_USE`` before writing and sends the file's
-    name; the parent sets it back to ``FREE`` once no tensor over the file is
-    left (``_shm.SlotTable``). Nobody else writes it, so no lock is needed.
+    file is one byte per slot in a small state file: the worker sets it to
+    ``IN_USE`` before writing and sends the file; the parent sets it back to
+    ``FREE`` once no tensor over the file is left (``_shm.SlotTable``).
+    Nobody else writes it, so no lock is needed.
     """
 
     def __init__(self, prefix: str, slots: int = SLOTS) -> None:
         """Args:
-        prefix: the pool's file-name prefix (so the parent's sweep finds them).
+        prefix: the pool's prefix: it names this worker's table in the parent.
         slots: how many files to recycle.
         """
         self._prefix = prefix
         # data_ptr -> (where it travels, bytes) of this batch's tensors
-        self.files: dict[int, tuple[str | _shm.RecycledFile, int]] = {}
-        self.state_name = f"{prefix}-{os.getpid()}-slots"
-        self._state = _new_file(self.state_name, slots)
-        self._slots: list[tuple[str, int, mmap.mmap] | None] = [None] * slots
+        self.files: dict[int, tuple[OwnFile | int, int]] = {}  # a one-off file, or a recycled slot's number
+        self.table = f"{prefix}-{os.getpid()}"
+        self._state_fd: int | None
+        self._state_fd, self._state = _shm.new_file(slots, prefix)
+        self._slots: list[_Slot | None] = [None] * slots
 
     def tensor(self, shape: tuple[int, ...], dtype: Any) -> Any:
         """A new CPU tensor of ``shape`` and ``dtype`` over a free recycled file, or else a new one."""
@@ -73,19 +91,18 @@ class ShmArena:
 
         nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         slot = self._free_slot(nbytes)
-        where: str | _shm.RecycledFile
+        where: OwnFile | int
         if slot is None:
-            where = f"{self._prefix}-{os.getpid()}-c{next(_counter)}"
-            mapped = _new_file(where, nbytes)
+            fd, mapped = _shm.new_file(nbytes, self._prefix)
+            where = OwnFile(fd, nbytes)
         else:
             entry = self._slots[slot]
-            if entry is None or entry[1] != nbytes:
-                if entry is not None:
-                    _shm.discard(entry[0])  # the parent maps a file only while the slot is in use
-                name = f"{self._prefix}-{os.getpid()}-s{next(_counter)}"
-                entry = self._slots[slot] = (name, nbytes, _new_file(name, nbytes))
+            if entry is None or entry.nbytes != nbytes:
+                if entry is not None and entry.fd is not None:
+                    os.close(entry.fd)  # a file the parent never had; the old mapping goes with its tensors
+                entry = self._slots[slot] = _Slot(*_file_and_size(nbytes, self._prefix))
             self._state[slot] = _shm.IN_USE
-            where, mapped = _shm.RecycledFile(entry[0], self.state_name, slot), entry[2]
+            where, mapped = slot, entry.mapped
         raw = np.frombuffer(mapped, dtype=np.uint8, count=nbytes)  # keeps the mapping alive as long as the tensor
         result = torch.from_numpy(raw).view(dtype).reshape(shape)
         self.files[result.data_ptr()] = (where, nbytes)
@@ -94,17 +111,17 @@ class ShmArena:
     def _free_slot(self, nbytes: int) -> int | None:
         """A free slot: one whose file has ``nbytes`` first, then an empty one, then any; ``None`` if all are in use."""
         free = [slot for slot in range(len(self._slots)) if self._state[slot] == _shm.FREE]
-        sized = (slot for slot in free if (entry := self._slots[slot]) is not None and entry[1] == nbytes)
+        sized = (slot for slot in free if (entry := self._slots[slot]) is not None and entry.nbytes == nbytes)
         empty = (slot for slot in free if self._slots[slot] is None)
         return next(chain(sized, empty, free), None)
 
-    def take(self, tensor: Any) -> str | _shm.RecycledFile | None:
-        """Where ``tensor`` travels (``_shm``'s file reference) if it is exactly one of this batch's files.
+    def take(self, tensor: Any) -> OwnFile | int | None:
+        """Where ``tensor`` travels (its one-off file, or its slot) if it is exactly one of this batch's files.
 
         ``None`` otherwise.
 
-        The file then belongs to the batch: the parent unlinks a one-off file
-        and frees a recycled one.
+        The file then belongs to the batch: a one-off file's descriptor goes
+        with it (``files_for``), and the parent frees a recycled one.
         """
         if tensor.storage_offset() or not tensor.is_contiguous():
             return None
@@ -114,12 +131,44 @@ class ShmArena:
         del self.files[tensor.data_ptr()]
         return entry[0]
 
-    def give_back(self, where: str | _shm.RecycledFile) -> None:
+    def files_for(self, where: OwnFile | int, carried: list[int]) -> list[tuple[_shm.FileHeader, int]]:
+        """The files the parent needs for ``where`` and has not had yet, with their descriptors.
+
+        Args:
+            where: what ``take`` returned.
+            carried: the descriptors the batch already carries (the state
+                file goes once).
+
+        A recycled file's and the state file's descriptors stay the arena's
+        until ``handed_over``.
+        """
+        if isinstance(where, OwnFile):
+            return [((_shm.OWN, where.nbytes, None, -1), where.fd)]
+        needed: list[tuple[_shm.FileHeader, int]] = []
+        if self._state_fd is not None and self._state_fd not in carried:
+            needed.append(((_shm.STATE, len(self._slots), self.table, -1), self._state_fd))
+        entry = self._slots[where]
+        assert entry is not None  # a slot that a tensor was written into has a file
+        if entry.fd is not None and entry.fd not in carried:
+            needed.append(((_shm.SLOT, entry.nbytes, self.table, where), entry.fd))
+        return needed
+
+    def handed_over(self, files: tuple[_shm.FileHeader, ...]) -> None:
+        """A batch was encoded with ``files``: their descriptors are the caller's to send and close now."""
+        for role, _nbytes, _table, slot in files:
+            if role == _shm.STATE:
+                self._state_fd = None
+            elif role == _shm.SLOT:
+                entry = self._slots[slot]
+                assert entry is not None
+                entry.fd = None
+
+    def give_back(self, where: OwnFile | int) -> None:
         """Free a file that ``take`` handed out but that was never sent (encoding the batch failed)."""
-        if isinstance(where, _shm.RecycledFile):
-            self._state[where.slot] = _shm.FREE
+        if isinstance(where, OwnFile):
+            os.close(where.fd)
         else:
-            _shm.discard(where)
+            self._state[where] = _shm.FREE
 
     def release(self) -> None:
         """Free the files no batch took (call after every batch, sent or failed)."""
@@ -128,18 +177,9 @@ class ShmArena:
         self.files.clear()
 
 
-def _new_file(name: str, nbytes: int) -> mmap.mmap:
-    """Create ``/dev/shm/<name>`` of ``nbytes`` zero bytes and map it."""
-    path = os.path.join(_shm.SHM_DIR, name)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    try:
-        os.ftruncate(fd, nbytes)
-        return mmap.mmap(fd, nbytes)
-    except BaseException:
-        os.unlink(path)
-        raise
-    finally:
-        os.close(fd)
+def _file_and_size(nbytes: int, prefix: str) -> tuple[int, int, mmap.mmap]:
+    fd, mapped = _shm.new_file(nbytes, prefix)
+    return fd, nbytes, mapped
 
 
 def make_collate(arena: ShmArena) -> Callable[[Any], Any]:

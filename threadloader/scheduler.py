@@ -79,13 +79,21 @@ def raise_failure(failure: Failure, seq: int, indices: Any, where: str, in_worke
         text += f" at sample index {failure.sample_index!r}"
     if indices is not None:
         text += f"; batch sample indices: {describe_indices(indices)}"
-    exc = failure.exc
-    if in_worker and not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt, GeneratorExit
-        wrapper = user_exit_error(exc, failure.phase, where)
-        attach_note(wrapper, text)
-        raise wrapper from exc.with_traceback(failure.traceback)
-    attach_note(exc, text)
-    raise exc.with_traceback(failure.traceback)
+    exc: BaseException | None = failure.exc
+    assert exc is not None
+    wrapper: BaseException | None = None
+    try:
+        if in_worker and not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt, GeneratorExit
+            wrapper = user_exit_error(exc, failure.phase, where)
+            attach_note(wrapper, text)
+            raise wrapper from exc.with_traceback(failure.traceback)
+        attach_note(exc, text)
+        raise exc.with_traceback(failure.traceback)
+    finally:
+        # The exception's traceback keeps this frame and its locals: holding the exception here would
+        # make a cycle (exception -> traceback -> frame -> exception) that only the cyclic garbage
+        # collector frees, and with it the caller's frame and the iterator it holds, workers and all.
+        exc = wrapper = failure = None  # type: ignore[assignment]
 
 
 class Progress:
@@ -320,34 +328,42 @@ class EpochIterator(_EpochIteratorBase):
         self._dispatch.fill(self._buffer)
 
     def __next__(self) -> Any:
-        if self._halted:  # one check on the per-batch path covers "not started" and "ended"
-            launch, self._launch = self._launch, None
-            if launch is None:
-                raise StopIteration
-            self._start(launch(self))
-        ready = self._buffer.pop()
-        if ready is None:
-            ready = self._wait_for_batch()
-        seq, (indices, _owner), (_generation, _seq, worker_id, status, value) = ready
-        self.progress.retire(seq)
-        self._dispatch.fill(self._buffer)
-        stats = self._stats
-        if stats is not None:
-            try:
-                stats.made[worker_id] += 1
-            except IndexError:  # this worker's first batch
-                stats.count(worker_id)
-            if type(indices) is list:
-                stats.samples += len(indices)
-            scaler = self._scaler
-            if scaler is not None and scaler.due():
-                self._rescale(scaler, stats.batches)
-        if status == OK:
-            watch = self._length_watch
-            if watch is not None:
-                watch.count()
-            return value
-        raise_failure(value, seq, indices, f"worker {worker_id} ({self.mode} mode)")
+        try:
+            if self._halted:  # one check on the per-batch path covers "not started" and "ended"
+                launch, self._launch = self._launch, None
+                if launch is None:
+                    raise StopIteration
+                self._start(launch(self))
+            ready = self._buffer.pop()
+            if ready is None:
+                ready = self._wait_for_batch()
+            seq, (indices, _owner), (_generation, _seq, worker_id, status, value) = ready
+            self.progress.retire(seq)
+            self._dispatch.fill(self._buffer)
+            stats = self._stats
+            if stats is not None:
+                try:
+                    stats.made[worker_id] += 1
+                except IndexError:  # this worker's first batch
+                    stats.count(worker_id)
+                if type(indices) is list:
+                    stats.samples += len(indices)
+                scaler = self._scaler
+                if scaler is not None and scaler.due():
+                    self._rescale(scaler, stats.batches)
+            if status == OK:
+                watch = self._length_watch
+                if watch is not None:
+                    watch.count()
+                return value
+            raise_failure(value, seq, indices, f"worker {worker_id} ({self.mode} mode)")
+        except BaseException:
+            # The exception's traceback keeps this frame, and so its locals, as long as the exception
+            # lives: a failure's value holds the exception (a cycle only the cyclic garbage collector
+            # frees), and self would keep the iterator, and its workers, alive while the program (a
+            # notebook, a loop that logs errors) keeps the exception. No try costs anything until a raise.
+            self = ready = value = None  # type: ignore[assignment]
+            raise
 
     def _rescale(self, scaler: AutoScaler, batches: int) -> None:
         """Let the autoscaler judge the window that just ended; a changed pool gets a changed bound."""
@@ -378,11 +394,12 @@ class EpochIterator(_EpochIteratorBase):
             if stats is not None:
                 stats.wait_s += time.perf_counter() - started
             return ready
-        except KeyboardInterrupt:
-            self._stop(wait=False)  # the exception reaches the training loop now; workers are joined later
-            raise
-        except (SystemExit, WorkerDiedError):
-            self.close()  # exit, or workers that keep dying: stop the remaining workers
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                self._stop(wait=False)  # the exception reaches the training loop now; workers are joined later
+            elif isinstance(exc, (SystemExit, WorkerDiedError)):
+                self.close()  # exit, or workers that keep dying: stop the remaining workers
+            self = stats = buffer = dispatch = None  # type: ignore[assignment]  # as in __next__
             raise
 
     def _wait_one(self, started: float) -> None:
@@ -391,15 +408,19 @@ class EpochIterator(_EpochIteratorBase):
         buffer = self._buffer
         dispatch = self._dispatch
         generation = self.generation
-        while True:
-            result = executor.poll(_WAIT_SLICE)
-            if result is not None:
-                if result[0] == generation and dispatch.store(result, buffer):  # else an earlier epoch's, or stale
-                    return
-                continue
-            executor.check_workers()
-            if self._timeout and time.perf_counter() - started > self._timeout:
-                raise timeout_error(self._timeout, time.perf_counter() - started, buffer)
+        try:
+            while True:
+                result = executor.poll(_WAIT_SLICE)
+                if result is not None:
+                    if result[0] == generation and dispatch.store(result, buffer):  # else earlier epoch's, or stale
+                        return
+                    continue
+                executor.check_workers()
+                if self._timeout and time.perf_counter() - started > self._timeout:
+                    raise timeout_error(self._timeout, time.perf_counter() - started, buffer)
+        except BaseException:
+            self = executor = buffer = dispatch = result = None  # type: ignore[assignment]  # as in __next__
+            raise
 
     @property
     def stats(self) -> EpochStats | None:
@@ -545,7 +566,10 @@ class SerialIterator(_EpochIteratorBase):
             self.close()
             raise StopIteration
         assert status == ERROR
-        raise_failure(value, seq, indices, "the calling thread (num_workers=0)", in_worker=False)
+        try:
+            raise_failure(value, seq, indices, "the calling thread (num_workers=0)", in_worker=False)
+        finally:
+            self = value = None  # type: ignore[assignment]  # as in EpochIterator.__next__
 
     @property
     def stats(self) -> EpochStats | None:
