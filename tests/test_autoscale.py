@@ -165,64 +165,85 @@ def _window(
     )
 
 
+def _judged(controller: Controller, workers: int, share: float, cap: int = 64) -> autoscale.Change | None:
+    """Feed the windows after a growth until the controller judges it; return what it decides then."""
+    for _ in range(autoscale.JUDGE_WINDOWS - 1):
+        assert controller.decide(_window(workers, share=share), cap=cap) is None  # too early to judge
+    return controller.decide(_window(workers, share=share), cap=cap)
+
+
 def test_a_latency_bound_window_jumps_to_the_count_that_fills_the_cpus() -> None:
     # 20 ms of waiting and 3 ms of decoding a sample: two workers use 13% of two CPUs and the loop waits.
     change = Controller(CPUS).decide(_window(2, share=0.13), cap=64)
     assert change is not None and "latency-bound" in change.reason
     assert 2 / 0.13 < autoscale.fill_count(2, 0.13, CPUS)  # Little's law, overprovisioned: 2 / 0.13 fill the CPUs
-    assert change.workers == min(autoscale.fill_count(2, 0.13, CPUS), autoscale.MAX_STEP * 2)
+    assert change.workers == autoscale.fill_count(2, 0.13, CPUS) < autoscale.MAX_STEP * 2
     assert change.workers > 4 * CPUS  # the controller this replaced doubled, and stopped at four per CPU
     consumer = Controller(CPUS).decide(_window(2, share=0.13, consumer_cpu_s=0.25), cap=64)  # the loop uses 1 CPU
-    assert consumer is not None and consumer.workers == autoscale.fill_count(2, 0.13, CPUS, room=0.5) < 16
+    assert consumer is not None and consumer.workers == autoscale.fill_count(2, 0.13, CPUS, room=0.5)
+    assert consumer.workers < change.workers
 
 
 def test_a_growth_that_paid_is_followed_by_another_until_the_cpus_are_saturated() -> None:
     controller = Controller(CPUS)
     first = controller.decide(_window(2, share=0.13), cap=64)
     assert first is not None
-    second = controller.decide(_window(first.workers, share=0.7), cap=64)  # it paid: 0.13 -> 0.7
+    second = _judged(controller, first.workers, share=0.7)  # it paid: 0.13 -> 0.7
     assert second is not None and second.workers > first.workers
     assert second.workers == autoscale.fill_count(first.workers, 0.7, CPUS)
-    saturated = controller.decide(_window(second.workers, share=0.95), cap=64)
+    saturated = _judged(controller, second.workers, share=0.95)
     assert saturated is None  # CPUs saturated: more threads would only queue for them
     assert controller.decide(_window(second.workers, share=0.95), cap=64) is None
 
 
-def test_a_growth_that_did_not_pay_is_given_back_and_caps_the_pool() -> None:
-    # Contended CPUs (other processes, or the GIL): 14 more workers raised the workers' share 0.13 -> 0.2.
-    controller = Controller(CPUS)
-    grown = controller.decide(_window(2, share=0.13), cap=64)
-    assert grown is not None and grown.workers == 16
-    back = controller.decide(_window(16, share=0.2), cap=64)
+def test_a_growth_that_brought_little_stops_the_growth_and_one_that_brought_nothing_is_given_back() -> None:
+    # Contended CPUs (other processes, or the GIL): the added workers raised the workers' CPU share too little.
+    first = autoscale.fill_count(2, 0.13, CPUS)
+    predicted = 1.0 - 0.13  # first/2 times 13% would be past 100%
+    halfway = Controller(CPUS)
+    assert halfway.decide(_window(2, share=0.13), cap=64) is not None
+    some = 0.13 + 0.4 * predicted  # between GIVE_BACK and PAYOFF of the prediction: keep them, grow no more
+    assert _judged(halfway, first, share=some) is None
+    assert halfway.ceiling == first
+    assert halfway.decide(_window(first, share=some), cap=64) is None  # the loop waits still: no growth
+    nothing = Controller(CPUS)
+    assert nothing.decide(_window(2, share=0.13), cap=64) is not None
+    back = _judged(nothing, first, share=0.2)
     assert back is not None and back.reason.startswith("give back")
-    predicted = 1.0 - 0.13  # 16/2 times 13% would be past 100%
-    assert back.workers == 2 + math.ceil(14 * (0.2 - 0.13) / predicted)
-    assert controller.ceiling == back.workers
-    assert controller.decide(_window(back.workers, share=0.2), cap=64) is None  # waits still, but no growth
+    assert back.workers == 2 + math.ceil((first - 2) * (0.2 - 0.13) / predicted)  # the share that paid
+    assert nothing.ceiling == back.workers
+    assert nothing.decide(_window(back.workers, share=0.2), cap=64) is None
 
 
 def test_a_growth_is_judged_only_after_a_batch_time_and_only_while_the_loop_still_waits() -> None:
+    first = autoscale.fill_count(2, 0.13, CPUS)
     controller = Controller(CPUS)
     assert controller.decide(_window(2, share=0.13, batch_time_s=0.6), cap=64) is not None
-    assert controller.decide(_window(16, share=0.14, batch_time_s=0.6), cap=64) is None  # 0.25 s: too early
-    assert controller.decide(_window(16, share=0.14, batch_time_s=0.6), cap=64) is None  # 0.5 s: still early
-    late = controller.decide(_window(16, share=0.14, batch_time_s=0.6), cap=64)
+    assert controller.decide(_window(first, share=0.14, batch_time_s=0.6), cap=64) is None  # 0.25 s: too early
+    assert controller.decide(_window(first, share=0.14, batch_time_s=0.6), cap=64) is None  # 0.5 s: still early
+    late = controller.decide(_window(first, share=0.14, batch_time_s=0.6), cap=64)
     assert late is not None and late.reason.startswith("give back")
     satisfied = Controller(CPUS)
     assert satisfied.decide(_window(2, share=0.13), cap=64) is not None
-    assert satisfied.decide(_window(16, share=0.3, wait=0.05), cap=64) is None  # the loop stopped waiting: enough
+    for _ in range(autoscale.JUDGE_WINDOWS):
+        assert satisfied.decide(_window(first, share=0.3, wait=0.05), cap=64) is None  # the loop stopped waiting
     assert satisfied.ceiling is None
+    noisy = Controller(CPUS)  # judged by the windows after the first: one low window is not the verdict
+    assert noisy.decide(_window(2, share=0.13), cap=64) is not None
+    assert noisy.decide(_window(first, share=0.05), cap=64) is None  # the added workers' first waits
+    for _ in range(autoscale.JUDGE_WINDOWS - 1):
+        change = noisy.decide(_window(first, share=0.9), cap=64)
+    assert change is None and noisy.ceiling is None
 
 
 def test_pure_waiting_is_not_judged_by_the_cpu_and_grows_to_the_cap() -> None:
     controller = Controller(CPUS)
     sizes = [2]
-    for _ in range(6):
+    for _ in range(12):
         change = controller.decide(_window(sizes[-1], share=0.005 * sizes[-1] / 2), cap=autoscale.MAX_WORKERS)
-        if change is None:
-            break
-        sizes.append(change.workers)
-    assert sizes == [2, 16, autoscale.MAX_WORKERS]  # at most MAX_STEP times a step, up to the hard cap
+        if change is not None:
+            sizes.append(change.workers)
+    assert sizes == [2, 2 * autoscale.MAX_STEP, autoscale.MAX_WORKERS]  # at most MAX_STEP times, up to the hard cap
 
 
 def test_the_loops_own_pace_bounds_the_growth() -> None:
@@ -273,7 +294,7 @@ def test_memory_cap_is_a_share_of_the_available_memory_over_a_workers_cost() -> 
     mib = 1 << 20
     assert autoscale.memory_cap(None, 10 * mib, 2) == autoscale.MAX_WORKERS
     available = 1000 * mib
-    per_worker = autoscale.THREAD_BYTES + 3 * 10 * mib  # prefetch_factor 2: three batches a worker
+    per_worker = autoscale.THREAD_BYTES + 4 * 10 * mib  # prefetch_factor 2, and the batch being made: twice
     expected = int(autoscale.MEMORY_SHARE * available) // per_worker
     assert autoscale.memory_cap(available, 10 * mib, 2) == expected < autoscale.MAX_WORKERS
     assert autoscale.memory_cap(available, 0, 2) == autoscale.MAX_WORKERS

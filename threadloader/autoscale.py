@@ -30,18 +30,21 @@ The decisions (``Controller``; the numbers behind them are in
   step grows the pool at most ``MAX_STEP`` times. Once the CPUs are
   saturated it adds one worker per window up to the CPU count (CPU-bound
   work) and no more.
-- **judge the last growth** once a batch's time has passed since it: when
-  the workers' CPU share, which rises with the throughput, rose by less than
-  ``PAYOFF`` of what the added workers should have brought (the CPUs are
-  contended, or the GIL holds them back), the workers that did not pay are
-  retired and the pool grows no further this epoch.
+- **judge the last growth** once a batch's time and ``JUDGE_WINDOWS``
+  windows have passed since it, by the windows after the first: the
+  workers' CPU share rises with the throughput, and the added workers
+  should have raised it in proportion, up to the CPUs the loop leaves.
+  When it rose by less than ``PAYOFF`` of that (the CPUs are contended by
+  other processes, or the GIL holds the threads back), the pool grows no
+  further this epoch; by less than ``GIVE_BACK`` of it, the added workers
+  that did not pay are retired too.
 - **shrink** (never below one worker) when the loop did not wait (under
   1%) and the workers were busy for less than 40% of the window: to what
   their busy share needs at ``SHRINK_TO_BUSY``, at most halving, and always
   by at least one.
 - **stay within the budget**: the pool never grows past ``MAX_WORKERS``, nor
   past what ``MEMORY_SHARE`` of the memory available at the epoch's start
-  holds at ``THREAD_BYTES`` a worker plus ``prefetch_factor + 1`` batches of
+  holds at ``THREAD_BYTES`` a worker plus ``prefetch_factor + 2`` batches of
   the largest batch seen (``memory_cap``); a pool over it shrinks to it.
 
 Which worker loads a sample does not change the batches (randomness is per
@@ -82,11 +85,17 @@ LATENCY_CPU_SHARE = 0.5
 #: Workers whose CPU share of the machine reaches this saturate it: more threads only queue for the CPUs.
 CPU_SATURATED = 0.9
 #: How many workers past the count that would just fill the CPUs a latency-bound step aims at.
-OVERPROVISION = 1.5
+OVERPROVISION = 1.25
 #: One step grows the pool at most this many times (a first window's CPU share can be too low).
-MAX_STEP = 8
-#: A growth pays when the workers' CPU share rose by at least this share of what the added workers predicted.
+MAX_STEP = 16
+#: A growth pays when the workers' CPU share rose by at least this share of what the added workers predicted;
+#: one that paid less stops the pool growing.
 PAYOFF = 0.5
+#: A growth that raised the workers' CPU share by less than this share of its prediction is given back, in part.
+GIVE_BACK = 0.25
+#: A growth is judged after this many windows (the first one left out: the added workers start with a wait),
+#: and not before its batches had time to finish; one window alone swings with the machine's other load.
+JUDGE_WINDOWS = 3
 #: Below this CPU share (pure waiting) the CPU does not show what a growth brought, and growth is not judged.
 JUDGE_MIN_SHARE = 0.05
 #: Hard cap on the pool, whatever the memory.
@@ -167,9 +176,11 @@ def batch_bytes(batch: Any, depth: int = 0) -> int:
 def memory_cap(available: int | None, batch_size_bytes: int, prefetch_factor: int) -> int:
     """The most workers the budget holds: ``MEMORY_SHARE`` of ``available`` over a worker's cost, capped.
 
-    A worker costs ``THREAD_BYTES`` and ``prefetch_factor + 1`` batches: the
-    tickets the loop may hold for it, and the samples of the one it is
-    making. At least one worker, whatever the budget; at most ``MAX_WORKERS``.
+    A worker costs ``THREAD_BYTES`` and ``prefetch_factor + 2`` batches: the
+    ``prefetch_factor`` finished batches the loop may hold for it, and the
+    one it is making, whose samples and collated copy live together while
+    it collates. At least one worker, whatever the budget; at most
+    ``MAX_WORKERS``.
 
     Args:
         available: bytes available at the epoch's start (``None``: unknown, no memory cap).
@@ -178,7 +189,7 @@ def memory_cap(available: int | None, batch_size_bytes: int, prefetch_factor: in
     """
     if available is None:
         return MAX_WORKERS
-    per_worker = THREAD_BYTES + (prefetch_factor + 1) * batch_size_bytes
+    per_worker = THREAD_BYTES + (prefetch_factor + 2) * batch_size_bytes
     return max(1, min(MAX_WORKERS, int(MEMORY_SHARE * available) // per_worker))
 
 
@@ -249,12 +260,20 @@ class Change:
 
 @dataclass
 class _Growth:
-    """A growth not judged yet: the sizes, the workers' CPU share before it, and when it happened."""
+    """A growth not judged yet: the sizes, the workers' CPU share before it, and what the windows after it measured.
+
+    The first window after a growth is left out of ``cpu_s`` and ``seconds``:
+    the added workers spend the start of it on their first wait.
+    """
 
     before: int
     after: int
     share: float
+    room: float
     at_s: float
+    windows: int = 0
+    cpu_s: float = 0.0
+    seconds: float = 0.0
 
 
 class Controller:
@@ -296,10 +315,16 @@ class Controller:
         waiting = window.wait_share > GROW_WAIT_SHARE
         growth = self._growth
         if growth is not None:
-            if self._elapsed - growth.at_s < window.batch_time_s and workers == growth.after:
-                return None  # the added workers have not finished a batch yet: too early to judge them
+            growth.windows += 1
+            if growth.windows > 1:
+                growth.cpu_s += window.worker_cpu_s
+                growth.seconds += window.seconds
+            early = growth.windows < JUDGE_WINDOWS or self._elapsed - growth.at_s < window.batch_time_s
+            if early and workers == growth.after:
+                return None  # the added workers have not shown what they bring yet: too early to judge them
             self._growth = None
-            undo = self._judge(growth, share, workers, waiting)
+            after = growth.cpu_s / (growth.seconds * self.cpus) if growth.seconds else share
+            undo = self._judge(growth, after, workers, waiting)
             if undo is not None:
                 return undo
         if waiting and (window.unfinished >= workers or window.busy_share > GROW_BUSY_SHARE):
@@ -314,18 +339,20 @@ class Controller:
         """Retire the workers of the last growth that did not pay, and grow no further; ``None`` if it paid."""
         if not waiting or workers != growth.after or growth.share < JUDGE_MIN_SHARE:
             return None  # the loop stopped waiting (enough), the pool changed since, or the CPU cannot tell
-        predicted = min(1.0, growth.share * growth.after / growth.before) - growth.share
+        predicted = min(growth.room, growth.share * growth.after / growth.before) - growth.share
         gained = share - growth.share
         if predicted <= 0 or gained >= PAYOFF * predicted:
             return None
-        paid = growth.after - growth.before
-        keep = growth.before + math.ceil(paid * max(0.0, gained) / predicted)
-        self.ceiling = keep
+        self.ceiling = workers
+        if gained >= GIVE_BACK * predicted:
+            return None
+        added = growth.after - growth.before
+        keep = self.ceiling = growth.before + math.ceil(added * max(0.0, gained) / predicted)
         if keep >= workers:
             return None
         return Change(
             keep,
-            f"give back: {workers - growth.before} added workers raised the workers' CPU share by "
+            f"give back: {added} added workers raised the workers' CPU share by "
             f"{100 * gained:.0f} points where they should have by {100 * predicted:.0f}",
         )
 
@@ -334,18 +361,18 @@ class Controller:
         workers = window.workers
         if workers >= limit:
             return None
-        if share >= CPU_SATURATED:
+        room = max(0.0, 1.0 - window.consumer_cpu_s / (window.seconds * self.cpus))
+        if share >= CPU_SATURATED * room:
             if workers >= self.cpus:
                 return None
             return Change(workers + 1, "grow: the loop waited and the workers were busy (CPU-bound, CPUs to spare)")
-        room = max(0.0, 1.0 - window.consumer_cpu_s / (window.seconds * self.cpus))
         target = fill_count(workers, share, self.cpus, room)
         reason = f"fill the CPUs: workers used {100 * share:.0f}% of {self.cpus}"
         demand = self._demand(window)
         if demand is not None and demand < target:
             target, reason = demand, "the loop's pace"
         target = max(workers + 1, min(target, MAX_STEP * workers, limit))
-        self._growth = _Growth(workers, target, share, self._elapsed)
+        self._growth = _Growth(workers, target, share, room, self._elapsed)
         kind = "latency-bound: busy workers, idle CPUs" if share < LATENCY_CPU_SHARE else "busy workers, CPUs to spare"
         return Change(target, f"grow: the loop waited and the workers were busy ({kind}; {reason})")
 
