@@ -31,13 +31,13 @@ The decisions (``Controller``; the numbers behind them are in
   saturated it adds one worker per window up to the CPU count (CPU-bound
   work) and no more.
 - **judge the last growth** once a batch's time and ``JUDGE_WINDOWS``
-  windows have passed since it, by the windows after the first: the
-  workers' CPU share rises with the throughput, and the added workers
-  should have raised it in proportion, up to the CPUs the loop leaves.
-  When it rose by less than ``PAYOFF`` of that (the CPUs are contended by
-  other processes, or the GIL holds the threads back), the pool grows no
-  further this epoch; by less than ``GIVE_BACK`` of it, the added workers
-  that did not pay are retired too.
+  windows have passed since it, by the windows after the first: the added
+  workers should have raised the workers' CPU share in proportion, up to
+  the CPUs the loop leaves. When it rose by less than ``PAYOFF`` of that
+  (the CPUs are contended by other processes, or the GIL holds the threads
+  back), the pool grows no further this epoch. When the size before the
+  growth had a measured rate and the batches per second rose by less than
+  ``GIVE_BACK`` of the prediction, the added workers are retired.
 - **shrink** (never below one worker) when the loop did not wait (under
   1%) and the workers were busy for less than 40% of the window: to what
   their busy share needs at ``SHRINK_TO_BUSY``, at most halving, and always
@@ -91,7 +91,7 @@ MAX_STEP = 16
 #: A growth pays when the workers' CPU share rose by at least this share of what the added workers predicted;
 #: one that paid less stops the pool growing.
 PAYOFF = 0.5
-#: A growth that raised the workers' CPU share by less than this share of its prediction is given back, in part.
+#: A growth that raised the batches per second by less than this share of its prediction is given back.
 GIVE_BACK = 0.25
 #: A growth is judged after this many windows (the first one left out: the added workers start with a wait),
 #: and not before its batches had time to finish; one window alone swings with the machine's other load.
@@ -259,21 +259,54 @@ class Change:
 
 
 @dataclass
-class _Growth:
-    """A growth not judged yet: the sizes, the workers' CPU share before it, and what the windows after it measured.
+class _Period:
+    """What the windows since the pool last changed size measured, the first of them left out.
 
-    The first window after a growth is left out of ``cpu_s`` and ``seconds``:
-    the added workers spend the start of it on their first wait.
+    The first window after a change is the added workers' first wait (or the
+    retired ones' last batch), so it says little about the new size.
+    """
+
+    windows: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+
+    def add(self, window: Window) -> None:
+        """Count one more window at this size."""
+        self.windows += 1
+        if self.windows > 1:
+            self.batches += window.batches
+            self.seconds += window.seconds
+            self.cpu_s += window.worker_cpu_s
+
+    def rate(self) -> float | None:
+        """Batches yielded per second at this size, or ``None`` before a window counted."""
+        return self.batches / self.seconds if self.seconds else None
+
+    def share(self, cpus: int) -> float | None:
+        """The workers' CPU share of the machine at this size, or ``None`` before a window counted."""
+        return self.cpu_s / (self.seconds * cpus) if self.seconds else None
+
+
+@dataclass(frozen=True)
+class _Growth:
+    """A growth not judged yet: the sizes, and what the size before it measured.
+
+    Attributes:
+        before: workers before the growth.
+        after: workers after it.
+        share: the workers' CPU share before it.
+        room: the CPU share the training loop's thread left the workers then.
+        rate: batches per second before it, when a period at that size measured it.
+        at_s: when it happened (the controller's clock: the sum of its windows).
     """
 
     before: int
     after: int
     share: float
     room: float
+    rate: float | None
     at_s: float
-    windows: int = 0
-    cpu_s: float = 0.0
-    seconds: float = 0.0
 
 
 class Controller:
@@ -291,6 +324,7 @@ class Controller:
         self.cpus = cpus
         self.ceiling: int | None = None  # set when a growth did not pay: the pool grows no further
         self._growth: _Growth | None = None
+        self._period = _Period()
         self._elapsed = 0.0
 
     def cpu_share(self, window: Window) -> float:
@@ -307,7 +341,14 @@ class Controller:
         Returns:
             The new size and the reason, or ``None`` to keep the pool as it is.
         """
+        change = self._decide(window, cap)
+        if change is not None and change.workers != window.workers:
+            self._period = _Period()
+        return change
+
+    def _decide(self, window: Window, cap: int) -> Change | None:
         self._elapsed += window.seconds
+        self._period.add(window)
         workers = window.workers
         if workers > cap:
             return Change(cap, f"shrink: over the memory budget ({cap} workers)")
@@ -315,18 +356,14 @@ class Controller:
         waiting = window.wait_share > GROW_WAIT_SHARE
         growth = self._growth
         if growth is not None:
-            growth.windows += 1
-            if growth.windows > 1:
-                growth.cpu_s += window.worker_cpu_s
-                growth.seconds += window.seconds
-            early = growth.windows < JUDGE_WINDOWS or self._elapsed - growth.at_s < window.batch_time_s
+            early = self._period.windows < JUDGE_WINDOWS or self._elapsed - growth.at_s < window.batch_time_s
             if early and workers == growth.after:
                 return None  # the added workers have not shown what they bring yet: too early to judge them
             self._growth = None
-            after = growth.cpu_s / (growth.seconds * self.cpus) if growth.seconds else share
-            undo = self._judge(growth, after, workers, waiting)
-            if undo is not None:
-                return undo
+            if waiting and workers == growth.after:  # else the loop stopped waiting (enough), or the pool changed
+                undo = self._judge(growth)
+                if undo is not None:
+                    return undo
         if waiting and (window.unfinished >= workers or window.busy_share > GROW_BUSY_SHARE):
             return self._grow(window, share, min(cap, self.ceiling or cap))
         if window.wait_share < SHRINK_WAIT_SHARE and window.busy_share < SHRINK_BUSY_SHARE and workers > 1:
@@ -335,25 +372,39 @@ class Controller:
             return Change(target, "shrink: the loop did not wait and the workers were mostly idle")
         return None
 
-    def _judge(self, growth: _Growth, share: float, workers: int, waiting: bool) -> Change | None:
-        """Retire the workers of the last growth that did not pay, and grow no further; ``None`` if it paid."""
-        if not waiting or workers != growth.after or growth.share < JUDGE_MIN_SHARE:
-            return None  # the loop stopped waiting (enough), the pool changed since, or the CPU cannot tell
-        predicted = min(growth.room, growth.share * growth.after / growth.before) - growth.share
-        gained = share - growth.share
-        if predicted <= 0 or gained >= PAYOFF * predicted:
+    def _judge(self, growth: _Growth) -> Change | None:
+        """Stop the growth when the last one did not pay; give it back when the rate did not follow.
+
+        The CPU share says whether the added workers found CPU to use: under
+        ``PAYOFF`` of its prediction, the pool grows no further. The rate
+        says whether they made batches, but only a size measured over a
+        period has one: a growth whose rate rose by less than ``GIVE_BACK``
+        of its prediction is given back. The first growth of an epoch, from
+        a single short window, is never given back: on a loaded machine a
+        process's CPU time also counts time the CPU was taken from it (a
+        virtual machine's steal), and there more threads still made more
+        batches than the CPU share showed.
+        """
+        share = self._period.share(self.cpus)
+        rate = self._period.rate()
+        if share is None or rate is None:
             return None
-        self.ceiling = workers
-        if gained >= GIVE_BACK * predicted:
+        ratio = growth.after / growth.before
+        if growth.share >= JUDGE_MIN_SHARE:  # under it the CPU does not show what pure waiting brought
+            ratio = min(ratio, growth.room / growth.share)
+            predicted = growth.share * (ratio - 1.0)
+            if predicted > 0 and share - growth.share < PAYOFF * predicted:
+                self.ceiling = growth.after
+        if growth.rate is None or ratio <= 1.0:
             return None
-        added = growth.after - growth.before
-        keep = self.ceiling = growth.before + math.ceil(added * max(0.0, gained) / predicted)
-        if keep >= workers:
+        predicted_rate = growth.rate * (ratio - 1.0)
+        if rate - growth.rate >= GIVE_BACK * predicted_rate:
             return None
+        self.ceiling = growth.before
         return Change(
-            keep,
-            f"give back: {added} added workers raised the workers' CPU share by "
-            f"{100 * gained:.0f} points where they should have by {100 * predicted:.0f}",
+            growth.before,
+            f"give back: {growth.after - growth.before} added workers raised the rate from {growth.rate:.1f} to "
+            f"{rate:.1f} batches/s where they should have to {growth.rate + predicted_rate:.1f}",
         )
 
     def _grow(self, window: Window, share: float, limit: int) -> Change | None:
@@ -372,7 +423,10 @@ class Controller:
         if demand is not None and demand < target:
             target, reason = demand, "the loop's pace"
         target = max(workers + 1, min(target, MAX_STEP * workers, limit))
-        self._growth = _Growth(workers, target, share, room, self._elapsed)
+        measured = self._period.share(self.cpus)
+        self._growth = _Growth(
+            workers, target, share if measured is None else measured, room, self._period.rate(), self._elapsed
+        )
         kind = "latency-bound: busy workers, idle CPUs" if share < LATENCY_CPU_SHARE else "busy workers, CPUs to spare"
         return Change(target, f"grow: the loop waited and the workers were busy ({kind}; {reason})")
 
