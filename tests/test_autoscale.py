@@ -326,5 +326,9 @@ def test_batch_bytes_counts_array_buffers_through_containers() -> None:
     assert images.nbytes + 2 * labels.nbytes <= nested < images.nbytes + 2 * labels.nbytes + 4096
     many = [np.zeros(1000, dtype=np.uint8)] * 1000  # sized by its first items, scaled
     assert 1_000_000 <= autoscale.batch_bytes(many) < 1_100_000
+    deep: list[object] = [images]
+    for _ in range(50):  # a pathological nesting is walked within the node budget
+        deep = [deep] * autoscale._SIZE_ITEMS
+    assert autoscale.batch_bytes(deep) > 0
     torch = pytest.importorskip("torch")
     assert autoscale.batch_bytes([torch.zeros(16, 3, 8, 8), torch.arange(16)]) >= 16 * 3 * 8 * 8 * 4 + 16 * 8

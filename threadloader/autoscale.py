@@ -60,6 +60,7 @@ holds a thread, lock or other resource, so neither needs a shutdown.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -106,6 +107,8 @@ MEMORY_SHARE = 0.25
 THREAD_BYTES = 1 << 20
 #: Containers larger than this are not walked to size a batch (their first items are, and scaled).
 _SIZE_ITEMS = 64
+#: At most this many objects are looked at to size one batch.
+_SIZE_NODES = 4096
 
 
 def cpu_count() -> int:
@@ -149,28 +152,30 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def batch_bytes(batch: Any, depth: int = 0) -> int:
+def batch_bytes(batch: Any) -> int:
     """Roughly the bytes a batch holds: its arrays' and tensors' buffers, and its other objects' sizes.
 
     Walks lists, tuples and dicts; a container longer than ``_SIZE_ITEMS``
-    is sized by its first items, scaled.
+    is sized by its first items, scaled, and at most ``_SIZE_NODES`` objects
+    are looked at (the rest count as their own ``sys.getsizeof``), so a
+    deeply nested batch costs a bounded walk once a window.
     """
-    nbytes = getattr(batch, "nbytes", None)
+    return _bytes_of(batch, [_SIZE_NODES])
+
+
+def _bytes_of(item: Any, budget: list[int]) -> int:
+    """``batch_bytes`` of one object, spending ``budget[0]`` (objects left to look at)."""
+    budget[0] -= 1
+    nbytes = getattr(item, "nbytes", None)
     if isinstance(nbytes, int):  # numpy arrays and torch tensors
         return nbytes
-    if depth > 8:
-        return sys.getsizeof(batch)
-    if isinstance(batch, dict):
-        items: list[Any] = list(batch.values())
-    elif isinstance(batch, (list, tuple)):
-        items = list(batch)
-    else:
-        return sys.getsizeof(batch)
-    head = items[:_SIZE_ITEMS]
-    total = sum(batch_bytes(item, depth + 1) for item in head)
-    if len(items) > len(head):
-        total = total * len(items) // len(head)
-    return total + sys.getsizeof(batch)
+    if budget[0] <= 0 or not isinstance(item, (list, tuple, dict)):
+        return sys.getsizeof(item)
+    head = list(itertools.islice(item.values() if isinstance(item, dict) else item, _SIZE_ITEMS))
+    total = sum(_bytes_of(part, budget) for part in head)
+    if len(item) > len(head):
+        total = total * len(item) // len(head)
+    return total + sys.getsizeof(item)
 
 
 def memory_cap(available: int | None, batch_size_bytes: int, prefetch_factor: int) -> int:
