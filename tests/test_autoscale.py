@@ -155,12 +155,12 @@ def _window(
     """A quarter-second window on ``cpus`` CPUs: the workers' CPU share, the loop's wait and busy shares."""
     seconds = autoscale.WINDOW_S
     fields: dict[str, float] = {
-        "batches": 0, "consumer_cpu_s": 0.0, "unfinished": 2 * workers, "batch_time_s": 0.0, **extra,
+        "batches": 0, "other_cpu_s": 0.0, "unfinished": 2 * workers, "batch_time_s": 0.0, **extra,
     }
     return Window(
         seconds=seconds, workers=workers, batches=int(fields["batches"]), wait_s=wait * seconds,
         busy_s=busy * seconds * workers, worker_cpu_s=share * seconds * cpus,
-        consumer_cpu_s=fields["consumer_cpu_s"], unfinished=int(fields["unfinished"]),
+        other_cpu_s=fields["other_cpu_s"], unfinished=int(fields["unfinished"]),
         batch_time_s=fields["batch_time_s"],
     )
 
@@ -179,7 +179,7 @@ def test_a_latency_bound_window_jumps_to_the_count_that_fills_the_cpus() -> None
     assert 2 / 0.13 < autoscale.fill_count(2, 0.13, CPUS)  # Little's law, overprovisioned: 2 / 0.13 fill the CPUs
     assert change.workers == autoscale.fill_count(2, 0.13, CPUS) < autoscale.MAX_STEP * 2
     assert change.workers > 4 * CPUS  # the controller this replaced doubled, and stopped at four per CPU
-    consumer = Controller(CPUS).decide(_window(2, share=0.13, consumer_cpu_s=0.25), cap=64)  # the loop uses 1 CPU
+    consumer = Controller(CPUS).decide(_window(2, share=0.13, other_cpu_s=0.25), cap=64)  # the loop uses 1 CPU
     assert consumer is not None and consumer.workers == autoscale.fill_count(2, 0.13, CPUS, room=0.5)
     assert consumer.workers < change.workers
 

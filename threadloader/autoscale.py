@@ -4,8 +4,9 @@ In:  once per window of an epoch (``WINDOW_S``; the first one shorter,
      ``FIRST_WINDOW_S``), checked as batches are yielded and while the loop
      waits for one: how long the training loop waited for data, the
      workers' busy seconds (their own totals, see ``threadloader.stats``),
-     the process's CPU seconds less the consumer thread's own (the
-     workers' CPU), the batches yielded, the tickets not yet finished, and
+     the workers' CPU seconds (their thread CPU clocks; where there are
+     none, the process's CPU less the consumer thread's) and the rest of
+     the process's, the batches yielded, the tickets not yet finished, and
      now and then one yielded batch (its bytes, for the memory budget).
 Out: at most one change per window, some ``executor.add_worker()`` or
      ``executor.retire_worker()`` calls, and a ``ScalingDecision`` for the
@@ -21,8 +22,8 @@ The decisions (``Controller``; the numbers behind them are in
   the workers' CPU share of the machine is under ``CPU_SATURATED``, the
   time they spend waiting (on storage, a remote store, a sleep) is what
   more threads overlap, so ``n`` workers that use a share ``s`` of the CPUs
-  would fill them at ``n * room / s`` (``room``: the share the consumer
-  thread leaves), overprovisioned by up to ``OVERPROVISION`` for workers
+  would fill them at ``n * room / s`` (``room``: the share the process's
+  other threads leave, the training loop's first), overprovisioned by up to ``OVERPROVISION`` for workers
   that mostly wait, because those queue for the CPUs well before they are
   all in use (``fill_count``). Where the loop has
   its own cost (a training step) its pace bounds the target too: the
@@ -228,8 +229,9 @@ class Window:
         batches: batches yielded to the loop in it.
         wait_s: seconds the loop waited for data in it.
         busy_s: the workers' busy seconds in it (batches finished in it).
-        worker_cpu_s: CPU seconds of the process less the consumer thread's.
-        consumer_cpu_s: CPU seconds of the consumer thread (the training loop).
+        worker_cpu_s: CPU seconds the workers used (their thread CPU clocks).
+        other_cpu_s: CPU seconds the process's other threads used: the
+            training loop's, and whatever else runs in the process.
         unfinished: tickets issued and not finished at its end (queued or being made).
         batch_time_s: a batch's mean time in a worker so far this epoch (0: none finished yet).
     """
@@ -240,7 +242,7 @@ class Window:
     wait_s: float
     busy_s: float
     worker_cpu_s: float
-    consumer_cpu_s: float
+    other_cpu_s: float
     unfinished: int
     batch_time_s: float = 0.0
 
@@ -417,7 +419,7 @@ class Controller:
         workers = window.workers
         if workers >= limit:
             return None
-        room = max(0.0, 1.0 - window.consumer_cpu_s / (window.seconds * self.cpus))
+        room = max(0.0, 1.0 - window.other_cpu_s / (window.seconds * self.cpus))
         if share >= CPU_SATURATED * room:
             if workers >= self.cpus:
                 return None
@@ -513,6 +515,7 @@ class AutoScaler:
         self._window_s = FIRST_WINDOW_S
         self._cpu_start = time.process_time()
         self._own_cpu_start = time.thread_time()
+        self._workers_cpu = executor.worker_cpu()
         self._busy_start = 0.0
         self._wait_start = 0.0
         self._batches_start = 0
@@ -543,24 +546,33 @@ class AutoScaler:
         now = time.perf_counter()
         cpu_now = time.process_time()
         own_cpu_now = time.thread_time()
+        workers_cpu_now = self._executor.worker_cpu()
         busy_now = self._busy_totals()
         wait_now = self._wait_total() + waiting_s
         if batch is not None:
             self._batch_bytes = max(self._batch_bytes, batch_bytes(batch))
         workers = self._executor.num_workers
-        own_cpu = own_cpu_now - self._own_cpu_start
+        process_cpu = cpu_now - self._cpu_start
+        before = self._workers_cpu
+        if workers_cpu_now is not None and before is not None:
+            # A worker started in the window counts from its clock's zero; one that ended is left out.
+            worker_cpu = sum(cpu - before.get(ident, 0.0) for ident, cpu in workers_cpu_now.items())
+        else:  # no per-thread clocks: every thread but the consumer's is taken for a worker
+            worker_cpu = process_cpu - (own_cpu_now - self._own_cpu_start)
+        worker_cpu = min(max(0.0, worker_cpu), process_cpu)
         window = Window(
             seconds=now - self._window_start,
             workers=workers,
             batches=batches - self._batches_start,
             wait_s=wait_now - self._wait_start,
             busy_s=busy_now - self._busy_start,
-            worker_cpu_s=max(0.0, cpu_now - self._cpu_start - own_cpu),
-            consumer_cpu_s=own_cpu,
+            worker_cpu_s=worker_cpu,
+            other_cpu_s=max(0.0, process_cpu - worker_cpu),
             unfinished=unfinished,
             batch_time_s=busy_now / batches if batches else 0.0,
         )
         self._window_start, self._cpu_start, self._own_cpu_start = now, cpu_now, own_cpu_now
+        self._workers_cpu = workers_cpu_now
         self._busy_start, self._wait_start, self._batches_start = busy_now, wait_now, batches
         self._window_s = WINDOW_S
         change = self.controller.decide(window, self.cap)
