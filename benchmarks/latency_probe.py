@@ -296,7 +296,7 @@ def spawn_pass(args: argparse.Namespace, name: str, workers: int | str) -> PassR
 
 
 def summarise(results: list[PassResult], bound: float) -> str:
-    """The table: one row per loader, medians with min-max, and torch's best for the ratio."""
+    """The table: one row per loader, medians with min-max, and torch's best (its best median) for the ratio."""
     rows: dict[str, list[PassResult]] = {}
     for result in results:
         rows.setdefault(f"{result.loader} {result.workers}", []).append(result)
@@ -369,6 +369,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each pass, wait up to this many seconds for a second with the machine's CPUs under 25%% busy",
     )
     parser.add_argument("--pass-timeout", type=float, default=300.0, help="seconds one pass may take")
+    parser.add_argument(
+        "--quiet-below", type=float, default=0.2,
+        help="also summarise the passes during which other processes used under this share of the CPUs (0.2)",
+    )
     parser.add_argument("--pass", dest="one_pass", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -406,6 +410,11 @@ def main(argv: list[str] | None = None) -> None:
             for line in result.scaling:
                 print(f"    {line}", flush=True)
     print(summarise(results, bound))
+    quiet = [r for r in results if r.others_cpu is not None and r.others_cpu < args.quiet_below]
+    if quiet and len(quiet) < len(results):
+        print(f"\nThe passes during which other processes used under {100 * args.quiet_below:.0f}% of the CPUs "
+              f"({len(quiet)} of {len(results)}):")
+        print(summarise(quiet, bound))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump([asdict(r) for r in results], out, indent=1)
