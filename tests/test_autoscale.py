@@ -276,6 +276,15 @@ def test_no_growth_when_workers_lack_work_or_the_loop_does_not_wait() -> None:
     assert controller.decide(_window(8, share=0.1, wait=0.05), cap=64) is None
 
 
+def test_the_epochs_tail_grows_no_more_workers_than_tickets_are_left() -> None:
+    # The sampler ended: the loop waits for the last batches, which the busy workers are making.
+    tail = Window(0.25, 17, 3, 0.25, 0.25 * 17 * 0.9, 0.25 * 2 * 0.6, 0.0, 12, exhausted=True)
+    assert Controller(CPUS).decide(tail, cap=64) is None  # 12 tickets for 17 workers: none for a new one
+    queued = Window(0.25, 8, 3, 0.25, 0.25 * 8 * 0.9, 0.25 * 2 * 0.3, 0.0, 12, exhausted=True)
+    change = Controller(CPUS).decide(queued, cap=64)
+    assert change is not None and change.workers == 12  # one worker for each ticket left, no more
+
+
 def test_cpu_bound_work_grows_one_at_a_time_up_to_the_cpus_only() -> None:
     # Two workers that keep a CPU busy each use half of 4 CPUs: the 4 workers that fill them, no overprovision.
     change = Controller(4).decide(_window(2, share=0.5, cpus=4), cap=64)

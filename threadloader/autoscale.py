@@ -17,7 +17,8 @@ The decisions (``Controller``; the numbers behind them are in
 
 - **grow** when the loop waited for more than 10% of the window and no
   worker lacked work (a ticket waited for every worker, or the workers were
-  busy more than 75% of the window): the workers are the bottleneck. How far
+  busy more than 75% of the window): the workers are the bottleneck. Once
+  the sampler has no ticket left, never past the tickets still unfinished. How far
   follows Little's law, in-flight batches = rate x time per batch: while
   the workers' CPU share of the machine is under ``CPU_SATURATED``, the
   time they spend waiting (on storage, a remote store, a sleep) is what
@@ -234,6 +235,8 @@ class Window:
             training loop's, and whatever else runs in the process.
         unfinished: tickets issued and not finished at its end (queued or being made).
         batch_time_s: a batch's mean time in a worker so far this epoch (0: none finished yet).
+        exhausted: no ticket is left to issue this epoch (the sampler ended): more
+            workers than ``unfinished`` would find nothing to do.
     """
 
     seconds: float
@@ -245,6 +248,7 @@ class Window:
     other_cpu_s: float
     unfinished: int
     batch_time_s: float = 0.0
+    exhausted: bool = False
 
     @property
     def wait_share(self) -> float:
@@ -372,7 +376,10 @@ class Controller:
                 if undo is not None:
                     return undo
         if waiting and (window.unfinished >= workers or window.busy_share > GROW_BUSY_SHARE):
-            return self._grow(window, share, min(cap, self.ceiling or cap))
+            limit = min(cap, self.ceiling or cap)
+            if window.exhausted:  # the epoch's last tickets: a worker more than them would find none
+                limit = min(limit, window.unfinished)
+            return self._grow(window, share, limit)
         if window.wait_share < SHRINK_WAIT_SHARE and window.busy_share < SHRINK_BUSY_SHARE and workers > 1:
             needed = math.ceil(workers * window.busy_share / SHRINK_TO_BUSY)
             target = min(workers - 1, max(1, workers // 2, needed))
@@ -530,7 +537,7 @@ class AutoScaler:
         return memory_cap(self._available, self._batch_bytes, self._prefetch_factor)
 
     def step(
-        self, batches: int, waiting_s: float = 0.0, unfinished: int = 0, batch: Any = None
+        self, batches: int, waiting_s: float = 0.0, unfinished: int = 0, batch: Any = None, exhausted: bool = False
     ) -> ScalingDecision | None:
         """Judge the window that just ended, apply at most one change, start the next window.
 
@@ -539,6 +546,7 @@ class AutoScaler:
             waiting_s: seconds of the loop's current wait so far (not yet in ``wait_total``).
             unfinished: tickets issued and not finished (queued or being made).
             batch: a batch just yielded, to size the memory budget by (``None``: none at hand).
+            exhausted: no ticket is left to issue this epoch.
 
         Returns:
             The decision, or ``None`` when the pool stays as it is.
@@ -570,6 +578,7 @@ class AutoScaler:
             other_cpu_s=max(0.0, process_cpu - worker_cpu),
             unfinished=unfinished,
             batch_time_s=busy_now / batches if batches else 0.0,
+            exhausted=exhausted,
         )
         self._window_start, self._cpu_start, self._own_cpu_start = now, cpu_now, own_cpu_now
         self._workers_cpu = workers_cpu_now

@@ -336,7 +336,7 @@ class EpochIterator(_EpochIteratorBase):
             batch: the batch being yielded, which the autoscaler sizes for its memory budget.
         """
         unfinished = len(self._buffer.unfinished())
-        if scaler.step(batches, waiting_s, unfinished, batch) is not None:
+        if scaler.step(batches, waiting_s, unfinished, batch, self._dispatch.done) is not None:
             self._buffer.bound = max(1, self._prefetch_factor * self._executor.num_workers)
             self._dispatch.fill(self._buffer)  # a new worker finds tickets waiting
 
@@ -380,6 +380,7 @@ class EpochIterator(_EpochIteratorBase):
             if result is not None:
                 if result[0] == generation and dispatch.store(result, buffer):  # else an earlier epoch's, or stale
                     return
+                self._rescale_while_waiting(started)  # a part of the split first batch arrived: the window may end
                 continue
             executor.check_workers()
             if self._timeout and time.perf_counter() - started > self._timeout:
