@@ -267,6 +267,32 @@ def run_child(args: argparse.Namespace) -> None:
     print(json.dumps(asdict(run_pass(args, name, workers))), flush=True)
 
 
+def _spin(loops: int) -> float:
+    """Seconds a pure-Python loop of ``loops`` additions takes here (run in a child process)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(loops):
+        total += i
+    return time.perf_counter() - started
+
+
+def effective_cpus(loops: int = 5_000_000) -> float:
+    """How many CPUs the machine gives this job now: one busy process's time over each of N at once, times N.
+
+    The 2-core development machine is a virtual machine shared with other
+    sessions; at times two busy processes took twice as long as one, so it
+    ran like one core while ``/proc/stat`` showed idle time. Printed before
+    each repetition, beside the other processes' CPU share of each pass.
+    """
+    import multiprocessing
+
+    cpus = len(os.sched_getaffinity(0))
+    with multiprocessing.get_context("fork").Pool(cpus) as pool:
+        alone = pool.map(_spin, [loops])[0]
+        together = pool.map(_spin, [loops] * cpus)
+    return cpus * alone / max(together)
+
+
 def settle(limit_s: float, busy_below: float = 0.25) -> None:
     """Wait, at most ``limit_s`` seconds, for a second in which the machine's CPUs were busy under ``busy_below``."""
     deadline = time.monotonic() + limit_s
@@ -395,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     results: list[PassResult] = []
     for rep in range(args.reps):
+        print(f"rep {rep}: the machine gives {effective_cpus():.2f} CPUs now (two busy processes against one)",
+              flush=True)
         for name, workers in loaders:
             result = spawn_pass(args, name, workers)
             results.append(result)
