@@ -145,3 +145,7 @@ class ScalableExecutor(Executor, Protocol):
     def retire_worker(self) -> None:
         """Let one worker end once it is free (never the last one)."""
         ...
+
+    def worker_cpu(self) -> dict[int, float] | None:
+        """Each live worker's CPU seconds so far, by thread id; ``None`` where they cannot be read."""
+        ...

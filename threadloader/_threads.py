@@ -34,6 +34,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -205,6 +206,7 @@ class ThreadExecutor:
         self._spin = Spin(self._tries)  # the consumer's own: poll() runs in the thread that owns the iterator
         self._threads: list[threading.Thread] = []
         self._runtimes: list[WorkerRuntime] = []
+        self._cpu_clocks: dict[int, int] = {}  # thread id -> its CPU clock id (worker_cpu, the consumer's thread)
         for _ in range(num_workers):
             self._new_thread(num_workers)
         _lifecycle.register(self)
@@ -253,6 +255,33 @@ class ThreadExecutor:
                 return
             self.num_workers -= 1
             self._tasks[0].put(None)
+
+    def worker_cpu(self) -> dict[int, float] | None:
+        """Each live worker's CPU seconds so far, by thread id, from its thread CPU clock (for the autoscaler).
+
+        ``None`` where the platform has no per-thread CPU clocks. Called from
+        the consumer's thread only. A thread's clock id is looked up once,
+        while the thread lives and before anything joins it (only
+        ``shutdown`` does), so its thread handle is valid then; a worker that
+        ended is left out.
+        """
+        clock_of = getattr(time, "pthread_getcpuclockid", None)
+        if clock_of is None:
+            return None
+        clocks = self._cpu_clocks
+        cpu: dict[int, float] = {}
+        for thread in self._threads:
+            ident = thread.ident
+            if ident is None or not thread.is_alive():
+                continue
+            try:
+                clock = clocks.get(ident)
+                if clock is None:
+                    clock = clocks[ident] = clock_of(ident)
+                cpu[ident] = time.clock_gettime(clock)
+            except OSError:  # it ended since is_alive()
+                continue
+        return cpu
 
     def submit(self, ticket: Ticket, worker_id: int | None = None) -> None:
         """Queue a ticket; ``worker_id`` picks the worker's own queue when per-worker."""

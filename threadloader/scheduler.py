@@ -269,7 +269,7 @@ def _new_autoscaler(plan: EpochPlan, stats: StatsRecorder | None) -> AutoScaler 
     if not plan.autoscale or stats is None or not isinstance(executor, ScalableExecutor):
         return None
     busy = partial(_busy_seconds, executor, plan.generation)
-    return AutoScaler(executor, busy, lambda: stats.wait_s, stats.scaling)
+    return AutoScaler(executor, busy, lambda: stats.wait_s, stats.scaling, plan.prefetch_factor)
 
 
 class EpochIterator(_EpochIteratorBase):
@@ -350,7 +350,7 @@ class EpochIterator(_EpochIteratorBase):
                     stats.samples += len(indices)
                 scaler = self._scaler
                 if scaler is not None and scaler.due():
-                    self._rescale(scaler, stats.batches)
+                    self._rescale(scaler, stats.batches, 0.0, value)
             if status == OK:
                 watch = self._length_watch
                 if watch is not None:
@@ -365,9 +365,17 @@ class EpochIterator(_EpochIteratorBase):
             self = ready = value = None  # type: ignore[assignment]
             raise
 
-    def _rescale(self, scaler: AutoScaler, batches: int) -> None:
-        """Let the autoscaler judge the window that just ended; a changed pool gets a changed bound."""
-        if scaler.step(batches) is not None:
+    def _rescale(self, scaler: AutoScaler, batches: int, waiting_s: float, batch: Any = None) -> None:
+        """Let the autoscaler judge the window that just ended; a changed pool gets a changed bound.
+
+        Args:
+            scaler: the epoch's autoscaler.
+            batches: batches yielded so far.
+            waiting_s: seconds of the loop's current wait so far (0 between waits).
+            batch: the batch being yielded, which the autoscaler sizes for its memory budget.
+        """
+        unfinished = len(self._buffer.unfinished())
+        if scaler.step(batches, waiting_s, unfinished, batch, self._dispatch.done) is not None:
             self._buffer.bound = max(1, self._prefetch_factor * self._executor.num_workers)
             self._dispatch.fill(self._buffer)  # a new worker finds tickets waiting
 
@@ -390,6 +398,7 @@ class EpochIterator(_EpochIteratorBase):
                     self._end_epoch()
                     raise StopIteration
                 self._wait_one(started)
+                self._rescale_while_waiting(started)
                 ready = buffer.pop()
             if stats is not None:
                 stats.wait_s += time.perf_counter() - started
@@ -414,13 +423,22 @@ class EpochIterator(_EpochIteratorBase):
                 if result is not None:
                     if result[0] == generation and dispatch.store(result, buffer):  # else earlier epoch's, or stale
                         return
+                    self._rescale_while_waiting(started)  # a part of the split first batch came: a window may end
                     continue
                 executor.check_workers()
                 if self._timeout and time.perf_counter() - started > self._timeout:
                     raise timeout_error(self._timeout, time.perf_counter() - started, buffer)
+                self._rescale_while_waiting(started)
         except BaseException:
             self = executor = buffer = dispatch = result = None  # type: ignore[assignment]  # as in __next__
             raise
+
+    def _rescale_while_waiting(self, started: float) -> None:
+        """Judge a window that ended while the loop waits: a pool that is too small makes the loop wait longest."""
+        scaler = self._scaler
+        stats = self._stats
+        if scaler is not None and stats is not None and scaler.due():
+            self._rescale(scaler, stats.batches, time.perf_counter() - started)
 
     @property
     def stats(self) -> EpochStats | None:
