@@ -17,9 +17,9 @@ import pytest
 from sample_datasets import RangeDataset, ShardedIterable, SlowDataset, list_collate
 
 from threadloader import DataLoader, autoscale
-from threadloader._threads import ThreadExecutor
+from threadloader._threads.executor import ThreadExecutor
+from threadloader._workers.spec import FetchSpec
 from threadloader.autoscale import Controller, Window
-from threadloader.worker import FetchSpec
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from threadloader._contract import Executor, Result, ScalableExecutor, Ticket
-from threadloader._dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch, new_dispatch
-from threadloader._reorder import ReorderBuffer
-from threadloader.scheduler import Progress
+from threadloader._contract import ERROR, EXHAUSTED, OK, BatchPart, Executor, Failure, Result, ScalableExecutor, Ticket
+from threadloader._epoch.dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch, new_dispatch
+from threadloader._epoch.progress import Progress
+from threadloader._epoch.reorder import ReorderBuffer
 from threadloader.stats import Timings
-from threadloader.worker import ERROR, EXHAUSTED, OK, BatchPart, Failure
 
 pytestmark = pytest.mark.timeout(60)
 

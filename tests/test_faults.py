@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -81,7 +82,7 @@ class DyingStream(ShardedIterable):
 
 def failing_worker_loop(worker_id: int) -> None:
     """A ``worker_init_fn`` that breaks the worker's own loop (not user code): every result fails to report."""
-    from threadloader import worker
+    from threadloader._workers import runtime as worker
 
     def no_memory(self: Any, generation: int) -> Any:
         raise MemoryError("no memory left to report a batch")
@@ -181,16 +182,32 @@ def test_ctrl_c_raises_within_half_a_second_whatever_the_workers_do(mode: str) -
     assert it.finished
 
 
-def _ctrl_c_in_the_main_thread(batch: list[Any]) -> list[Any]:
-    """A collate function during which Ctrl-C arrives, where it runs in the training loop's thread."""
-    if threading.current_thread() is threading.main_thread():
-        raise KeyboardInterrupt  # as the interpreter raises it, from the signal, at any point of the thread
-    return list(batch)
+class _CtrlCWhenCollatedInTheMainThread(Sequence[int]):
+    """A sample during whose collation Ctrl-C arrives, where it is collated in the training loop's thread."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, position: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt  # as the interpreter raises it, from the signal, at any point of the thread
+        return [0][position]
+
+
+class _CtrlCDataset:
+    """Samples that the default collate reads in the thread that collates them."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> _CtrlCWhenCollatedInTheMainThread:
+        return _CtrlCWhenCollatedInTheMainThread()
 
 
 def test_ctrl_c_while_the_first_batch_is_collated_in_the_loop_is_the_users_not_the_batchs(mode: str) -> None:
-    # The epoch's first batch comes from the workers in parts, collated in the training loop's thread.
-    loader = DataLoader(RangeDataset(16), batch_size=4, num_workers=2, mode=mode, collate_fn=_ctrl_c_in_the_main_thread)
+    # The epoch's first batch comes from the workers in parts, collated by the default collate in the training
+    # loop's thread: the only batch whose collation runs there.
+    loader = DataLoader(_CtrlCDataset(), batch_size=4, num_workers=2, mode=mode)
     it = iter(loader)
     with pytest.raises(KeyboardInterrupt):  # not a WorkerDiedError for batch 0 that a loop may skip
         next(it)

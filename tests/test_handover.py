@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from threadloader import _threads
+from threadloader._threads import executor as _threads
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -2,7 +2,7 @@
 
 torch's DataLoader calls ``torch.set_num_threads(1)`` in every worker
 process. A worker thread gets the same limit for its own thread only
-(``threadloader._intra_op``), and the consumer collates the split first
+(``threadloader._workers.intra_op``), and the consumer collates the split first
 batch with one intra-op thread and then has its own count back. The tests
 set the process's count to 2 first, so that a worker left at the process's
 count would be seen (on a one-core machine torch's default is already 1).
@@ -22,7 +22,8 @@ import sample_datasets  # noqa: E402  (after the skip: the datasets import torch
 from sample_datasets import IntraOpThreadsDataset, recording_collate  # noqa: E402
 
 import threadloader.collate  # noqa: E402
-from threadloader import DataLoader, _intra_op  # noqa: E402
+from threadloader import DataLoader  # noqa: E402
+from threadloader._workers import intra_op as _intra_op  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

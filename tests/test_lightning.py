@@ -89,7 +89,7 @@ def sources(mode: str) -> list[list[Any]]:
 
 def auto_sources(mode: str) -> list[list[Any]]:
     """What ``mode="auto"``'s first loader over a dataset loads with: on free threads it measures threads and
-    processes on the first epoch's tickets (``threadloader._choosing``), so both carry samples."""
+    processes on the first epoch's tickets (``threadloader._epoch.choosing``), so both carry samples."""
     return [["multiprocessing", False], ["thread", True]] if mode == "thread" else sources(mode)
 
 

@@ -1,7 +1,7 @@
 """``mode="auto"`` on a free-threaded build: threads, replicas or processes, picked by measuring.
 
 The rule (``_choice.choose``) and the memory budget are checked directly; the
-probing pool (``_choosing``) end to end, on datasets whose costs do not
+probing pool (``_epoch.choosing``) end to end, on datasets whose costs do not
 depend on the machine's speed: one that waits (every candidate takes the
 same time: threads stay) and one whose samples call ``dict.get`` on a dict the
 test's thread built (on 3.13t a worker thread takes a slow path there, many
@@ -18,8 +18,9 @@ import pytest
 from sample_datasets import GeneratorAugmented, list_collate
 
 import threadloader
-from threadloader import DataLoader, _choice
-from threadloader._choice import PROCESSES, REPLICAS, THREADS, ModeChoice, choose
+from threadloader import DataLoader
+from threadloader._epoch import choice as _choice
+from threadloader._epoch.choice import PROCESSES, REPLICAS, THREADS, ModeChoice, choose
 
 pytestmark = pytest.mark.timeout(120)
 

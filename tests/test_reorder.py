@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from threadloader._reorder import ReorderBuffer
+from threadloader._epoch.reorder import ReorderBuffer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ import pytest
 from sample_datasets import RangeDataset, SlowDataset, sleepy_collate
 
 from threadloader import DataLoader
+from threadloader._workers.runtime import WorkerRuntime
 from threadloader.stats import EpochStats, WorkerStats, starvation_advice
-from threadloader.worker import WorkerRuntime
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,19 +150,21 @@ class _FakeClock:
 
 
 def _timed_runtime(monkeypatch: pytest.MonkeyPatch, dataset: object) -> tuple[WorkerRuntime, _FakeClock]:
-    from threadloader import _fetch, worker
+    from threadloader._workers import fetch
+    from threadloader._workers import runtime as worker
+    from threadloader._workers.spec import FetchSpec
 
     clock = _FakeClock()
     monkeypatch.setattr(worker, "perf_counter", clock)  # the batch's start and end
-    monkeypatch.setattr(_fetch, "perf_counter", clock)  # its collate step's start
-    runtime = worker.WorkerRuntime(worker.FetchSpec(dataset, False, True, list), 0, 1, 0)
+    monkeypatch.setattr(fetch, "perf_counter", clock)  # its collate step's start
+    runtime = worker.WorkerRuntime(FetchSpec(dataset, False, True, list), 0, 1, 0)
     return runtime, clock
 
 
 def test_fast_batches_are_timed_one_in_a_doubling_gap_and_stand_for_the_untimed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from threadloader import worker
+    from threadloader._workers import runtime as worker
 
     runtime, clock = _timed_runtime(monkeypatch, RangeDataset(1000))
     timed_at = []
@@ -182,7 +184,7 @@ def test_fast_batches_are_timed_one_in_a_doubling_gap_and_stand_for_the_untimed(
 
 
 def test_one_slow_timed_batch_brings_back_timing_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from threadloader import worker
+    from threadloader._workers import runtime as worker
 
     runtime, clock = _timed_runtime(monkeypatch, RangeDataset(1000))
     for batch in range(40):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sample_datasets import ArrayDataset, RaggedDataset
 
-from threadloader import DataLoader, _shm
+from threadloader import DataLoader
+from threadloader._processes import shm as _shm
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,7 +123,7 @@ def test_uncollated_numpy_arrays_travel_in_process_mode() -> None:
 
 def test_arena_tensors_travel_as_their_files_and_the_rest_is_freed(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
-    from threadloader._shm_collate import ShmArena, make_collate
+    from threadloader._processes.shm_collate import ShmArena, make_collate
 
     arena = ShmArena(arena_prefix)
     collate = make_collate(arena)
@@ -174,7 +175,7 @@ def _round_trip(batch: object, prefix: str) -> object:
 
 def test_recycled_files_are_reused_only_once_the_parent_is_done(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
-    from threadloader._shm_collate import ShmArena, make_collate
+    from threadloader._processes.shm_collate import ShmArena, make_collate
 
     arena = ShmArena(arena_prefix, slots=2)
     collate = make_collate(arena)
@@ -203,7 +204,7 @@ def test_recycled_files_are_reused_only_once_the_parent_is_done(arena_prefix: st
 
 def test_a_batch_of_more_files_than_one_socket_message_carries() -> None:
     torch = pytest.importorskip("torch")
-    from threadloader._shm_collate import ShmArena, make_collate
+    from threadloader._processes.shm_collate import ShmArena, make_collate
 
     prefix = f"threadloader-{os.getpid()}-many"
     arena = ShmArena(prefix, slots=1)
@@ -221,7 +222,7 @@ def test_a_batch_of_more_files_than_one_socket_message_carries() -> None:
 
 def test_a_dropped_batch_gives_its_recycled_file_back(arena_prefix: str) -> None:
     torch = pytest.importorskip("torch")
-    from threadloader._shm_collate import ShmArena, make_collate
+    from threadloader._processes.shm_collate import ShmArena, make_collate
 
     arena = ShmArena(arena_prefix, slots=1)
     collate = make_collate(arena)
@@ -237,7 +238,7 @@ def test_a_dropped_batch_gives_its_recycled_file_back(arena_prefix: str) -> None
 
 def test_process_mode_recycles_batch_files_and_never_overwrites_a_held_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
-    from threadloader._shm_collate import SLOTS
+    from threadloader._processes.shm_collate import SLOTS
     files: list[bool] = []  # whether each stacked tensor came in a recycled file, in arrival order
     new_files = [0]  # recycled files the parent was sent
     decode = _shm.decode
@@ -276,7 +277,7 @@ def test_arena_collate_keeps_torch_semantics() -> None:
     torch = pytest.importorskip("torch")
     from torch.utils.data import default_collate
 
-    from threadloader._shm_collate import ShmArena, make_collate
+    from threadloader._processes.shm_collate import ShmArena, make_collate
 
     arena = ShmArena(f"threadloader-{os.getpid()}-semantics")
     collate = make_collate(arena)

@@ -47,7 +47,7 @@ def test_classes_are_plain_and_generic_without_torch() -> None:
     print([c.__name__ for c in RandomSampler.__mro__], BatchSampler.__mro__[1].__name__,
           SequentialSampler.__mro__[1].__name__)
     """)
-    # TorchAttributes (threadloader._compat) holds torch's attributes; it derives from nothing of torch's
+    # TorchAttributes (threadloader._facade.compat) holds torch's attributes; it derives from nothing of torch's
     assert out == ["False", "True", "['DataLoader',", "'TorchAttributes',", "'_WithoutTorch',", "'Generic',",
                    "'object']", "True", "['RandomSampler',", "'object']", "object", "object"]
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 import threadloader
-from threadloader import DataLoader, _priority
+from threadloader import DataLoader
+from threadloader._workers import priority as _priority
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -25,10 +25,7 @@ Unpack them in the field order documented below.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
-
-if TYPE_CHECKING:
-    from .stats import Timings
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 #: A result's status: the value is the batch (or a ``BatchPart``'s ``(number, samples)``).
 OK = 0
@@ -49,6 +46,10 @@ Result: TypeAlias = tuple[int, int, int, int, Any]
 #: ``(status, value)``: what one worker made of one ticket, before the executor adds the ticket's numbers
 #: and its own id to make a ``Result``; ``status`` and ``value`` as in ``Result``.
 Outcome: TypeAlias = tuple[int, Any]
+
+
+#: Per worker: ``(fetch_s, collate_s, slowest_s)`` of the epoch so far, or ``None`` for none yet.
+Timings: TypeAlias = list[tuple[float, float, float] | None]
 
 
 class BatchPart:

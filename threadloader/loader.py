@@ -16,10 +16,13 @@ sampler injection and re-instantiation from constructor arguments treat it
 as torch's; iteration is always threadloader's. A loader pickles at any time,
 without its live pool or iterator.
 
-The parts live beside it: ``_options`` (the arguments, by torch's rules),
-``_compat`` (torch's attributes, ``len()``, pickling), ``_epochs`` (epoch
-numbers, index batches, plans), ``_pools`` (worker pools), ``_resume``
-(``state_dict()``) and ``_advice`` (the warnings about how it is used).
+Its parts live in ``_facade``: ``options`` (the arguments, by torch's rules),
+``compat`` (torch's attributes, ``len()``, pickling), ``seeding`` (the base
+seed), ``epochs`` (epoch numbers, index batches, the pieces of a plan),
+``resume`` (``state_dict()``) and ``advice`` (the warnings about how it is
+used). The loader builds each epoch's ``FetchSpec`` and plan from them and
+hands the plan to an epoch iterator (``_epoch.scheduler``) over a pool
+(``_epoch.pools``).
 
 Ownership: without ``persistent_workers`` each epoch iterator owns its worker
 pool and stops it when the epoch ends, on ``close()``, or when it is garbage
@@ -36,12 +39,17 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _advice, _choice, _epochs, _pools, _resume, _rng_watch, _torch, collate, runtime
-from ._compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
-from ._options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
+from . import _torch, collate, runtime
+from ._epoch import choice, pools
+from ._epoch.scheduler import EpochIterator, EpochPlan, SerialIterator, SerialPlan
+from ._facade import advice, epochs, resume
+from ._facade.compat import DATASET_KIND_ITERABLE, DATASET_KIND_MAP, TorchAttributes
+from ._facade.options import LoaderOptions, check_options, default_samplers, is_iterable_dataset
+from ._workers import rng_watch
+from ._workers.runtime import WorkerRuntime
+from ._workers.spec import FetchSpec
 from .collate import default_collate, default_convert
 from .runtime import RequestedMode, RunningMode
-from .scheduler import EpochIterator, EpochPlan, SerialIterator, SerialPlan
 from .stats import EpochStats
 
 __all__ = ["DataLoader", "is_iterable_dataset"]
@@ -50,14 +58,14 @@ T_co = TypeVar("T_co", covariant=True)
 _log = logging.getLogger("threadloader")
 
 
-def _record_choice(dataset: Any, choice: _choice.ModeChoice) -> None:
+def _record_choice(dataset: Any, made: choice.ModeChoice) -> None:
     """Keep what ``mode="auto"`` picked for ``dataset`` for later loaders over it, and log it once.
 
     A function of the dataset, not a method: the pool that calls it must not
     keep its loader alive.
     """
-    _choice.remember(dataset, choice)
-    _log.info("threadloader: mode='auto' for %s %s", type(dataset).__name__, choice)
+    choice.remember(dataset, made)
+    _log.info("threadloader: mode='auto' for %s %s", type(dataset).__name__, made)
 
 
 class _WithoutTorch:
@@ -78,13 +86,13 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
     loader over a map-style dataset, threads sharing the one dataset object,
     threads over per-worker replicas and worker processes on the epoch's
     first tickets, and keeps the fastest for this loader and later ones over
-    the same dataset (``threadloader._choice``; ``iterator.stats.choice``
+    the same dataset (``threadloader._epoch.choice``; ``iterator.stats.choice``
     says what and why); an iterable-style dataset runs on threads. On a
     build with the GIL it uses worker processes. ``num_workers=0`` loads in
     the calling thread.
     Where torch is installed this class derives from torch's DataLoader.
     A seed that comes from torch's generator is drawn where torch's loader
-    draws its own, at ``iter()`` (``threadloader._seeding``).
+    draws its own, at ``iter()`` (``threadloader._facade.seeding``).
 
     Extra keyword arguments:
         in_order: yield in sampler order (default) or as batches finish.
@@ -107,7 +115,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         worker_nice: add this much (0-19) to each worker's nice value, so
             that the kernel gives the training loop's threads most of a core
             both want and the workers the CPU left over (Linux, where each
-            thread has its own; ``threadloader._priority``). Default 0:
+            thread has its own; ``threadloader._workers.priority``). Default 0:
             unchanged, as torch.
 
     ``num_workers="auto"`` starts two worker threads (one on a single CPU)
@@ -191,10 +199,10 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         self._warned: frozenset[str] = frozenset()  # topics warned about, once each; a shallow copy keeps its own
         self._epoch = 0
         self._epoch_told: int | None = None  # the epoch last passed to sampler.set_epoch
-        self._resume: _resume.ResumePoint | None = None
+        self._resume: resume.ResumePoint | None = None
         self._epoch_start_state: list[str | None] | ValueError | None = None  # for state_dict() mid-epoch
-        self._persistent = _pools.PersistentPool()  # stays empty without persistent_workers
-        self._draw_watch = _rng_watch.SharedDrawWatch()  # a worker thread's draw from torch's default generator
+        self._persistent = pools.PersistentPool()  # stays empty without persistent_workers
+        self._draw_watch = rng_watch.SharedDrawWatch()  # a worker thread's draw from torch's default generator
         self._current: weakref.ref[Any] | None = None  # the epoch iterator started last
 
     @property
@@ -202,7 +210,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         """The base seed that shuffling, worker seeds and ``sample_rng()`` derive from.
 
         From torch's generator it is drawn at the first ``iter()``, where
-        torch's loader draws its own (``threadloader._seeding``); read before
+        torch's loader draws its own (``threadloader._facade.seeding``); read before
         that, it is drawn now.
         """
         return self._seed_state.value
@@ -228,9 +236,9 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         GIL is on now.
         """
         mode = runtime.resolve_mode(self.mode, self.num_workers)
-        auto: _choice.ModeChoice | bool = False  # what mode="auto" measured for this dataset, or True: measure now
+        auto: choice.ModeChoice | bool = False  # what mode="auto" measured for this dataset, or True: measure now
         if self._chooses(mode):
-            auto = _choice.remembered(self.dataset) or True
+            auto = choice.remembered(self.dataset) or True
             if not isinstance(auto, bool):
                 mode = auto.mode
         self._seed_state.on_iter(keeps_iterator=self.persistent_workers and self.num_workers > 0)
@@ -246,7 +254,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         return EpochIterator(mode, partial(self._launch, mode, auto))
 
     def _chooses(self, mode: RunningMode) -> bool:
-        """Whether ``mode="auto"`` picks between threads, replicas and processes by measuring (``_choice``).
+        """Whether ``mode="auto"`` picks between threads, replicas and processes by measuring (``_epoch.choice``).
 
         It does for a map-style dataset where threads would run (a
         free-threaded build with the GIL off), with a fixed ``num_workers``
@@ -257,59 +265,108 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         measurable = not self._iterable and not self.auto_workers  # num_workers="auto" sizes a thread pool
         return self.mode == "auto" and mode == "thread" and measurable and not explicit
 
-    def _open_epoch(self, iterator: Any) -> tuple[int, _resume.ResumePoint | None, Iterator[Any] | None]:
+    def _open_epoch(self, iterator: Any) -> tuple[int, resume.ResumePoint | None, Iterator[Any] | None]:
         """Start an epoch for ``iterator``: its number, where it resumes, and its index batches."""
         previous = self._current() if self._current is not None else None
         if previous is not None and previous is not iterator and self.persistent_workers:
             previous.close()  # one epoch at a time on a shared pool, as torch resets its iterator
         epoch = self._begin_epoch()
-        resume, self._resume = self._resume, None
+        resume_point, self._resume = self._resume, None
         self._current = weakref.ref(iterator)
         if not self._iterable and "unsharded" not in self._warned:
-            advice = _advice.unsharded(self._index_sampler, self.sampler)
-            self._warn_once("unsharded", advice, stacklevel=5)  # the training loop's next()
+            message = advice.unsharded(self._index_sampler, self.sampler)
+            self._warn_once("unsharded", message, stacklevel=5)  # the training loop's next()
         collate.prepare(self.collate_fn)
         if self._iterable:
-            return epoch, resume, None
-        index_batches, self._epoch_start_state = _epochs.index_batches(self._index_sampler, resume)
-        return epoch, resume, index_batches
+            return epoch, resume_point, None
+        index_batches, self._epoch_start_state = epochs.index_batches(self._index_sampler, resume_point)
+        return epoch, resume_point, index_batches
 
     def _launch_serial(self, iterator: SerialIterator) -> SerialPlan:
         if self._owns_sampler:  # torch's loader without workers takes its sampler's first index at next()
             self._seed_state.on_shuffled_epoch()
-        epoch, resume, index_batches = self._open_epoch(iterator)
-        spec = _epochs.fetch_spec(self, "serial", needs_replica=False)
-        return _epochs.serial_plan(self, spec, epoch, index_batches, resume)
+        epoch, resume_point, index_batches = self._open_epoch(iterator)
+        return SerialPlan(
+            runtime=WorkerRuntime(self._fetch_spec("serial", None), None, 0, 0),
+            index_batches=index_batches,
+            generation=epoch,
+            resume=epochs.progress_of(resume_point),
+            timed=self.stats,
+            length_hint=self._length_hint(),
+            dataset=self.dataset,
+        )
 
-    def _launch(self, mode: RunningMode, auto: _choice.ModeChoice | bool, iterator: EpochIterator) -> EpochPlan:
-        epoch, resume, index_batches = self._open_epoch(iterator)
+    def _launch(self, mode: RunningMode, auto: choice.ModeChoice | bool, iterator: EpochIterator) -> EpochPlan:
+        epoch, resume_point, index_batches = self._open_epoch(iterator)
         persistent = self.persistent_workers
         needs_replica = not (persistent and self._persistent.serves(mode))
         template = None
-        if isinstance(auto, _choice.ModeChoice) and auto.picked == _choice.REPLICAS and needs_replica:
-            template, _why = _choice.replica_template(self.dataset, self.num_workers)  # None: grown past the budget
-        spec = _epochs.fetch_spec(self, mode, needs_replica, template)
-        probe = _pools.Probe(self.replicate is None, partial(_record_choice, self.dataset)) if auto is True else None
-        if persistent:
-            executor = self._persistent.get(self, mode, spec, epoch, probe)
-        else:
-            executor = _pools.new_pool(self, mode, spec, epoch, probe)
-        choice = auto if isinstance(auto, _choice.ModeChoice) else None
-        return _epochs.epoch_plan(
-            self, mode, executor, spec, epoch, index_batches, resume, self._check_starvation, choice
+        if isinstance(auto, choice.ModeChoice) and auto.picked == choice.REPLICAS and needs_replica:
+            template, _why = choice.replica_template(self.dataset, self.num_workers)  # None: grown past the budget
+        spec = self._fetch_spec(mode, epochs.replicas_of(self.replicate, mode, needs_replica, self.dataset, template))
+        probe = pools.Probe(self.replicate is None, partial(_record_choice, self.dataset)) if auto is True else None
+        settings = pools.PoolSettings(
+            self.num_workers, self.base_seed, self._iterable, self.multiprocessing_context, probe
         )
+        if persistent:
+            executor = self._persistent.get(self, settings, mode, spec, epoch)
+        else:
+            executor = pools.new_pool(settings, mode, spec, epoch)
+        return EpochPlan(
+            executor=executor,
+            owns_executor=not persistent,
+            generation=epoch,
+            index_batches=index_batches,
+            in_order=self.in_order,
+            prefetch_factor=self.prefetch_factor or 0,
+            timeout=self.timeout,
+            resume=epochs.progress_of(resume_point),
+            on_epoch_end=self._check_starvation if self.stats else None,
+            split_first_batch=epochs.first_batch_splitter(
+                self._iterable, self._auto_collation, spec.pin_memory, self.dataset, self.collate_fn
+            ),
+            timed=self.stats,
+            autoscale=self.auto_workers and mode == "thread" and not self._iterable,
+            length_hint=self._length_hint(),
+            dataset=self.dataset,
+            check_shared_draws=self._check_shared_draws if mode == "thread" else None,
+            choice=auto if isinstance(auto, choice.ModeChoice) else None,
+        )
+
+    def _fetch_spec(self, mode: RunningMode, replicas: Any) -> FetchSpec:
+        """What every worker of this epoch fetches by; ``replicas`` builds each worker's replica (``epochs``)."""
+        return FetchSpec(
+            dataset=self.dataset,
+            iterable=self._iterable,
+            auto_collation=self._auto_collation,
+            collate_fn=self.collate_fn,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+            worker_init_fn=self.worker_init_fn,
+            pin_memory=epochs.pin_memory_usable(self.pin_memory),
+            seed=self.base_seed,
+            replicate=replicas,
+            timed=self.stats,
+            worker_nice=self.worker_nice,
+            datapipe=_torch.is_datapipe(self.dataset),
+            draw_watch=self._draw_watch if mode == "thread" else None,
+        )
+
+    def _length_hint(self) -> int | None:
+        """``len(dataset)`` when ``len(loader)`` ran on an iterable-style dataset (torch warns past it)."""
+        return self._IterableDataset_len_called if self._iterable else None
 
     def _check_starvation(self, stats: EpochStats, in_order: bool) -> None:
         """Warn once per loader when an epoch spent too much of its time waiting for data."""
         if "starved" not in self._warned:
-            advice = _advice.starved(stats, in_order, self.starvation_warning)
-            self._warn_once("starved", advice, stacklevel=6)  # the training loop's next()
+            message = advice.starved(stats, in_order, self.starvation_warning)
+            self._warn_once("starved", message, stacklevel=6)  # the training loop's next()
 
     def _check_shared_draws(self) -> None:
-        """Warn once per loader when a worker thread drew from torch's default generator (``_rng_watch``)."""
+        """Warn once per loader when a worker thread drew from torch's default generator (``rng_watch``)."""
         found = self._draw_watch.found
         if found is not None:
-            self._warn_once("shared-draws", _rng_watch.message(found), stacklevel=5)  # the training loop's next()
+            self._warn_once("shared-draws", rng_watch.message(found), stacklevel=5)  # the training loop's next()
 
     def _warn_once(self, topic: str, message: str | None, stacklevel: int) -> None:
         """Warn ``message`` (if any) unless this loader already warned about ``topic``."""
@@ -328,12 +385,12 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
     def _set_next_epoch(self, epoch: int) -> None:
         """Number the next epoch ``epoch``: the loader's number wins over what its sampler holds now."""
         self._epoch = epoch
-        self._epoch_told = _epochs.told_epoch(_epochs.epoch_sampler(self.sampler, self.batch_sampler))
+        self._epoch_told = epochs.told_epoch(epochs.epoch_sampler(self.sampler, self.batch_sampler))
 
     def _begin_epoch(self) -> int:
-        """Number the starting epoch and tell the sampler (``_epochs.number_epoch``)."""
-        sampler = _epochs.epoch_sampler(self.sampler, self.batch_sampler)
-        epoch, self._epoch_told = _epochs.number_epoch(self._epoch, self._epoch_told, sampler)
+        """Number the starting epoch and tell the sampler (``epochs.number_epoch``)."""
+        sampler = epochs.epoch_sampler(self.sampler, self.batch_sampler)
+        epoch, self._epoch_told = epochs.number_epoch(self._epoch, self._epoch_told, sampler)
         self._epoch = epoch + 1
         return epoch
 
@@ -363,12 +420,12 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         else:
             epoch, done, also_done, sampler_state = self._epoch, 0, [], None
         if self._iterable:
-            sampler_state = ValueError(_resume.ITERABLE_REASON)
+            sampler_state = ValueError(resume.ITERABLE_REASON)
         elif sampler_state is None:
-            sampler_state = _resume.try_capture(self._index_sampler)
+            sampler_state = resume.try_capture(self._index_sampler)
         if isinstance(sampler_state, ValueError):
-            self._warn_once("inexact", _resume.inexact_saved(epoch, sampler_state), stacklevel=3)
-        return _resume.encode(self.base_seed, epoch, done, also_done, sampler_state)
+            self._warn_once("inexact", resume.inexact_saved(epoch, sampler_state), stacklevel=3)
+        return resume.encode(self.base_seed, epoch, done, also_done, sampler_state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``: the next ``iter()`` yields that epoch's remaining batches.
@@ -380,14 +437,14 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         this loader's own order for it (an iterable-style dataset: from the
         epoch's start), and warns.
         """
-        _resume.check_format(state)
+        resume.check_format(state)
         self.close()
         if not state.get("exact", True):
-            self._warn_once("inexact", _resume.inexact_loaded(state, self._iterable), stacklevel=3)
+            self._warn_once("inexact", resume.inexact_loaded(state, self._iterable), stacklevel=3)
         self._seed_state.adopt(state["seed"])  # a shuffling sampler the loader made follows it
         self._set_next_epoch(state["epoch"])
         if not self._iterable:
-            self._resume = _resume.resume_point(state)
+            self._resume = resume.resume_point(state)
 
     # --- lifetime ------------------------------------------------------------------------------
 

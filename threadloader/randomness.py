@@ -35,7 +35,7 @@ So a fixed seed gives the same samples for any ``num_workers``, in thread
 and process mode, with ``in_order`` either way and after a resume. What no
 loader with threads can make reproducible is a draw from a generator all
 threads share (torch's default generator, ``random``, ``numpy.random`` in a
-worker thread): ``_rng_watch`` tells the user when that happens.
+worker thread): ``_workers.rng_watch`` tells the user when that happens.
 
 Ownership: ``current`` belongs to the loading thread; the fetcher writes
 ``base``, ``index``, ``call`` and clears ``draws`` and ``call_draws``, which

@@ -35,7 +35,7 @@ _MAX_SEED = 2**63
 
 
 class _SeedSource(Protocol):
-    """Something with a ``value``: the loader's seed (``threadloader._seeding.LoaderSeed``)."""
+    """Something with a ``value``: the loader's seed (``threadloader._facade.seeding.LoaderSeed``)."""
 
     @property
     def value(self) -> int: ...

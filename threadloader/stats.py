@@ -15,7 +15,7 @@ consumer's per-batch bookkeeping is two counters, and it reads the workers'
 sums only for a snapshot (and once, to freeze them, at the epoch's end).
 
 Batch and sample counts are exact. Busy, fetch and collate seconds are exact
-while batches take at least ``threadloader.worker.EXACT_ABOVE_S``; after
+while batches take at least ``threadloader._workers.runtime.EXACT_ABOVE_S``; after
 faster ones the workers time a sample of the batches and scale it, so that
 timing costs next to nothing even when the loader's own overhead is the
 whole cost.
@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ._contract import Timings
 
 if TYPE_CHECKING:
     from .autoscale import ScalingDecision
@@ -69,7 +71,7 @@ class EpochStats:
         batches_per_s: ``batches / wall_s``.
         samples_per_s: ``samples / wall_s``.
         slowest_batch_s: the longest fetch + collate of one timed batch (while
-            batches take at least ``worker.EXACT_ABOVE_S``, every batch is
+            batches take at least ``_workers.runtime.EXACT_ABOVE_S``, every batch is
             timed; see the module's docstring).
         workers: per-worker numbers (with ``num_workers="auto"``, every
             worker the epoch had, retired ones too).
@@ -80,7 +82,7 @@ class EpochStats:
             processes).
         choice: with ``mode="auto"`` on a free-threaded build, what it picked
             (threads over the shared dataset, over per-worker replicas, or
-            worker processes) and why (``threadloader._choice``); ``None``
+            worker processes) and why (``threadloader._epoch.choice``); ``None``
             elsewhere, and while the first tickets are still being measured.
     """
 
@@ -130,8 +132,6 @@ class EpochStats:
         return "\n".join(lines)
 
 
-Timings = list[tuple[float, float, float] | None]
-"""Per worker: ``(fetch_s, collate_s, slowest_s)`` of the epoch so far, or ``None`` for none yet."""
 
 
 class StatsRecorder:
@@ -160,7 +160,7 @@ class StatsRecorder:
             mode: ``"serial"``, ``"thread"`` or ``"process"``.
             read_timings: returns every worker's totals for this epoch.
             describe: returns the mode and the default mode's choice now (a
-                pool that picks its mode as the epoch runs, ``_choosing``).
+                pool that picks its mode as the epoch runs, ``_epoch.choosing``).
         """
         self._describe = describe
         self._mode = mode

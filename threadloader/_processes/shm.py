@@ -22,7 +22,7 @@ kill may leave between them); where neither works, or descriptors cannot be
 passed, the whole batch is pickled.
 
 A tensor that the worker already stacked into a shared-memory file of its own
-(``_shm_collate``, the default collate in worker processes) is not copied:
+(``_processes.shm_collate``, the default collate in worker processes) is not copied:
 it travels as that file, a one-off one or one of the worker's recycled files
 (``ShmArena``'s slots). A recycled file's descriptor travels once, with the
 first batch in it; the parent keeps it mapped (``SlotTable``) and marks the

@@ -38,11 +38,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _lifecycle
-from ._contract import Result, Ticket
-from .errors import WorkerDiedError
-from .runtime import gil_enabled
-from .worker import FetchSpec, WorkerRuntime
+from .. import _lifecycle
+from .._contract import Result, Ticket
+from .._workers.runtime import WorkerRuntime
+from .._workers.spec import FetchSpec
+from ..errors import WorkerDiedError
+from ..runtime import gil_enabled
 
 #: How many times a thread that finds its queue empty gives up the CPU and looks again before it blocks.
 #: Blocking costs a futex sleep, a wake-up by the other side and that thread's scheduling latency, and on
@@ -188,7 +189,7 @@ class ThreadExecutor:
                 instead of one shared queue.
             id_offset: results name worker ``i`` as ``id_offset + i``
                 (``get_worker_info().id`` stays ``i``), so that several
-                pools can feed one epoch (``_choosing``) without two
+                pools can feed one epoch (``_epoch.choosing``) without two
                 workers sharing a number in its stats.
         """
         self.num_workers = num_workers  # live workers: started and not retired

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _torch, autoscale, runtime
-from ._priority import check_worker_nice
-from ._seeding import LoaderSeed, loader_seed
-from .sampling import BatchSampler, RandomSampler, SequentialSampler
+from .. import _torch, autoscale, runtime
+from .._workers.priority import check_worker_nice
+from ..sampling import BatchSampler, RandomSampler, SequentialSampler
+from .seeding import LoaderSeed, loader_seed
 
 #: The default batch and sequential samplers: torch's own classes where torch is installed (Lightning swaps
 #: in a DistributedSampler only under a batch sampler whose type is exactly torch's), else threadloader's.

@@ -1,6 +1,6 @@
 """What the default mode picks for a dataset: threads over it, threads over replicas, or worker processes.
 
-In:  from a probing pool (``_choosing``): each candidate's measured seconds
+In:  from a probing pool (``_epoch.choosing``): each candidate's measured seconds
      per sample on the epoch's first tickets; from the loader: its dataset,
      worker count and ``replicate`` argument.
 Out: ``choose(costs)``, a ``ModeChoice`` (what was picked and why, in one
@@ -44,8 +44,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .replication import ReplicaTemplate, ReplicaTooBig
-from .runtime import RunningMode
+from ..replication import ReplicaTemplate, ReplicaTooBig
+from ..runtime import RunningMode
 
 #: Candidates, in the order a near tie prefers them (least memory and transfer first).
 THREADS, REPLICAS, PROCESSES = "threads", "replicas", "processes"

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .sampling import BatchSampler, RandomSampler, SequentialSampler
+from ..sampling import BatchSampler, RandomSampler, SequentialSampler
 
 #: The ``"format"`` entry of every state; ``load_state_dict`` refuses others.
 STATE_FORMAT = "threadloader/1"

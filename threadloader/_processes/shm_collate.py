@@ -10,7 +10,7 @@ Out: exactly what torch's ``default_collate`` returns, except that every
      instead of copying it into the batch's file, so the batch's data is
      written once, by the stack itself.
 
-Without this, a worker process collates into private memory and ``_shm``
+Without this, a worker process collates into private memory and ``_processes.shm``
 copies the result: one more pass over every byte and twice the page faults,
 which on image-sized samples is a visible share of a sample's cost.
 
@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _shm
+from . import shm as _shm
 
 #: Recycled files per worker process: enough for every batch a default pool keeps in flight and the few
 #: the training loop holds; a worker whose files are all in use makes one-off files as before.

@@ -36,11 +36,12 @@ import queue
 import sys
 from typing import Any
 
-from . import _lifecycle, _shm
-from ._contract import ERROR, OK, Failure, Result, Ticket
-from ._process_worker import decode_failure, process_main
-from ._torch import pin_batch
-from .worker import FetchSpec
+from .. import _lifecycle
+from .._contract import ERROR, OK, Failure, Result, Ticket
+from .._torch import pin_batch
+from .._workers.spec import FetchSpec
+from . import shm as _shm
+from .main import decode_failure, process_main
 
 _SIGNAL_JOIN_S = 1.0  # after terminate() (then kill()): how long a worker gets to exit
 
@@ -228,7 +229,7 @@ def preload_forkserver(ctx: multiprocessing.context.BaseContext, dataset: Any) -
     """
     if ctx.get_start_method() != "forkserver":
         return
-    modules = ["threadloader._process_worker"]
+    modules = ["threadloader._processes.main"]
     if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
         modules.append("torch")
     dataset_module = type(dataset).__module__

@@ -5,7 +5,7 @@ In:  tickets ``(generation, seq, payload)`` from the scheduler. Each worker
      map-style ones go to the live worker holding the fewest.
 Out: results ``(generation, seq, worker_id, status, value)`` from ``poll``,
      exactly as the thread executor gives them: batches rebuilt from shared
-     memory (``_shm``), errors as the original exception type with the remote
+     memory (``_processes.shm``), errors as the original exception type with the remote
      traceback text attached as ``__cause__``; ``timings(generation)``, each
      worker's totals as its latest result carried them.
 
@@ -20,8 +20,8 @@ Each worker writes to a pipe of its own, so a worker killed in the middle of
 a write corrupts nobody else's.
 
 Starting a worker, its channels and reading its answers are
-``_process_handle``'s; the words and errors for a death are
-``_process_deaths``'s; this module routes tickets, watches for deaths and
+``_processes.handle``'s; the words and errors for a death are
+``_processes.deaths``'s; this module routes tickets, watches for deaths and
 decides what follows from one.
 
 Ownership: the executor owns its processes (through their handles), their
@@ -33,9 +33,9 @@ the user passes ``multiprocessing_context``; with ``spawn`` or
 ``shutdown()`` is idempotent: stop event, sentinels, a join bounded by
 ``_lifecycle.PROCESS_JOIN_S``, then terminate and kill; it closes every
 channel, and with them the shared memory of batches nobody took (it has no
-name: ``_shm``). ``shutdown(wait=False)`` (Ctrl-C) terminates the workers and
+name: ``_processes.shm``). ``shutdown(wait=False)`` (Ctrl-C) terminates the workers and
 leaves the rest to a later ``shutdown()``. Workers exit by themselves, at
-once, when the parent dies, however it dies (``_process_worker``).
+once, when the parent dies, however it dies (``_processes.main``).
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ from collections import deque
 from multiprocessing.connection import wait as wait_for_connections
 from typing import Any
 
-from . import _lifecycle, _shm
-from ._contract import EXHAUSTED, Result, Ticket
-from ._process_deaths import death_message, lost_results, too_many_deaths
-from ._process_handle import ProcessLauncher, WorkerProcess, preload_forkserver, release
-from .runtime import resolve_context
-from .worker import FetchSpec
+from .. import _lifecycle
+from .._contract import EXHAUSTED, Result, Ticket
+from .._workers.spec import FetchSpec
+from ..runtime import resolve_context
+from . import shm as _shm
+from .deaths import death_message, lost_results, too_many_deaths
+from .handle import ProcessLauncher, WorkerProcess, preload_forkserver, release
 
 
 class ProcessExecutor:

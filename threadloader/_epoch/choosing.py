@@ -12,7 +12,7 @@ How: two candidates start together: ``num_workers`` worker processes first
 (forked before any thread of this pool runs: a fork while a thread is in
 the middle of a sample can deadlock the child), then one thread over the
 shared dataset (which gives the dataset's dict keys a shared reference,
-``_ownership``). Once both are measured, replicas are tried: a helper thread
+``_workers.ownership``). Once both are measured, replicas are tried: a helper thread
 pickles the template (``_choice.replica_template``; not earlier, because
 the pickler reading the dataset's containers slows the shared threads down
 while they are measured), and one thread over a replica starts once it is
@@ -51,13 +51,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import _choice
-from ._choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
-from ._contract import BatchPart, Result, Ticket
-from ._processes import ProcessExecutor
-from ._threads import ThreadExecutor
-from .replication import ReplicaTemplate
-from .worker import FetchSpec
+from .._contract import BatchPart, Result, Ticket
+from .._processes.executor import ProcessExecutor
+from .._threads.executor import ThreadExecutor
+from .._workers.spec import FetchSpec
+from ..replication import ReplicaTemplate
+from . import choice as _choice
+from .choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
 
 #: A candidate's time per sample counts once it answered this many samples: one sample says little on a
 #: busy machine (a sleep of 3 ms took 5 in a probe while a test suite ran beside it).

@@ -30,7 +30,7 @@ each ticket to one worker when it is submitted, so there more parts would
 only add messages: one part per worker.
 
 The consumer collates the joined parts with one intra-op thread
-(``_intra_op``): the workers are busy with the next batches by then.
+(``_workers.intra_op``): the workers are busy with the next batches by then.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from ._contract import ERROR, EXHAUSTED, OK, BatchPart, Executor, Failure, Result
-from ._intra_op import single_intra_op_thread
-from ._reorder import ReorderBuffer
+from .._contract import ERROR, EXHAUSTED, OK, BatchPart, Executor, Failure, Result
+from .._workers.intra_op import single_intra_op_thread
+from .reorder import ReorderBuffer
 
 if TYPE_CHECKING:
-    from .scheduler import Progress
+    from .progress import Progress
 
 
 #: ``(indices, worker_id)``: what the scheduler remembers about a ticket it issued, until the batch is

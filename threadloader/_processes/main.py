@@ -41,12 +41,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from . import _shm
-from ._contract import ERROR, OK, Failure
-from ._shm_collate import ShmArena, make_collate
-from .collate import default_collate
-from .errors import RemoteTraceback
-from .worker import FetchSpec, WorkerRuntime
+from .._contract import ERROR, OK, Failure
+from .._workers.runtime import WorkerRuntime
+from .._workers.spec import FetchSpec
+from ..collate import default_collate
+from ..errors import RemoteTraceback
+from . import shm as _shm
+from .shm_collate import ShmArena, make_collate
 
 _WORKER_POLL_SECONDS = 1.0  # how often an idle worker checks the pool's stop event
 #: How often the watchdog looks at who its parent is: the whole wait where the kernel cannot tell it that the

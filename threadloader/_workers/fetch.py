@@ -39,13 +39,13 @@ from itertools import islice
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from . import _torch, randomness
-from ._contract import ERROR, EXHAUSTED, OK, BatchPart, Failure, Outcome
+from .. import _torch, randomness
+from .._contract import ERROR, EXHAUSTED, OK, BatchPart, Failure, Outcome
 
 _COLLATE = "collate"  # tags a batch's collate step in its generators' key
 
 if TYPE_CHECKING:
-    from .worker import FetchSpec
+    from .spec import FetchSpec
 
 
 class _Fetch:

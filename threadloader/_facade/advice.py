@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .stats import EpochStats, starvation_advice
+from ..stats import EpochStats, starvation_advice
 
 _MIN_EPOCH_FOR_WARNING_S = 1.0  # shorter epochs are dominated by start-up; no advice from them
 _MIN_BATCHES_FOR_WARNING = 4  # a share of waiting over fewer batches says little

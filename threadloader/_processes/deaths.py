@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import signal
 
-from ._contract import ERROR, EXHAUSTED, BatchPart, Failure, Result, Ticket
-from .errors import WorkerDiedError, describe_indices
+from .._contract import ERROR, EXHAUSTED, BatchPart, Failure, Result, Ticket
+from ..errors import WorkerDiedError, describe_indices
 
 
 def died_message(pid: int | None, exitcode: int) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
-from . import runtime
-from ._pools import PersistentPool
-from ._seeding import LoaderSeed
+from .. import runtime
+from .._epoch.pools import PersistentPool
+from .seeding import LoaderSeed
 
 #: torch's ``_DatasetKind`` values, for ``loader._dataset_kind``.
 DATASET_KIND_MAP, DATASET_KIND_ITERABLE = 0, 1
@@ -110,7 +110,7 @@ class TorchAttributes:
         teardown sets ``loader._iterator = None``): setting it to ``None``
         stops this loader's persistent pool the same way, and the next
         ``iter()`` draws from torch's generator as torch's new iterator would
-        (``threadloader._seeding``).
+        (``threadloader._facade.seeding``).
         """
         return None
 

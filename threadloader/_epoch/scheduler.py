@@ -8,9 +8,9 @@ Out: batches, yielded to the training loop in sampler order (``in_order=True``)
      batch's position with a note naming the batch, its indices and the worker.
 
 Ownership: everything here runs in the consumer's thread and is owned by the
-iterator: its ``Dispatch`` strategy (``_dispatch``: map-style tickets from
+iterator: its ``Dispatch`` strategy (``_epoch.dispatch``: map-style tickets from
 the sampler, or iterable-style ones round-robin over the workers, and the
-split first batch) and its ``ReorderBuffer`` (``_reorder``). At most
+split first batch) and its ``ReorderBuffer`` (``_epoch.reorder``). At most
 ``bound = prefetch_factor * num_workers`` tickets are issued and not yet
 consumed; the oldest of them is always being worked on or done, so the
 bounded in-order buffer cannot deadlock. The consumer waits on the
@@ -30,19 +30,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
-from ._contract import ERROR, EXHAUSTED, OK, Executor, Failure, Result, ScalableExecutor
-from ._dispatch import Issued, new_dispatch
-from ._reorder import ReorderBuffer
-from .autoscale import AutoScaler
-from .errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices, user_exit_error
-from .stats import EpochStats, StatsRecorder
-from .worker import WorkerRuntime
+from .._contract import ERROR, EXHAUSTED, OK, Executor, Failure, Result, ScalableExecutor
+from .._workers.runtime import WorkerRuntime
+from ..autoscale import AutoScaler
+from ..errors import LoaderTimeoutError, WorkerDiedError, attach_note, describe_indices, user_exit_error
+from ..stats import EpochStats, StatsRecorder
+from .dispatch import Issued, new_dispatch
+from .progress import Progress
+from .reorder import ReorderBuffer
 
 __all__ = [
     "EpochIterator",
     "EpochPlan",
     "Executor",
-    "Progress",
     "SerialIterator",
     "SerialPlan",
     "raise_failure",
@@ -96,35 +96,6 @@ def raise_failure(failure: Failure, seq: int, indices: Any, where: str, in_worke
         exc = wrapper = failure = None  # type: ignore[assignment]
 
 
-class Progress:
-    """Which batches of an epoch are consumed: all below ``done``, plus ``also_done``.
-
-    With ``in_order=False`` batches are consumed out of order, so a prefix is
-    not enough; ``also_done`` holds at most the batches in flight.
-    """
-
-    __slots__ = ("also_done", "done")
-
-    def __init__(self, done: int = 0, also_done: set[int] | None = None) -> None:
-        self.done = done
-        self.also_done: set[int] = also_done or set()
-        self._advance()
-
-    def retire(self, seq: int) -> None:
-        """Mark batch ``seq`` consumed (yielded, raised or skipped)."""
-        if seq == self.done:
-            self.done += 1
-            if self.also_done:
-                self._advance()
-        else:
-            self.also_done.add(seq)
-
-    def _advance(self) -> None:
-        while self.done in self.also_done:
-            self.also_done.discard(self.done)
-            self.done += 1
-
-
 @dataclass
 class EpochPlan:
     """What an epoch iterator needs when its epoch starts (at the first ``next()``).
@@ -158,10 +129,10 @@ class EpochPlan:
         dataset: the dataset, named in that warning.
         check_shared_draws: called whenever the loop waits for a batch
             (and so at the epoch's end), to warn about a worker thread's
-            draw from torch's default generator (``_rng_watch``).
+            draw from torch's default generator (``_workers.rng_watch``).
         choice: the default mode's choice an earlier loader made for this
             dataset (``_choice.ModeChoice``), for ``stats``; a pool that
-            chooses itself (``_choosing``) has its own.
+            chooses itself (``_epoch.choosing``) has its own.
     """
 
     executor: Executor
@@ -302,7 +273,7 @@ class EpochIterator(_EpochIteratorBase):
     @property
     def mode(self) -> str:
         """``"thread"`` or ``"process"``: as ``iter()`` decided, then as the pool runs (``mode="auto"``
-        may pick processes on the epoch's first tickets, ``_choosing``)."""
+        may pick processes on the epoch's first tickets, ``_epoch.choosing``)."""
         return self._mode if self._pool is None else self._pool.mode
 
     def _start(self, plan: EpochPlan) -> None:

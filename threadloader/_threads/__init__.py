@@ -1,0 +1,1 @@
+"""The thread executor: worker threads over one task queue (or one per worker), one result queue."""
