@@ -132,8 +132,8 @@ def test_arena_tensors_travel_as_their_files_and_the_rest_is_freed(arena_prefix:
     kept_x, cut_z = batch["x"], batch["z"][1:]  # a slice cannot travel as its file: it is copied
     (pickled, files, layout), fds = _shm.encode({"x": kept_x, "z": cut_z}, arena_prefix, arena)
     assert [kind for kind, *_ in layout] == ["slot", "torch"]
-    # the batch's own file (z's copy), then the worker's state file and x's recycled file: its first batch
-    assert [header[0] for header in files] == [_shm.BATCH, _shm.STATE, _shm.SLOT]
+    # the worker's state file and x's recycled file (its first batch), then the batch's own file (z's copy)
+    assert [header[0] for header in files] == [_shm.STATE, _shm.SLOT, _shm.BATCH]
     x_slot = layout[0][1][1]
     arena.release()
     assert not arena.files

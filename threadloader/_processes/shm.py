@@ -282,8 +282,9 @@ def encode(batch: Any, prefix: str, arena: Any = None) -> tuple[Encoded, list[in
         caller's now, sent or not). ``files[i]`` says what ``fds[i]`` is.
         ``layout[i]`` is ``(kind, where, dtype, shape)`` for the i-th array
         reference in ``pickled``: kind ``"numpy"`` or ``"torch"`` at offset
-        ``where`` of the ``BATCH`` file, ``"own"`` in the ``where``-th file,
-        ``"slot"`` in the recycled file ``where`` (a ``SlotFile``).
+        ``where`` of the ``BATCH`` file (the last of ``files``), ``"own"``
+        in the ``where``-th file, ``"slot"`` in the recycled file ``where``
+        (a ``SlotFile``).
     """
     buffer = io.BytesIO()
     pickler = _ArrayPickler(buffer, arena)
@@ -334,9 +335,8 @@ def _write_batch_file(
     except BaseException:
         os.close(fd)
         raise
-    files.insert(0, (BATCH, offset, None, -1))
-    fds.insert(0, fd)
-    layout = [(kind, where + 1 if kind == "own" else where, dtype, shape) for kind, where, dtype, shape in layout]
+    files.append((BATCH, offset, None, -1))  # last: the indices of the one-off files stand
+    fds.append(fd)
     return (pickled, tuple(files), layout), fds
 
 
@@ -359,7 +359,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             else:
                 raw = np.frombuffer(self._mapped[where], dtype=np.uint8)
             return torch.from_numpy(raw).view(dtype).reshape(shape)
-        mapped = self._mapped[0]
+        mapped = self._mapped[-1]  # the batch's own file comes last
         assert mapped is not None, "an array in the batch's file, but the batch has no file"
         if kind == "numpy":
             count_ = int(np.prod(shape, dtype=np.int64))
