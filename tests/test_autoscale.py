@@ -236,6 +236,12 @@ def test_a_later_growth_whose_rate_did_not_follow_is_given_back() -> None:
     assert "from 40.0 to 40.0 batches/s" in back.reason
     assert controller.ceiling == first.workers
     assert _judged(controller, first.workers, share=0.6, batches=10) is None  # and it grows no more
+    noisy = Controller(CPUS)  # the rate fell with the machine's other load, but the CPU share followed: kept
+    assert noisy.decide(_window(2, share=0.13), cap=64) is not None
+    second = _judged(noisy, first.workers, share=0.6, batches=10)
+    assert second is not None
+    assert _judged(noisy, second.workers, share=0.95, batches=8) is None
+    assert noisy.ceiling is None
     paid = Controller(CPUS)
     assert paid.decide(_window(2, share=0.13), cap=64) is not None
     second = _judged(paid, first.workers, share=0.6, batches=10)
