@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from sample_datasets import RangeDataset, ShardedIterable, SlowDataset, list_collate
+from sample_datasets import AugmentedDataset, RangeDataset, ShardedIterable, SlowDataset, list_collate
 
 from threadloader import DataLoader, autoscale
 from threadloader._threads.executor import ThreadExecutor
@@ -56,6 +56,21 @@ def test_latency_bound_pool_grows_past_the_cpus_and_the_old_per_cpu_cap() -> Non
     # The controller this replaced stopped at four workers per CPU (8 on 2 CPUs).
     assert max(sizes) > min(autoscale.MAX_WORKERS - 1, 4 * autoscale.cpu_count()), str(it.stats)
     assert max(sizes) <= autoscale.MAX_WORKERS
+
+
+def test_a_resized_pool_yields_the_batches_of_a_fixed_one() -> None:
+    # Which worker loads a sample does not change it (per-sample randomness), so sizing is invisible in the data.
+    def epoch(workers: int | str) -> tuple[list[list[tuple[int, ...]]], int]:
+        loader = DataLoader(AugmentedDataset(400, max_sleep=0.01, seed=5), batch_size=4, shuffle=True, seed=7,
+                            num_workers=workers, mode="thread", collate_fn=list_collate)
+        it = iter(loader)
+        batches = [list(batch) for batch in it]
+        return batches, max((d.workers_after for d in it.stats.scaling), default=loader.num_workers)
+
+    fixed, _ = epoch(2)
+    auto, most = epoch("auto")
+    assert most > autoscale.initial_workers()  # the pool did change size
+    assert auto == fixed
 
 
 def test_idle_workers_are_retired_but_never_the_last() -> None:
@@ -221,6 +236,12 @@ def test_a_later_growth_whose_rate_did_not_follow_is_given_back() -> None:
     assert "from 40.0 to 40.0 batches/s" in back.reason
     assert controller.ceiling == first.workers
     assert _judged(controller, first.workers, share=0.6, batches=10) is None  # and it grows no more
+    noisy = Controller(CPUS)  # the rate fell with the machine's other load, but the CPU share followed: kept
+    assert noisy.decide(_window(2, share=0.13), cap=64) is not None
+    second = _judged(noisy, first.workers, share=0.6, batches=10)
+    assert second is not None
+    assert _judged(noisy, second.workers, share=0.95, batches=8) is None
+    assert noisy.ceiling is None
     paid = Controller(CPUS)
     assert paid.decide(_window(2, share=0.13), cap=64) is not None
     second = _judged(paid, first.workers, share=0.6, batches=10)

@@ -38,8 +38,9 @@ The decisions (``Controller``; the numbers behind them are in
   the CPUs the loop leaves. When it rose by less than ``PAYOFF`` of that
   (the CPUs are contended by other processes, or the GIL holds the threads
   back), the pool grows no further this epoch. When the size before the
-  growth had a measured rate and the batches per second rose by less than
-  ``GIVE_BACK`` of the prediction, the added workers are retired.
+  growth had a measured rate, and both the batches per second and the CPU
+  share rose by less than ``GIVE_BACK`` of their predictions, the added
+  workers are retired.
 - **shrink** (never below one worker) when the loop did not wait (under
   1%) and the workers were busy for less than 40% of the window: to what
   their busy share needs at ``SHRINK_TO_BUSY``, at most halving, and always
@@ -94,7 +95,8 @@ MAX_STEP = 16
 #: A growth pays when the workers' CPU share rose by at least this share of what the added workers predicted;
 #: one that paid less stops the pool growing.
 PAYOFF = 0.5
-#: A growth that raised the batches per second by less than this share of its prediction is given back.
+#: A growth that raised the batches per second, and the CPU share, by less than this share of their predictions
+#: is given back.
 GIVE_BACK = 0.25
 #: A growth is judged after this many windows (the first one left out: the added workers start with a wait),
 #: and not before its batches had time to finish; one window alone swings with the machine's other load.
@@ -387,32 +389,37 @@ class Controller:
         return None
 
     def _judge(self, growth: _Growth) -> Change | None:
-        """Stop the growth when the last one did not pay; give it back when the rate did not follow.
+        """Stop the growth when the last one did not pay; give it back when neither the CPU nor the rate followed.
 
         The CPU share says whether the added workers found CPU to use: under
         ``PAYOFF`` of its prediction, the pool grows no further. The rate
         says whether they made batches, but only a size measured over a
-        period has one: a growth whose rate rose by less than ``GIVE_BACK``
-        of its prediction is given back. The first growth of an epoch, from
-        a single short window, is never given back: on a loaded machine a
-        process's CPU time also counts time the CPU was taken from it (a
-        virtual machine's steal), and there more threads still made more
-        batches than the CPU share showed.
+        period has one, and over half a second it swings with the machine's
+        other load: a growth is given back only when the rate rose by less
+        than ``GIVE_BACK`` of its prediction and the CPU share did too (or
+        cannot tell, for samples that only wait). The first growth of an
+        epoch, from a single short window, has no rate before it and is
+        never given back: on a loaded machine a process's CPU time also
+        counts time the CPU was taken from it, and there more threads still
+        made more batches than the CPU share showed.
         """
         share = self._period.share(self.cpus)
         rate = self._period.rate()
         if share is None or rate is None:
             return None
         ratio = growth.after / growth.before
+        cpu_paid: float | None = None  # the share of its predicted rise that the CPU share made
         if growth.share >= JUDGE_MIN_SHARE:  # under it the CPU does not show what pure waiting brought
             ratio = min(ratio, growth.room / growth.share)
             predicted = growth.share * (ratio - 1.0)
-            if predicted > 0 and share - growth.share < PAYOFF * predicted:
-                self.ceiling = growth.after
+            if predicted > 0:
+                cpu_paid = (share - growth.share) / predicted
+                if cpu_paid < PAYOFF:
+                    self.ceiling = growth.after
         if growth.rate is None or ratio <= 1.0:
             return None
         predicted_rate = growth.rate * (ratio - 1.0)
-        if rate - growth.rate >= GIVE_BACK * predicted_rate:
+        if rate - growth.rate >= GIVE_BACK * predicted_rate or (cpu_paid is not None and cpu_paid >= GIVE_BACK):
             return None
         self.ceiling = growth.before
         return Change(
