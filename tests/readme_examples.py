@@ -1,24 +1,35 @@
-"""The README's Python examples, by file name, and a way to run one as a script.
+"""The Python examples of the README and the guide, by file name, and a way to run one as a script.
 
-Each example block in the README starts with ``# file: NAME.py``; tests run
+Each example block in ``README.md`` or ``docs/*.md`` starts with ``# file: NAME.py``; tests run
 them as written, in a child interpreter.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import subprocess
 import sys
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pages() -> list[str]:
+    """The README and the guide's pages, as paths."""
+    docs = os.path.join(ROOT, "docs")
+    return [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(docs, "*.md")))]
 
 
 def examples() -> dict[str, str]:
-    """``{file name: source}`` of every example in the README."""
-    with open(README, encoding="utf-8") as f:
-        blocks = re.findall(r"```python\n# file: (\S+)[^\n]*\n(.*?)```", f.read(), re.DOTALL)
-    return dict(blocks)
+    """``{file name: source}`` of every example in the README and the guide; a name used twice is an error."""
+    found: dict[str, str] = {}
+    for page in pages():
+        with open(page, encoding="utf-8") as f:
+            for name, source in re.findall(r"```python\n# file: (\S+)[^\n]*\n(.*?)```", f.read(), re.DOTALL):
+                assert name not in found, f"two examples are named {name}; the second is in {page}"
+                found[name] = source
+    return found
 
 
 def run_example(

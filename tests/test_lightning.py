@@ -344,7 +344,8 @@ def test_checkpointing_a_loader_with_an_unsaveable_sampler_works_as_with_torchs(
         return sorted(path.name for path in root.rglob("*.ckpt"))
 
     assert fit(torch.utils.data.DataLoader) == ["epoch=0-step=2.ckpt"]
-    assert fit(DataLoader) == ["epoch=0-step=2.ckpt"]
+    with pytest.warns(RuntimeWarning, match="cannot record the order of epoch 0"):  # says what the resume will lack
+        assert fit(DataLoader) == ["epoch=0-step=2.ckpt"]
 
 
 def test_fit_end_stops_persistent_workers_as_with_torchs(mode: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 import pytest
-from readme_examples import examples, run_example
+from readme_examples import ROOT, examples, pages, run_example
 
 from threadloader import autoscale
 
@@ -41,3 +43,17 @@ def test_torchrun(tmp_path: object) -> None:
     pytest.importorskip("torch.distributed.run")
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert "2 ranks covered the dataset in every epoch" in _run("ddp.py", tmp_path, launcher)
+
+
+def test_every_link_in_the_readme_and_the_guide_resolves() -> None:
+    broken = []
+    for page in pages():
+        with open(page, encoding="utf-8") as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.DOTALL)  # code blocks hold no links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a web address, or a heading of the same page
+            path = os.path.normpath(os.path.join(os.path.dirname(page), target.split("#")[0]))
+            if not os.path.exists(path):
+                broken.append(f"{os.path.relpath(page, ROOT)}: {target}")
+    assert not broken, broken

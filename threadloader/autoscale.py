@@ -471,8 +471,9 @@ class ScalingDecision:
         workers_after: live workers after it.
         wait_share: share of the window the training loop waited for data.
         busy_share: mean share of the window the workers were busy.
-        cpu_share: share of the machine's CPUs the workers used (the
-            process's CPU less the training loop's thread).
+        cpu_share: share of the machine's CPUs the workers used (their
+            threads' own CPU clocks; where there are none, the process's CPU
+            less the training loop's thread).
         reason: the rule that fired, in words.
     """
 
