@@ -50,7 +50,7 @@ def test_threads_stay_unless_another_is_clearly_faster() -> None:
 
 
 def test_the_reason_names_every_figure_and_what_was_not_tried() -> None:
-    choice = choose({THREADS: 2e-3, PROCESSES: 1e-4}, {REPLICAS: "the dataset does not pickle (TypeError)"})
+    choice = choose({THREADS: 2e-3, PROCESSES: 1e-4}, "busy", {REPLICAS: "the dataset does not pickle (TypeError)"})
     text = str(choice)
     assert "worker processes" in text and "2,000 µs" in text and "100 µs" in text
     assert "not tried: threads over per-worker replicas (the dataset does not pickle" in text

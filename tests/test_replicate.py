@@ -147,3 +147,79 @@ def test_shallow_above_zero_still_builds_a_working_replica() -> None:
     copy = replicate(original, shallow_above=0)  # even module and class names are long enough to be shared
     assert copy is not original and copy.vocab is original.vocab  # the state dict itself was copied shallowly
     assert [copy[i][0] for i in range(4)] == [original[i][0] for i in range(4)]
+
+
+class _PlainRecords:
+    """A dataset as users write one: plain attributes, small containers, an array, a tensor, records."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.vocab = {f"word {i}": i for i in range(300)}
+        self.rows = [f"row {i}" for i in range(200)]
+        self.samples = [(f"image {i}.jpg", i % 10) for i in range(500)]
+        self.pixels = np.arange(1_000, dtype=np.float32)
+        self.weights = torch.arange(16, dtype=torch.float32)
+        self.views = [self.pixels, self.pixels]
+        self.label_type = np.int64(7)
+        self.transform = len
+
+
+def test_a_plain_graph_is_pickled_with_the_array_hook_only_and_copies_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from threadloader import replication
+
+    original = _PlainRecords()
+    pickled_with: list[str] = []
+    for name in ("_ArrayOnlyPickler", "_ReplicaPickler"):
+        kind = getattr(replication, name)
+        monkeypatch.setattr(replication, name, type(name, (kind,), {"__init__": _recording(kind, name, pickled_with)}))
+    fast = replicate(original)
+    monkeypatch.setattr(replication, "WALK_LIMIT", 0)  # the walk gives up at once: the general hook
+    general = replicate(original)
+    assert pickled_with == ["_ArrayOnlyPickler", "_ReplicaPickler"]
+    for copy in (fast, general):
+        assert copy.vocab == original.vocab and copy.vocab is not original.vocab
+        assert next(iter(copy.vocab)) is not next(iter(original.vocab))  # new key objects, owned by the builder
+        assert copy.samples == original.samples and copy.samples[3] is not original.samples[3]
+        assert copy.pixels is not original.pixels and np.shares_memory(copy.pixels, original.pixels)
+        assert copy.views[0] is copy.views[1] is copy.pixels  # one view per original, as pickle keeps identity
+        assert copy.weights.data_ptr() == original.weights.data_ptr() and copy.weights is not original.weights
+        assert copy.label_type == 7 and copy.transform is len
+
+
+def _recording(kind: type, name: str, log: list[str]) -> object:
+    def __init__(self: object, *args: object) -> None:
+        log.append(name)
+        kind.__init__(self, *args)
+
+    return __init__
+
+
+@pytest.mark.parametrize(
+    "graph",
+    [
+        {"rows": list(range(70_000))},  # a big container: shared elements need the general hook
+        {"text": "x" * 70_000},  # a long string, shared as it is
+        [np.array([object()])],  # an array of Python objects is copied, not viewed
+        RecordList([1, 2]),  # a subclass of a built-in container
+    ],
+    ids=["big container", "long text", "object array", "list subclass"],
+)
+def test_what_the_walk_does_not_call_plain_takes_the_general_hook(graph: object) -> None:
+    import torch
+
+    from threadloader.replication import SHALLOW_ABOVE, _plain_graph
+
+    assert not _plain_graph(graph, SHALLOW_ABOVE, torch.Tensor)
+
+
+def test_a_fast_template_outside_its_builder_says_so() -> None:
+    import pickle
+
+    from threadloader.replication import ReplicaTemplate
+
+    template = ReplicaTemplate({"pixels": np.arange(4)})
+    with pytest.raises(RuntimeError, match="outside ReplicaTemplate.build"):
+        pickle.loads(template._payload)

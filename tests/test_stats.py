@@ -176,11 +176,12 @@ def test_fast_batches_are_timed_one_in_a_doubling_gap_and_stand_for_the_untimed(
             timed_at.append(batch)
     assert timed_at == [0, 1, 3, 7, 15, 31, 63, 95]  # gaps 1, 2, 4, ... up to MAX_GAP
     assert worker.MAX_GAP == 32
-    fetch_s, collate_s, slowest_s = runtime.totals_for(0)
+    fetch_s, collate_s, slowest_s, cpu_s = runtime.totals_for(0)
     # each timed batch took 20 µs (10 of them collating) and stands for itself and the untimed after it
     assert collate_s == pytest.approx(127 * 1e-5)
     assert fetch_s == pytest.approx(127 * 1e-5)
     assert slowest_s == pytest.approx(2e-5)
+    assert 0 <= cpu_s < 1  # the thread's own CPU clock, not the fake wall clock; estimated like the rest
 
 
 def test_one_slow_timed_batch_brings_back_timing_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,7 +208,7 @@ def test_a_new_epoch_starts_new_sums_and_timing(monkeypatch: pytest.MonkeyPatch)
     assert runtime.totals_for(1) is None
     for batch in range(32):  # the old epoch's untimed run may carry over: within one gap, sums restart
         runtime.run(1, [batch])
-    _fetch_s, collate_s, _slowest = runtime.totals_for(1)
+    _fetch_s, collate_s, _slowest, _cpu_s = runtime.totals_for(1)
     assert 0 < collate_s <= 32 * 1e-5
 
 

@@ -48,8 +48,8 @@ Result: TypeAlias = tuple[int, int, int, int, Any]
 Outcome: TypeAlias = tuple[int, Any]
 
 
-#: Per worker: ``(fetch_s, collate_s, slowest_s)`` of the epoch so far, or ``None`` for none yet.
-Timings: TypeAlias = list[tuple[float, float, float] | None]
+#: Per worker: ``(fetch_s, collate_s, slowest_s, cpu_s)`` of the epoch so far, or ``None`` for none yet.
+Timings: TypeAlias = list[tuple[float, float, float, float] | None]
 
 
 class BatchPart:

@@ -203,7 +203,7 @@ class StatsRecorder:
         slowest = 0.0
         made = self.made  # never longer than timings: every worker that made a batch has a runtime
         for worker_id, timing in enumerate(timings):
-            fetch_s, collate_s, worker_slowest = timing or (0.0, 0.0, 0.0)
+            fetch_s, collate_s, worker_slowest, _cpu_s = timing or (0.0, 0.0, 0.0, 0.0)
             batches = made[worker_id] if worker_id < len(made) else 0
             slowest = max(slowest, worker_slowest)
             busy = fetch_s + collate_s

@@ -98,7 +98,7 @@ def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
 
 
-def choose(costs: dict[str, float], unavailable: dict[str, str] | None = None) -> ModeChoice:
+def choose(costs: dict[str, float], measure: str = "busy", unavailable: dict[str, str] | None = None) -> ModeChoice:
     """Pick from measured seconds per sample.
 
     Threads over the shared dataset stay unless another candidate is
@@ -107,6 +107,8 @@ def choose(costs: dict[str, float], unavailable: dict[str, str] | None = None) -
 
     Args:
         costs: seconds per sample by candidate; must hold ``"threads"``.
+        measure: what the seconds are, for the reason: ``"busy"`` (wall
+            seconds the workers were busy) or ``"of CPU"``.
         unavailable: candidates that could not be tried, with why.
 
     Returns:
@@ -121,7 +123,9 @@ def choose(costs: dict[str, float], unavailable: dict[str, str] | None = None) -
             picked = PROCESSES
         else:
             picked = REPLICAS
-    measured = ", ".join(f"{_LABELS[name]} {_us(costs[name])} a sample" for name in PREFERENCE if name in costs)
+    measured = ", ".join(
+        f"{_LABELS[name]} {_us(costs[name])} {measure} a sample" for name in PREFERENCE if name in costs
+    )
     rule = (
         f"{_LABELS[picked]}, more than {CLEARLY_FASTER}x faster than threads over the shared dataset"
         if picked != THREADS

@@ -10,8 +10,8 @@ Out: results, as any executor gives them, from whichever candidate ran the
 
 How: two candidates start together: ``num_workers`` worker processes first
 (forked before any thread of this pool runs: a fork while a thread is in
-the middle of a sample can deadlock the child), then one thread over the
-shared dataset (which gives the dataset's dict keys a shared reference,
+the middle of a sample can deadlock the child), then two threads over the
+shared dataset (``SHARED_PROBE_THREADS``) (which gives the dataset's dict keys a shared reference,
 ``_workers.ownership``). Once both are measured, replicas are tried: a helper thread
 pickles the template (``_choice.replica_template``; not earlier, because
 the pickler reading the dataset's containers slows the shared threads down
@@ -19,7 +19,9 @@ while they are measured), and one thread over a replica starts once it is
 ready. Each candidate gets one ticket to begin with, its probe; the
 other tickets wait here until some candidate has answered, then go to the
 candidate that would finish them first at the cost measured so far. A
-candidate's cost is its workers' busy seconds over the samples it answered;
+candidate's cost is its workers' busy seconds over the samples it answered
+(the choice itself compares CPU seconds where the shared threads mostly
+compute: ``COMPUTING_SHARE``);
 it counts once ``PROBE_SAMPLES`` samples are in, or once it is four times
 the best (clearly out); a candidate still on its probe is out once the time
 since it could start it, over the probe's samples, is ``BOUND_MARGIN``
@@ -64,6 +66,12 @@ from .choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
 PROBE_SAMPLES = 8
 #: A candidate this many times slower than the best, over the samples it answered, is out before that.
 CLEARLY_OUT = 4.0
+#: Threads over the shared dataset on the probe (at most ``num_workers``).
+SHARED_PROBE_THREADS = 2
+#: Where the shared threads' CPU time is at least this share of their busy time, samples mostly compute,
+#: and the choice compares CPU seconds a sample: the candidates run side by side on the probe, so each
+#: one's wall time grows with the others' work, by how much depending on when it ran.
+COMPUTING_SHARE = 0.5
 #: A candidate still on its probe ticket this long, at this many times the best cost for its samples, is out
 #: without its answer: on 3.13t a worker thread on a dataset the training thread built can take 20 ms a
 #: sample where a replica takes 0.08, and its probe would hold the first batch for its whole length. The
@@ -145,7 +153,10 @@ class ChoosingExecutor:
             self._pools[PROCESSES] = ProcessExecutor(self._spec, num_workers, base_seed, False, context)
         except (TypeError, OSError, ValueError) as exc:
             self._unavailable[PROCESSES] = f"{type(exc).__name__}: {str(exc)[:120]}"
-        self._pools[THREADS] = ThreadExecutor(self._spec, 1, base_seed, False)
+        # Two threads where there will be two: one thread over the dataset runs as fast as one over a replica,
+        # and what sharing costs (reference counts and locks of objects that several threads touch) shows
+        # only from the second on.
+        self._pools[THREADS] = ThreadExecutor(self._spec, min(SHARED_PROBE_THREADS, num_workers), base_seed, False)
         self._template: _TemplateMaker | None = None  # replicas are tried only where threads measure slow
         self._try_replicas = try_replicas
         self._replicas_started = 0.0  # when the template began, if replicas are tried
@@ -155,7 +166,7 @@ class ChoosingExecutor:
         self._held: dict[str, dict[tuple[int, int], list[int]]] = {name: {} for name in (*PREFERENCE,)}
         self._waiting: list[Ticket] = []  # tickets held back until a candidate has answered
         self._probe_sent: dict[str, tuple[float, int]] = {}  # when each candidate got its first ticket, of how many
-        self._stopped: dict[str, list[tuple[float, float, float] | None]] = {}  # a stopped loser's last totals
+        self._stopped: dict[str, list[tuple[float, float, float, float] | None]] = {}  # a stopped loser's last totals
         self._closed = False
 
     # --- the Executor protocol ---------------------------------------------------------------
@@ -256,10 +267,10 @@ class ChoosingExecutor:
             self._stop_idle_losers()
         return result
 
-    def timings(self, generation: int) -> list[tuple[float, float, float] | None]:
+    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
         """Every candidate's workers' totals, at the positions of their result numbers (see the module)."""
         width = self._width
-        timings: list[tuple[float, float, float] | None] = []
+        timings: list[tuple[float, float, float, float] | None] = []
         for name in (THREADS, REPLICAS, PROCESSES):
             own = self._timings_of(name, generation)
             if name != PROCESSES:
@@ -269,7 +280,7 @@ class ChoosingExecutor:
             timings.pop()
         return timings
 
-    def _timings_of(self, name: str, generation: int) -> list[tuple[float, float, float] | None]:
+    def _timings_of(self, name: str, generation: int) -> list[tuple[float, float, float, float] | None]:
         pool = self._pools.get(name)
         if pool is not None:
             return list(pool.timings(generation))
@@ -331,6 +342,17 @@ class ChoosingExecutor:
                 costs[name] = busy / answered
         return costs
 
+    def _choice_costs(self, wall: dict[str, float]) -> tuple[dict[str, float], str]:
+        """What the choice compares, and its name: CPU seconds a sample where the shared threads mostly
+        compute (``COMPUTING_SHARE``), else ``wall``, busy seconds a sample (samples that wait)."""
+        cpu = {}
+        for name in wall:
+            timings = [t for t in self._pools[name].timings(self._generation or 0) if t is not None]
+            cpu[name] = sum(t[3] for t in timings) / self._answered[name]
+        if THREADS in wall and cpu[THREADS] >= COMPUTING_SHARE * wall[THREADS]:
+            return cpu, "of CPU"
+        return wall, "busy"
+
     def _choose_if_due(self) -> None:
         """Choose once every candidate is measured (``PROBE_SAMPLES`` in, or clearly out), or time is up."""
         if self._winner is not None or self._generation is None:
@@ -356,7 +378,7 @@ class ChoosingExecutor:
             self._replicas_started = time.perf_counter()
             return
         if THREADS in costs:
-            self._settle(_choice.choose(costs, unavailable))
+            self._settle(_choice.choose(*self._choice_costs(costs), unavailable))
 
     def _all_measured(self, costs: dict[str, float], best: float, late: bool, unavailable: dict[str, str]) -> bool:
         """Whether every running candidate is measured; fills ``costs`` and ``unavailable`` as it finds out."""
@@ -399,7 +421,7 @@ class ChoosingExecutor:
             if name not in costs:
                 unavailable.setdefault(name, "the epoch ended before they were measured")
         if THREADS in costs:
-            self._settle(_choice.choose(costs, unavailable), grow)
+            self._settle(_choice.choose(*self._choice_costs(costs), unavailable), grow)
         else:
             reason = "kept threads over the shared dataset: the epoch ended before they were measured"
             self._settle(ModeChoice(THREADS, costs, reason), grow, tell=False)
@@ -410,7 +432,7 @@ class ChoosingExecutor:
         self.choice = choice
         self._winner = winner_name = choice.picked
         winner = self._pools[winner_name]
-        if grow and winner_name != PROCESSES:  # a thread candidate was measured with one worker
+        if grow and winner_name != PROCESSES:  # a thread candidate was measured with fewer workers
             for _ in range(self.num_workers - winner.num_workers):
                 winner.add_worker()
         untaken = list(self._waiting)

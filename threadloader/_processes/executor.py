@@ -134,7 +134,7 @@ class ProcessExecutor:
                 return result
         return self._ready.popleft() if self._ready else None
 
-    def timings(self, generation: int) -> list[tuple[float, float, float] | None]:
+    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
         """Each worker's totals for epoch ``generation``, as carried by its latest result."""
         return [entry[1] if entry is not None and entry[0] == generation else None for entry in self._timings]
 

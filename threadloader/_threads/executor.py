@@ -297,7 +297,7 @@ class ThreadExecutor:
             return None
         return result
 
-    def timings(self, generation: int) -> list[tuple[float, float, float] | None]:
+    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
         """Each worker's totals for epoch ``generation`` (``WorkerRuntime.totals_for``), read from its runtime."""
         return [runtime.totals_for(generation) for runtime in self._runtimes]
 

@@ -8,7 +8,7 @@ Out: ``WorkerRuntime.run``, an ``Outcome`` ``(status, value)``: ``(OK,
      batch)``, ``(ERROR, Failure)`` or ``(EXHAUSTED, None)`` when an
      iterable-style worker's iterator ran out; ``totals_for(generation)``,
      the worker's running totals for an epoch (fetch and collate seconds,
-     slowest batch). It publishes the worker's ``WorkerInfo``
+     slowest batch, CPU seconds). It publishes the worker's ``WorkerInfo``
      (``threadloader.worker``) in the worker's thread.
 
 Ownership: a ``WorkerRuntime`` belongs to one worker; the loading itself is
@@ -23,7 +23,8 @@ merge the reference counts later (biased reference counting). The consumer
 reads the array only when it takes a snapshot; a process worker sends
 ``totals_for`` with each result.
 
-Timing a batch costs three clock reads and a few sums, on an interpreter
+Timing a batch costs three clock reads, two reads of the thread's CPU
+clock and a few sums, on an interpreter
 (3.13t) that does not specialise them: small next to a batch of at least
 ``EXACT_ABOVE_S``, so while batches take that long every batch is timed.
 After a faster one the worker leaves the next batch untimed, after another
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import replace
-from time import perf_counter
+from time import perf_counter, thread_time
 from typing import Any
 
 from .. import _torch, randomness
@@ -64,7 +65,7 @@ from .spec import FetchSpec
 # 32 doubles (256 bytes): no other object shares its cache lines, so the worker's writes do not bounce
 # lines that the consumer writes when it frees objects this worker made (the allocator packs small
 # blocks together).
-_GENERATION, _BUSY, _COLLATE, _SLOWEST, _COLLATE_STARTED, _GAP = range(6)
+_GENERATION, _BUSY, _COLLATE, _SLOWEST, _COLLATE_STARTED, _GAP, _CPU = range(7)
 _TOTALS_SIZE = 32
 
 #: A batch that takes at least this long keeps every batch timed: timing one is a small share of that.
@@ -218,12 +219,14 @@ class WorkerRuntime:
         if totals[0] != generation:  # a new epoch: new sums, made here so this worker's heap holds them
             self.totals = totals = fetcher.totals = _new_totals(generation)
         fetcher.timing = True
+        cpu_started = thread_time()
         started = perf_counter()
         try:
             status, value = self._fetch(generation, payload)
         finally:
             fetcher.timing = False
         ended = perf_counter()
+        cpu = thread_time() - cpu_started
         busy = ended - started
         if busy < EXACT_ABOVE_S and type(payload) is not BatchPart:  # a part of the first batch is no batch
             gap = totals[5]  # this batch stands for itself and the next gap - 1, untimed
@@ -233,6 +236,7 @@ class WorkerRuntime:
         else:
             gap = totals[5] = 1.0
         totals[1] += busy * gap  # busy
+        totals[6] += cpu * gap  # CPU
         collate_started = totals[4]  # set by the fetcher's collate step, if this batch got that far
         if collate_started > started:
             totals[2] += (ended - collate_started) * gap  # collate
@@ -240,8 +244,11 @@ class WorkerRuntime:
             totals[3] = busy
         return status, value
 
-    def totals_for(self, generation: int) -> tuple[float, float, float] | None:
-        """``(fetch_s, collate_s, slowest_s)`` of epoch ``generation``; ``None`` if untimed or none yet.
+    def totals_for(self, generation: int) -> tuple[float, float, float, float] | None:
+        """``(fetch_s, collate_s, slowest_s, cpu_s)`` of epoch ``generation``; ``None`` if untimed or none yet.
+
+        ``cpu_s`` is the worker thread's CPU time over its batches: unlike
+        their wall time it does not grow while other threads hold the cores.
 
         Safe to call from another thread: each number is read whole. A
         snapshot taken while the worker runs may lag by the batch in progress,
@@ -251,7 +258,7 @@ class WorkerRuntime:
         if totals is None or totals[_GENERATION] != generation:
             return None
         collate_s = totals[_COLLATE]
-        return totals[_BUSY] - collate_s, collate_s, totals[_SLOWEST]
+        return totals[_BUSY] - collate_s, collate_s, totals[_SLOWEST], totals[_CPU]
 
 
 def _own_dataset(spec: FetchSpec, info: WorkerInfo, fetcher: MapFetch | IterableFetch, in_thread: bool) -> WorkerInfo:
