@@ -330,7 +330,7 @@ def test_prediction_writer_gets_each_batchs_sample_indices_as_with_torchs(mode: 
 def workers() -> set[Any]:
     """This process's live threads and child processes (pids)."""
     children = {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
-    return set(threading.enumerate()) | children
+    return {thread for thread in threading.enumerate() if thread.is_alive()} | children  # a stopped one is gone
 
 
 def test_checkpointing_a_loader_with_an_unsaveable_sampler_works_as_with_torchs(tmp_path: Path) -> None:

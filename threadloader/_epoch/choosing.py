@@ -346,9 +346,13 @@ class ChoosingExecutor:
         """What the choice compares, and its name: CPU seconds a sample where the shared threads mostly
         compute (``COMPUTING_SHARE``), else ``wall``, busy seconds a sample (samples that wait)."""
         cpu = {}
-        for name in wall:
-            timings = [t for t in self._pools[name].timings(self._generation or 0) if t is not None]
-            cpu[name] = sum(t[3] for t in timings) / self._answered[name]
+        for name, busy in wall.items():
+            answered = self._answered.get(name, 0)
+            pool = self._pools.get(name)
+            if not answered or pool is None:  # costed by its probe's bound (``_all_measured``): no CPU to read
+                cpu[name] = busy
+                continue
+            cpu[name] = sum(t[3] for t in pool.timings(self._generation or 0) if t is not None) / answered
         if THREADS in wall and cpu[THREADS] >= COMPUTING_SHARE * wall[THREADS]:
             return cpu, "of CPU"
         return wall, "busy"
