@@ -183,6 +183,27 @@ def test_threads_stay_where_nothing_is_faster() -> None:
     assert "picked threads over the shared dataset" in iterator.stats.choice
 
 
+class _Computing:
+    """Samples that compute for about a millisecond and touch nothing shared."""
+
+    def __len__(self) -> int:
+        return 96
+
+    def __getitem__(self, index: int) -> int:
+        return index + 0 * sum(i * i for i in range(3000))
+
+
+@free_threads
+def test_samples_that_compute_are_compared_by_cpu_time_and_samples_that_wait_by_busy_time() -> None:
+    # on the probe the candidates run side by side: wall time grows with the others' work, CPU time does not
+    indices, computing = _indices(DataLoader(_Computing(), batch_size=8, num_workers=1))  # few threads: a busy
+    # machine (the suite runs beside the other environment's) leaves them most of their time on a core
+    assert indices == list(range(96))
+    assert "µs of CPU a sample" in computing.stats.choice, computing.stats.choice
+    _, waiting = _indices(DataLoader(_Waiting(), batch_size=8, num_workers=2))
+    assert "µs busy a sample" in waiting.stats.choice, waiting.stats.choice
+
+
 @free_threads
 def test_dict_lookups_from_worker_threads_take_the_fast_path() -> None:
     # the pool's first thread holds the dataset's dict keys, so a lookup with a key made by the caller does not
