@@ -183,25 +183,40 @@ def test_threads_stay_where_nothing_is_faster() -> None:
     assert "picked threads over the shared dataset" in iterator.stats.choice
 
 
-class _Computing:
-    """Samples that compute for about a millisecond and touch nothing shared."""
+class _FakePool:
+    """A candidate's pool as ``_choice_costs`` reads it: one worker's totals."""
 
-    def __len__(self) -> int:
-        return 96
+    def __init__(self, busy_s: float, cpu_s: float) -> None:
+        self._totals = (busy_s, 0.0, busy_s, cpu_s)
 
-    def __getitem__(self, index: int) -> int:
-        return index + 0 * sum(i * i for i in range(3000))
+    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
+        return [self._totals]
 
 
-@free_threads
+def _probe(candidates: dict[str, tuple[float, float]]) -> Any:
+    """A probing pool that measured ``{name: (busy_s, cpu_s)}`` over 8 samples each."""
+    from threadloader._epoch.choosing import ChoosingExecutor
+
+    probe = ChoosingExecutor.__new__(ChoosingExecutor)
+    probe._pools = {name: _FakePool(*totals) for name, totals in candidates.items()}
+    probe._answered = dict.fromkeys(candidates, 8)
+    probe._generation = 0
+    return probe
+
+
 def test_samples_that_compute_are_compared_by_cpu_time_and_samples_that_wait_by_busy_time() -> None:
     # on the probe the candidates run side by side: wall time grows with the others' work, CPU time does not
-    indices, computing = _indices(DataLoader(_Computing(), batch_size=8, num_workers=1))  # few threads: a busy
-    # machine (the suite runs beside the other environment's) leaves them most of their time on a core
-    assert indices == list(range(96))
-    assert "µs of CPU a sample" in computing.stats.choice, computing.stats.choice
-    _, waiting = _indices(DataLoader(_Waiting(), batch_size=8, num_workers=2))
-    assert "µs busy a sample" in waiting.stats.choice, waiting.stats.choice
+    computing = _probe({THREADS: (8e-3, 6e-3), REPLICAS: (16e-3, 3e-3)})  # replicas crowded, but cheaper
+    wall = {THREADS: 1e-3, REPLICAS: 2e-3}
+    costs, measure = computing._choice_costs(wall)
+    assert measure == "of CPU" and costs == pytest.approx({THREADS: 0.75e-3, REPLICAS: 0.375e-3})
+    assert choose(costs, measure).picked == REPLICAS
+    waiting = _probe({THREADS: (8e-3, 1e-3), REPLICAS: (4e-3, 1e-3)})  # the shared threads wait for each other
+    costs, measure = waiting._choice_costs({THREADS: 1e-3, REPLICAS: 0.5e-3})
+    assert measure == "busy" and costs == pytest.approx({THREADS: 1e-3, REPLICAS: 0.5e-3})
+    bounded = _probe({THREADS: (8e-3, 6e-3)})  # processes costed by their probe's bound, with no answer yet
+    costs, _ = bounded._choice_costs({THREADS: 1e-3, PROCESSES: 9e-3})
+    assert costs[PROCESSES] == 9e-3
 
 
 @free_threads
