@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import _thread
 import ast
-import gc
 import os
 import signal
 import subprocess
@@ -282,8 +281,6 @@ def test_prefetch_factor_zero_with_workers_is_refused_as_torch_refuses_it(mode: 
         iter(DataLoader(RangeDataset(4), num_workers=1, prefetch_factor=0, mode=mode))
     assert str(ours.value).startswith(str(theirs.value))
     assert "prefetch_factor=0" in str(ours.value)
-    del theirs
-    gc.collect()  # torch's half-made iterator, held in a cycle by its traceback, goes under this test's filter
 
 
 # --- process mode: a dead worker costs only the batches it held ----------------------------------------------

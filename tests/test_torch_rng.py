@@ -10,7 +10,6 @@ next, or the batches themselves where a torch sampler is given.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -221,4 +220,3 @@ def test_an_iter_that_refuses_prefetch_factor_0_draws_as_torch(mode: str) -> Non
 
     (_, theirs), (_, ours) = _torch_then_ours(steps, mode, 2)
     assert ours == theirs
-    gc.collect()  # torch's half-made iterator, held in a cycle by its traceback, goes under this test's filter

@@ -336,29 +336,22 @@ class ChoosingExecutor:
                 replace(self._spec, replicate=maker.template), 1, self._base_seed, False, id_offset=self._width
             )
 
-    def _costs(self) -> dict[str, float]:
-        """Seconds per sample of each candidate that answered a ticket of the probe's epoch, so far."""
+    def _costs(self, cpu: bool = False) -> dict[str, float]:
+        """Busy (``cpu``: CPU) seconds per sample of each candidate that answered a ticket of the probe's epoch."""
         costs = {}
         for name, answered in self._answered.items():
             if answered and name in self._pools and self._generation is not None:
-                busy = sum(t[0] + t[1] for t in self._pools[name].timings(self._generation) if t is not None)
-                costs[name] = busy / answered
+                timings = [t for t in self._pools[name].timings(self._generation) if t is not None]
+                costs[name] = sum(t[3] if cpu else t[0] + t[1] for t in timings) / answered
         return costs
 
-    def _choice_costs(self, wall: dict[str, float]) -> tuple[dict[str, float], str]:
+    def _choice_costs(self, busy: dict[str, float]) -> tuple[dict[str, float], str]:
         """What the choice compares, and its name: CPU seconds a sample where the shared threads mostly
-        compute (``COMPUTING_SHARE``), else ``wall``, busy seconds a sample (samples that wait)."""
-        cpu = {}
-        for name, busy in wall.items():
-            answered = self._answered.get(name, 0)
-            pool = self._pools.get(name)
-            if not answered or pool is None:  # costed by its probe's bound (``_all_measured``): no CPU to read
-                cpu[name] = busy
-                continue
-            cpu[name] = sum(t[3] for t in pool.timings(self._generation or 0) if t is not None) / answered
-        if THREADS in wall and cpu[THREADS] >= COMPUTING_SHARE * wall[THREADS]:
+        compute (``COMPUTING_SHARE``), else ``busy``, busy seconds a sample (samples that wait)."""
+        cpu = {**busy, **self._costs(cpu=True)}  # a candidate costed by its probe's bound keeps that bound
+        if THREADS in busy and cpu[THREADS] >= COMPUTING_SHARE * busy[THREADS]:
             return cpu, "of CPU"
-        return wall, "busy"
+        return busy, "busy"
 
     def _choose_if_due(self) -> None:
         """Choose once every candidate is measured (``PROBE_SAMPLES`` in, or clearly out), or time is up."""
