@@ -290,18 +290,9 @@ def _get_bound_here(s: Any, n: int) -> None:
         fn(w)
 
 
-@case("dict", "d.get(w), keys interned with sys.intern", interned_vocab)
-def _get_interned(s: Any, n: int) -> None:
-    d, w = s.d, fresh(s.key)
-    for _ in range(n):
-        d.get(w)
-
-
-@case("dict", "d.get(w), keys also held by another thread's list", pinned_vocab)
-def _get_pinned(s: Any, n: int) -> None:
-    d, w = s.d, fresh(s.key)
-    for _ in range(n):
-        d.get(w)
+# The first case's loop again, over vocabularies whose keys are interned (immortal) or shared with another thread.
+case("dict", "d.get(w), keys interned with sys.intern", interned_vocab)(_get_fresh)
+case("dict", "d.get(w), keys also held by another thread's list", pinned_vocab)(_get_fresh)
 
 
 @case("dict", "d[w]", vocab)

@@ -255,8 +255,8 @@ def run_workload(
         for loader in loaders
     }
     repeat = args.repeat or workload.repeat or DEFAULT_REPEAT
-    capped = {"serial": workload.serial_repeat} if workload.serial_repeat else {}
-    capped = {**capped, **workload.repeat_of} if args.repeat is None else {}  # an explicit --repeat holds for all
+    # Per loader, at most this many passes (``None``: no cap); an explicit --repeat holds for all.
+    capped = {"serial": workload.serial_repeat, **workload.repeat_of} if args.repeat is None else {}
     passes = sum(min(repeat, capped.get(loader) or repeat) for loader in loaders)
     if passes != len(loaders) * (args.repeat or DEFAULT_REPEAT):  # the bar assumed the default count
         bar.total += passes - len(loaders) * (args.repeat or DEFAULT_REPEAT)

@@ -132,7 +132,9 @@ def test_a_loader_can_make_a_shorter_pass_over_the_same_dataset() -> None:
     assert workload.for_loader("torch-8") is workload
 
 
-def test_the_runner_records_a_shorter_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+def _run_trivial(monkeypatch: pytest.MonkeyPatch, argv: list[str], **fields: Any) -> tuple[dict[str, Any], int]:
+    """The runner's ``run_workload`` for threadloader and the serial loop over a ``Workload`` of 12 trivial samples
+    in batches of 2 with ``fields``: the workload's document, and the progress bar's total after (it starts at 6)."""
     pytest.importorskip("torch")
     import tqdm
 
@@ -141,37 +143,28 @@ def test_the_runner_records_a_shorter_pass(monkeypatch: pytest.MonkeyPatch) -> N
     from benchmarks.workloads.overhead import TrivialDataset
 
     workload = Workload(name="t", description="", dataset=TrivialDataset(12), batch_size=2, indices=range(12),
-                        repeat=1, batches_of={"serial": 2})  # fmt: skip
+                        **fields)  # fmt: skip
     monkeypatch.setattr(run, "build_workload", lambda name, quick, batches: workload)
     monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
-    args = run.parse_args(["--mode", "thread", "--no-progress"])
-    with PssSampler() as sampler, tqdm.tqdm(total=2, disable=True) as bar:
-        document = run.run_workload("t", ["threadloader", "serial"], args, sampler, bar)
+    with PssSampler() as sampler, tqdm.tqdm(total=6, disable=True) as bar:
+        document = run.run_workload("t", ["threadloader", "serial"], run.parse_args(argv), sampler, bar)
+        return document, bar.total
+
+
+def test_the_runner_records_a_shorter_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    document, _ = _run_trivial(monkeypatch, ["--mode", "thread", "--no-progress"], repeat=1, batches_of={"serial": 2})
     entries = {entry["loader"]: entry for entry in document["results"]}
     assert entries["serial"]["batches"] == 2 and "batches" not in entries["threadloader"]
     assert entries["serial"]["passes"] and entries["threadloader"]["passes"]
 
 
 def test_a_loader_no_target_judges_can_make_fewer_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("torch")
-    import tqdm
-
-    from benchmarks.metrics import PssSampler
-    from benchmarks.workloads.base import Workload
-    from benchmarks.workloads.overhead import TrivialDataset
-
-    workload = Workload(name="t", description="", dataset=TrivialDataset(12), batch_size=2, indices=range(12),
-                        repeat=3, repeat_of={"serial": 1})  # fmt: skip
-    monkeypatch.setattr(run, "build_workload", lambda name, quick, batches: workload)
-    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
-    with PssSampler() as sampler, tqdm.tqdm(total=6, disable=True) as bar:
-        document = run.run_workload("t", ["threadloader", "serial"], run.parse_args(["--mode", "thread"]), sampler,
-                                    bar)  # fmt: skip
-        assert bar.total == 4
+    document, total = _run_trivial(monkeypatch, ["--mode", "thread"], repeat=3, repeat_of={"serial": 1})
+    assert total == 4
     passes = {entry["loader"]: [p["repetition"] for p in entry["passes"]] for entry in document["results"]}
     assert passes == {"threadloader": [0, 1, 2], "serial": [0]}
-    with PssSampler() as sampler, tqdm.tqdm(total=4, disable=True) as bar:  # an explicit --repeat holds for all
-        document = run.run_workload("t", ["threadloader", "serial"], run.parse_args(["--repeat", "2"]), sampler, bar)
+    # an explicit --repeat holds for all
+    document, _ = _run_trivial(monkeypatch, ["--repeat", "2"], repeat=3, repeat_of={"serial": 1})
     assert [len(entry["passes"]) for entry in document["results"]] == [2, 2]
 
 
