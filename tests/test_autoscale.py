@@ -154,8 +154,8 @@ def test_stress_resizing_pool_delivers_every_sample_exactly_once_over_many_epoch
             samples = []
             for batch in it:
                 samples.extend(batch)
-                if epoch % 2:
-                    time.sleep(0.01)  # odd epochs: a training loop slower than loading, so the pool shrinks
+                if epoch % 2:  # odd epochs: a training loop clearly slower than loading (a batch: 9 ms of one worker
+                    time.sleep(0.03)  # on average), so the pool shrinks also where a busy machine delays a batch
             assert sorted(samples) == list(range(240)), f"epoch {epoch}"
             grew += sum(d.workers_after > d.workers_before for d in it.stats.scaling)
             shrank += sum(d.workers_after < d.workers_before for d in it.stats.scaling)
