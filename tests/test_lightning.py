@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -353,6 +354,10 @@ def test_fit_end_stops_persistent_workers_as_with_torchs(mode: str) -> None:
     loader = DataLoader(IndexedDataset(8), batch_size=4, num_workers=2, persistent_workers=True, mode=mode)
     try:
         trainer(max_epochs=1).fit(RecordingModule(), train_dataloaders=loader)
+        # Stopped at fit's end, not at close(): a closed task queue's feeder thread ends on its own, soon after.
+        deadline = time.monotonic() + 2
+        while workers() != before and time.monotonic() < deadline:
+            threading.Event().wait(0.02)
         assert workers() == before
     finally:
         loader.close()
