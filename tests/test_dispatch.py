@@ -1,4 +1,4 @@
-"""Ticket issuing per dataset style and the split first batch, against a fake executor; no threads, no sleeps."""
+"""Ticket issuing per dataset style and the split batches, against a fake executor; no threads, no sleeps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from threadloader._contract import ERROR, EXHAUSTED, OK, BatchPart, Executor, Failure, Result, ScalableExecutor, Ticket
-from threadloader._epoch.dispatch import Issued, IterableDispatch, MapDispatch, _SplitBatch, new_dispatch
+from threadloader._epoch.dispatch import TAIL_PARTS, Issued, IterableDispatch, MapDispatch, _SplitBatch, new_dispatch
 from threadloader._epoch.progress import Progress
 from threadloader._epoch.reorder import ReorderBuffer
 from threadloader.stats import Timings
@@ -190,11 +190,55 @@ def test_the_first_ticket_issued_after_a_checkpoint_is_the_one_split() -> None:
     assert split_seqs == [1] * 4  # four samples, so four parts of one
 
 
+def _split_seqs(executor: FakeExecutor) -> dict[int, list[list[int]]]:
+    parts: dict[int, list[list[int]]] = {}
+    for ticket, _ in executor.submitted:
+        if type(ticket[2]) is BatchPart:
+            parts.setdefault(ticket[1], []).append(ticket[2].indices)
+    return parts
+
+
+def test_thread_mode_splits_the_epochs_last_batches_one_per_worker_and_joins_them_in_any_order() -> None:
+    executor = FakeExecutor(3)
+    batches = _batches(8, size=8)
+    dispatch = MapDispatch(executor, 2, iter(batches), Progress(), _join, batches=len(batches))
+    buffer = _buffer(bound=8, in_order=False)
+    dispatch.fill(buffer)
+    split = _split_seqs(executor)
+    assert sorted(split) == [0, 5, 6, 7]  # the first batch, and the last three: one per worker
+    for seq in (5, 6, 7):
+        assert split[seq] == [batches[seq][i : i + 8 // TAIL_PARTS] for i in range(0, 8, 8 // TAIL_PARTS)]
+    whole = [ticket for ticket, _ in executor.submitted if type(ticket[2]) is not BatchPart]
+    assert whole == [(2, seq, batches[seq]) for seq in range(1, 5)]
+    # the parts of two tail batches come back interleaved, each batch joined once all of its parts are in
+    answers = {
+        seq: [(2, seq, 0, OK, (number, [f"s{i}" for i in part])) for number, part in enumerate(split[seq])]
+        for seq in (6, 7)
+    }
+    interleaved = [answer for pair in zip(answers[7], reversed(answers[6]), strict=True) for answer in pair]
+    stored = [dispatch.store(answer, buffer) for answer in interleaved]
+    assert stored == [False] * (len(stored) - 2) + [True, True]
+    for seq in (7, 6):  # in the order they were joined
+        joined = (2, seq, 0, OK, ["collated", *(f"s{i}" for i in batches[seq])])
+        assert buffer.pop() == (seq, (batches[seq], None), joined)
+
+
+@pytest.mark.parametrize(
+    ("mode", "batches"), [("process", 8), ("thread", None)], ids=["process mode", "no len(batch_sampler)"]
+)
+def test_the_last_batches_go_out_whole_in_process_mode_or_without_a_length(mode: str, batches: int | None) -> None:
+    executor = FakeExecutor(3)
+    executor.mode = mode
+    dispatch = MapDispatch(executor, 0, iter(_batches(8, size=8)), Progress(), _join, batches=batches)
+    dispatch.fill(_buffer(bound=8))
+    assert sorted(_split_seqs(executor)) == [0]  # the first batch alone
+
+
 @settings(max_examples=100, deadline=None)
 @given(size=st.integers(2, 50), workers=st.integers(2, 9), per_worker=st.integers(1, 5))
 def test_split_parts_cover_the_batch_once_in_order(size: int, workers: int, per_worker: int) -> None:
     indices = list(range(size))
-    split = _SplitBatch(_join, 0, indices, workers, per_worker)
+    split = _SplitBatch(_join, 0, indices, workers * per_worker)
     assert len(split.parts) == min(size, workers * per_worker)
     assert [i for part in split.parts for i in part.indices] == indices
     lengths = [len(part.indices) for part in split.parts]

@@ -325,6 +325,7 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             split_first_batch=epochs.first_batch_splitter(
                 self._iterable, self._auto_collation, spec.pin_memory, self.dataset, self.collate_fn
             ),
+            batches=None if self._iterable else epochs.batch_count(self._index_sampler),
             timed=self.stats,
             autoscale=self.auto_workers and mode == "thread" and not self._iterable,
             length_hint=self._length_hint(),

@@ -1,22 +1,24 @@
-"""Ticket issuing, one strategy per dataset style, and the split first batch.
+"""Ticket issuing, one strategy per dataset style, and the batches split over the workers.
 
 In:  the executor to submit to, the epoch's number, its ``Progress`` (where
      a resumed epoch starts, and which later batches were consumed before
      the checkpoint) and, for a map-style dataset, the batch sampler's
-     iterator; from the scheduler, the reorder buffer to fill and each of
-     this epoch's results as it arrives (``store``).
+     iterator and its length where it has one; from the scheduler, the
+     reorder buffer to fill and each of this epoch's results as it arrives
+     (``store``).
 Out: tickets submitted to the executor, each held in the reorder buffer with
      its ``Issued`` record until consumed, and results stored there.
      ``MapDispatch`` issues one ticket per index batch for whichever worker
-     is free, and spreads the epoch's first batch over the workers
-     (``_SplitBatch``), joining the parts' results into one.
+     is free, and spreads the epoch's first batch and, in thread mode, its
+     last ones over the workers (``_SplitBatch``), joining each one's parts'
+     results into one.
      ``IterableDispatch`` issues "next batch" tickets round-robin to the
      workers whose iterators have not run out; an ``EXHAUSTED`` result
      retires its ticket as consumed and takes that worker out of the turn.
 
 Ownership: the epoch iterator owns one strategy and calls it from the
 consumer's thread only. The strategy owns its position in the sampler (or in
-the round-robin) and the first batch's parts; the executor, the buffer and
+the round-robin) and the split batches' parts; the executor, the buffer and
 the progress belong to the iterator.
 
 In thread mode the first batch goes out in up to ``PARTS_PER_WORKER`` parts
@@ -28,6 +30,16 @@ the other one finished (a worker that starts late or is descheduled is
 common when the loop and the workers share few cores). A process pool hands
 each ticket to one worker when it is submitted, so there more parts would
 only add messages: one part per worker.
+
+The epoch's last batches, as many as there are workers, go out in
+``TAIL_PARTS`` parts each (thread mode, where the batch sampler has a
+length). Whole batches end at staggered times, one batch's time apart at
+most, and once the sampler has none left a worker that finishes has nothing
+to take: the epoch ended on its slowest worker's whole batch while the
+others idled, which with many workers that mostly wait (a remote store)
+left the cores idle for most of a batch's time. The parts queue behind the
+whole batches, so the workers that finish first take them, and the epoch
+ends within about a part's time of its last whole batch.
 
 The consumer collates the joined parts with one intra-op thread
 (``_workers.intra_op``): the workers are busy with the next batches by then.
@@ -75,26 +87,26 @@ class Dispatch(Protocol):
 
 #: In thread mode the first batch is split into at most this many parts per worker (the module's docstring).
 PARTS_PER_WORKER = 4
+#: In thread mode each of the epoch's last ``num_workers`` batches is split into this many parts (the module's
+#: docstring).
+TAIL_PARTS = 4
 
 
 class _SplitBatch:
-    """The epoch's first batch, fetched in parts by several workers and collated by the consumer."""
+    """One batch (the epoch's first, or one of its last), fetched in parts by several workers, collated here."""
 
-    def __init__(
-        self, collate_fn: Callable[[Any], Any], seq: int, indices: list[Any], workers: int, per_worker: int = 1
-    ) -> None:
-        """Split ``indices`` into ``min(per_worker * workers, len(indices))`` contiguous parts.
+    def __init__(self, collate_fn: Callable[[Any], Any], seq: int, indices: list[Any], parts: int) -> None:
+        """Split ``indices`` into ``min(parts, len(indices))`` contiguous parts.
 
         Args:
             collate_fn: collates the joined samples.
             seq: the batch's number.
             indices: the batch's sample indices (at least two).
-            workers: live workers.
-            per_worker: parts per worker.
+            parts: how many parts to make.
         """
         self.seq = seq
         self._collate_fn = collate_fn
-        count = min(per_worker * workers, len(indices))
+        count = min(parts, len(indices))
         self._samples: list[Any] = [None] * count
         self._missing = count
         size, extra = divmod(len(indices), count)
@@ -141,6 +153,7 @@ class MapDispatch:
         index_batches: Iterator[Any],
         progress: Progress,
         split_collate: Callable[[Any], Any] | None = None,
+        batches: int | None = None,
     ) -> None:
         """Start issuing at batch ``progress.done``.
 
@@ -153,8 +166,11 @@ class MapDispatch:
                 (consumed out of order before a checkpoint) are passed
                 over, not issued.
             split_collate: the collate function, to split the first ticket
-                issued over the workers and collate its parts in the
-                consumer; ``None`` to not split.
+                issued (and in thread mode the epoch's last ones) over the
+                workers and collate their parts in the consumer; ``None``
+                to not split.
+            batches: the epoch's index batches, ``len(batch_sampler)``
+                (``None``: unknown, and the last batches are not split).
         """
         self.done = False
         self._executor = executor
@@ -162,8 +178,12 @@ class MapDispatch:
         self._index_batches = index_batches
         self._next_seq = progress.done
         self._progress = progress
-        self._split_collate = split_collate if executor.num_workers > 1 else None
-        self._split: _SplitBatch | None = None
+        splits = split_collate is not None and executor.num_workers > 1
+        self._collate = split_collate
+        self._first_pending = splits
+        self._tail_known = splits and batches is not None
+        self._batches = batches or 0
+        self._splits: dict[int, _SplitBatch] = {}
 
     def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
         """Issue one ticket per index batch until ``buffer`` is full or the sampler ends."""
@@ -183,33 +203,41 @@ class MapDispatch:
                 buffer.skip(seq)
                 continue
             buffer.add(seq, (indices, None))
-            if self._split_collate is not None:  # the first ticket: split it if worth it
-                self._submit_first(seq, indices)
+            parts = self._parts_for(seq)
+            if parts > 1 and _SplitBatch.worth_it(indices):
+                self._submit_split(seq, indices, parts)
             else:
                 executor.submit((generation, seq, indices))
 
-    def _submit_first(self, seq: int, indices: Any) -> None:
-        """Submit the epoch's first ticket, in one part per worker where it splits."""
-        collate, self._split_collate = self._split_collate, None
+    def _parts_for(self, seq: int) -> int:
+        """How many parts ticket ``seq`` goes out in: the first ticket issued and, in thread mode, the last ones."""
         executor = self._executor
-        if collate is None or not _SplitBatch.worth_it(indices):
-            executor.submit((self._generation, seq, indices))
-            return
-        per_worker = PARTS_PER_WORKER if executor.mode == "thread" else 1
-        self._split = split = _SplitBatch(collate, seq, indices, executor.num_workers, per_worker)
+        thread = executor.mode == "thread"  # the default mode's pool says so until processes won
+        if self._first_pending:
+            self._first_pending = False
+            return executor.num_workers * (PARTS_PER_WORKER if thread else 1)
+        if self._tail_known and thread and seq >= self._batches - executor.num_workers:
+            return TAIL_PARTS
+        return 1
+
+    def _submit_split(self, seq: int, indices: list[Any], parts: int) -> None:
+        """Submit ticket ``seq`` in ``parts`` parts, to be joined and collated by ``store``."""
+        assert self._collate is not None  # parts are only made with a collate function to join them
+        self._splits[seq] = split = _SplitBatch(self._collate, seq, indices, parts)
         for part in split.parts:
-            executor.submit((self._generation, seq, part))
+            self._executor.submit((self._generation, seq, part))
 
     def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
-        """Put ``result`` into ``buffer``; the split first batch's parts are joined into one result first."""
-        split = self._split
-        if split is not None and result[1] == split.seq:
+        """Put ``result`` into ``buffer``; a split batch's parts are joined into one result first."""
+        seq = result[1]
+        split = self._splits.get(seq)
+        if split is not None:
             joined = split.accept(result)
             if joined is None:
                 return False
-            self._split = None  # later parts of a failed batch are stale: the buffer refuses them
+            del self._splits[seq]  # later parts of a failed batch are stale: the buffer refuses them
             result = joined
-        return buffer.finish(result[1], result)
+        return buffer.finish(seq, result)
 
 
 class IterableDispatch:
@@ -285,6 +313,7 @@ def new_dispatch(
     index_batches: Iterator[Any] | None,
     progress: Progress,
     split_collate: Callable[[Any], Any] | None = None,
+    batches: int | None = None,
 ) -> Dispatch:
     """The strategy for the epoch's dataset style: map-style with a batch sampler, else iterable-style.
 
@@ -297,8 +326,10 @@ def new_dispatch(
         progress: the epoch's consumed batches, resumed from a checkpoint
             or new; the first ticket is number ``progress.done``.
         split_collate: map-style: the collate function, to split the first
-            ticket over the workers; ``None`` to not split.
+            ticket (and in thread mode the last ones) over the workers;
+            ``None`` to not split.
+        batches: map-style: ``len(batch_sampler)``, or ``None`` where it has none.
     """
     if index_batches is None:
         return IterableDispatch(executor, generation, progress)
-    return MapDispatch(executor, generation, index_batches, progress, split_collate)
+    return MapDispatch(executor, generation, index_batches, progress, split_collate, batches)

@@ -116,8 +116,11 @@ class EpochPlan:
         on_epoch_end: called with the epoch's stats and ``in_order``
             when the epoch ends (not when it is abandoned).
         split_first_batch: the collate function, to spread the epoch's
-            first batch over the workers and collate its parts here
-            (shorter time to first batch); ``None`` to not split.
+            first batch (and in thread mode its last ones) over the
+            workers and collate their parts here (shorter time to the
+            first batch, no idle workers at the end); ``None`` to not split.
+        batches: ``len(batch_sampler)`` (map-style), ``None`` where it has
+            none: which batches are the epoch's last ones.
         timed: keep ``stats`` (else ``stats`` is ``None`` and the
             workers' timings are ignored).
         autoscale: grow or shrink the pool during the epoch
@@ -145,6 +148,7 @@ class EpochPlan:
     resume: Progress | None = None
     on_epoch_end: Callable[[EpochStats, bool], None] | None = None
     split_first_batch: Callable[[Any], Any] | None = None
+    batches: int | None = None
     timed: bool = True
     autoscale: bool = False
     length_hint: int | None = None
@@ -286,7 +290,9 @@ class EpochIterator(_EpochIteratorBase):
         self._buffer: ReorderBuffer[Issued, Result] = ReorderBuffer(
             plan.in_order, max(1, plan.prefetch_factor * executor.num_workers), progress.done
         )
-        self._dispatch = new_dispatch(executor, plan.generation, plan.index_batches, progress, plan.split_first_batch)
+        self._dispatch = new_dispatch(
+            executor, plan.generation, plan.index_batches, progress, plan.split_first_batch, plan.batches
+        )
         self._length_watch = _length_watch(plan.dataset, plan.length_hint, executor.num_workers)
         timings = partial(executor.timings, plan.generation)
         describe = partial(_describe, executor, plan.choice)

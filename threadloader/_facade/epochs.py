@@ -7,8 +7,8 @@ In:  values the loader passes (never the loader): its epoch counter and
      and collate arguments.
 Out: the starting epoch's number (told to the sampler's ``set_epoch``); the
      epoch's index batches, already past the batches consumed before a
-     checkpoint; what makes each worker's replica; whether to pin; the
-     collate function that may join a split first batch; the resumed
+     checkpoint, and how many there are; what makes each worker's replica;
+     whether to pin; the collate function that may join a split batch; the resumed
      ``Progress``. The loader builds the ``FetchSpec`` and the epoch's plan
      (``_epoch.scheduler``) from them.
 
@@ -80,6 +80,20 @@ def index_batches(
     if resume is not None and resume.done:
         next(islice(batches, resume.done - 1, None), None)
     return batches, start_state
+
+
+def batch_count(index_sampler: Any) -> int | None:
+    """``len(index_sampler)``, the epoch's index batches, or ``None`` where it has no length.
+
+    Only a hint, for which batches are the epoch's last (``_epoch.dispatch``):
+    a sampler without a length, or whose ``__len__`` fails, is still iterated
+    as before.
+    """
+    try:
+        count = len(index_sampler)
+    except Exception:  # noqa: BLE001  (any failure of a user's __len__ means only: no hint)
+        return None
+    return count if isinstance(count, int) and count >= 0 else None
 
 
 def replicas_of(
