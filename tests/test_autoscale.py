@@ -201,11 +201,11 @@ def test_a_latency_bound_window_jumps_to_the_count_that_fills_the_cpus() -> None
 
 def test_a_growth_that_paid_is_followed_by_another_until_the_cpus_are_saturated() -> None:
     controller = Controller(CPUS)
-    first = controller.decide(_window(2, share=0.13), cap=64)
+    first = controller.decide(_window(2, share=0.3), cap=64)
     assert first is not None
-    second = _judged(controller, first.workers, share=0.7)  # it paid: 0.13 -> 0.7
+    second = _judged(controller, first.workers, share=0.7)  # it paid: 0.3 -> 0.7
     assert second is not None and second.workers > first.workers
-    assert second.workers == autoscale.fill_count(first.workers, 0.7, CPUS)
+    assert second.workers == autoscale.fill_count(first.workers, 0.7, CPUS) < 64
     saturated = _judged(controller, second.workers, share=0.95)
     assert saturated is None  # CPUs saturated: more threads would only queue for them
     assert controller.decide(_window(second.workers, share=0.95), cap=64) is None
@@ -284,10 +284,10 @@ def test_pure_waiting_is_not_judged_by_the_cpu_and_grows_to_the_cap() -> None:
 
 def test_the_loops_own_pace_bounds_the_growth() -> None:
     # The loop waited half of the window and took 5 batches in the other half: 40 batches/s. A batch
-    # takes 0.2 s in a worker, so 8 workers keep up with it (12 with the overprovision), fewer than the CPUs need.
+    # takes 0.2 s in a worker, so 8 workers keep up with it (10 with the margin), fewer than the CPUs need.
     change = Controller(CPUS).decide(_window(2, share=0.13, wait=0.5, batches=5, batch_time_s=0.2), cap=64)
     assert change is not None and "the loop's pace" in change.reason
-    assert change.workers == math.ceil(autoscale.OVERPROVISION * 40 * 0.2)
+    assert change.workers == math.ceil(autoscale.PACE_MARGIN * 40 * 0.2)
 
 
 def test_no_growth_when_workers_lack_work_or_the_loop_does_not_wait() -> None:

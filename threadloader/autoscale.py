@@ -28,7 +28,8 @@ The decisions (``Controller``; the numbers behind them are in
   that mostly wait, because those queue for the CPUs well before they are
   all in use (``fill_count``). Where the loop has
   its own cost (a training step) its pace bounds the target too: the
-  batches it could take per second times a batch's time in a worker. One
+  batches it could take per second times a batch's time in a worker, with
+  a ``PACE_MARGIN``. One
   step grows the pool at most ``MAX_STEP`` times. Once the CPUs are
   saturated it adds one worker per window up to the CPU count (CPU-bound
   work) and no more.
@@ -77,7 +78,7 @@ if TYPE_CHECKING:
 
 WINDOW_S = 0.25
 #: The epoch's first window: the pool starts small, and every window at that size loses throughput.
-FIRST_WINDOW_S = 0.1
+FIRST_WINDOW_S = 0.05
 GROW_WAIT_SHARE = 0.10
 GROW_BUSY_SHARE = 0.75
 SHRINK_WAIT_SHARE = 0.01
@@ -88,8 +89,12 @@ SHRINK_TO_BUSY = 0.75
 LATENCY_CPU_SHARE = 0.5
 #: Workers whose CPU share of the machine reaches this saturate it: more threads only queue for the CPUs.
 CPU_SATURATED = 0.9
-#: How many workers past the count that would just fill the CPUs a latency-bound step aims at.
-OVERPROVISION = 1.25
+#: How many workers past the count that would just fill the CPUs a step aims at, for workers that only wait:
+#: with each worker's request and decode at random phases, some CPUs still idle at that count, and the pool
+#: sizes measured for remote loading (docs/workers-auto.md) peaked near twice it.
+OVERPROVISION = 2.0
+#: How many workers past what the training loop's own pace needs (Little's law) a step aims at.
+PACE_MARGIN = 1.25
 #: One step grows the pool at most this many times (a first window's CPU share can be too low).
 MAX_STEP = 16
 #: A growth pays when the workers' CPU share rose by at least this share of what the added workers predicted;
@@ -457,7 +462,7 @@ class Controller:
         own = window.seconds - window.wait_s  # the loop's own time: its steps, and taking batches
         if window.batches < 2 or window.batch_time_s <= 0 or own < GROW_WAIT_SHARE * window.seconds:
             return None
-        return math.ceil(OVERPROVISION * window.batches / own * window.batch_time_s)
+        return math.ceil(PACE_MARGIN * window.batches / own * window.batch_time_s)
 
 
 @dataclass(frozen=True)
