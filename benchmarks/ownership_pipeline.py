@@ -23,7 +23,6 @@ from __future__ import annotations
 import pickle
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 import torch
 
+from .ownership_probe import held_by_another_thread, in_threads
 from .workloads.owned import MAX_LEN, PAD, UNK, OwnedTextDataset
 
 
@@ -58,11 +58,7 @@ class PinnedDataset(OwnedTextDataset):
 
     def __init__(self, rows: int, vocabulary: int, seed: int = 30) -> None:
         super().__init__(rows, vocabulary, seed)
-        held: list[list[str]] = []
-        helper = threading.Thread(target=lambda: held.append(list(self.vocab)))
-        helper.start()
-        helper.join()
-        self.held = held[0]
+        self.held = held_by_another_thread(self.vocab)
 
 
 def per_worker_copy(dataset: OwnedTextDataset) -> OwnedTextDataset:
@@ -122,22 +118,7 @@ def rate_in_threads(dataset: OwnedTextDataset, prepare: Callable[[OwnedTextDatas
     if threads == 0:
         count, wall = load(prepare(dataset), 0, seconds)
         return count / wall
-    results: list[tuple[int, float]] = []
-    barrier = threading.Barrier(threads)
-    lock = threading.Lock()
-
-    def body(slot: int) -> None:
-        mine = prepare(dataset)
-        barrier.wait()
-        result = load(mine, slot * 3_000, seconds)
-        with lock:
-            results.append(result)
-
-    workers = [threading.Thread(target=body, args=(slot,)) for slot in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    results = in_threads(threads, lambda slot, mine: load(mine, slot * 3_000, seconds), lambda _: prepare(dataset))
     return sum(count / wall for count, wall in results)
 
 

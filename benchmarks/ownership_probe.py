@@ -48,7 +48,7 @@ import types
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 #: Where the objects are made and who calls them: ``(maker, caller)``.
 SCENARIOS: dict[str, tuple[str, str]] = {
@@ -57,6 +57,8 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "own": ("worker", "worker"),  # made by the worker thread that calls it
     "two": ("main", "two workers"),  # made by the main thread, called by two worker threads at once
 }
+
+T = TypeVar("T")
 
 VOCABULARY = 30_000
 SMALL = 100
@@ -123,14 +125,19 @@ def interned_vocab() -> types.SimpleNamespace:
     return types.SimpleNamespace(d={word: 1000 + i for i, word in enumerate(keys)}, key=fresh(keys[12_345]))
 
 
+def held_by_another_thread(items: Iterable[Any]) -> list[Any]:
+    """A list of ``items`` made by a helper thread: each item gets a reference held by a thread not its owner."""
+    held: list[list[Any]] = []
+    helper = threading.Thread(target=lambda: held.append(list(items)))
+    helper.start()
+    helper.join()
+    return held[0]
+
+
 def pinned_vocab() -> types.SimpleNamespace:
     """The vocabulary, and a list of its keys made by a helper thread (a reference held by a non-owner)."""
     space = vocab()
-    held: list[list[str]] = []
-    helper = threading.Thread(target=lambda: held.append(list(space.d)))
-    helper.start()
-    helper.join()
-    space.held = held
+    space.held = held_by_another_thread(space.d)
     return space
 
 
@@ -774,16 +781,23 @@ def timed(loop: Callable[[Any, int], object], space: Any, seconds: float) -> Sam
     return Sample(calls, wall, time.thread_time() - cpu0, _thread_sys_s() - sys0)
 
 
-def in_threads(count: int, work: Callable[[], Sample]) -> list[Sample]:
-    """Run ``work`` in ``count`` new threads started together; their samples, in thread order."""
-    results: list[Sample | BaseException | None] = [None] * count
+def in_threads(count: int, work: Callable[[int, Any], T], before: Callable[[int], Any] | None = None) -> list[T]:
+    """Run ``work(slot, before(slot))`` in ``count`` new threads started together; their results, in slot order.
+
+    ``before`` runs in each thread ahead of the start line (untimed work the
+    thread must do itself, such as making its own copy). A thread that fails
+    breaks the start line for the others, and its exception is raised here.
+    """
+    results: list[Any] = [None] * count
     barrier = threading.Barrier(count)
 
     def body(slot: int) -> None:
         try:
+            prepared = before(slot) if before is not None else None
             barrier.wait()
-            results[slot] = work()
+            results[slot] = work(slot, prepared)
         except BaseException as exc:  # noqa: BLE001  (re-raised in the main thread below)
+            barrier.abort()  # the others would wait at the start line forever
             results[slot] = exc
 
     threads = [threading.Thread(target=body, args=(slot,), name=f"probe-{slot}") for slot in range(count)]
@@ -791,10 +805,11 @@ def in_threads(count: int, work: Callable[[], Sample]) -> list[Sample]:
         thread.start()
     for thread in threads:
         thread.join()
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [result for result in results if isinstance(result, Sample)]
+    failures = [result for result in results if isinstance(result, BaseException)]
+    first = next((f for f in failures if not isinstance(f, threading.BrokenBarrierError)), None)
+    if failures:
+        raise first or failures[0]
+    return results
 
 
 def measure(probe: Case, scenario: str, seconds: float) -> Sample:
@@ -803,9 +818,9 @@ def measure(probe: Case, scenario: str, seconds: float) -> Sample:
     if caller == "main":
         return timed(probe.loop, probe.make(), seconds)
     if maker == "worker":
-        return in_threads(1, lambda: timed(probe.loop, probe.make(), seconds))[0]
+        return in_threads(1, lambda _slot, _: timed(probe.loop, probe.make(), seconds))[0]
     space = probe.make()
-    samples = in_threads(2 if caller == "two workers" else 1, lambda: timed(probe.loop, space, seconds))
+    samples = in_threads(2 if caller == "two workers" else 1, lambda _slot, _: timed(probe.loop, space, seconds))
     # Two threads' rates add up; their CPU and system time are summed over the same wall time.
     wall = max(s.wall_s for s in samples)
     return Sample(round(sum(s.rate for s in samples) * wall), wall, sum(s.cpu_s for s in samples),

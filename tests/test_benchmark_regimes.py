@@ -271,6 +271,21 @@ def test_the_probe_makes_each_cases_objects_in_the_thread_the_scenario_names() -
     assert makers[0] == main and makers[1] == main and makers[2] != main and makers[3] == main
 
 
+def test_a_failing_thread_of_a_probe_measurement_raises_instead_of_holding_the_others_at_the_start() -> None:
+    from benchmarks import ownership_probe
+
+    def before(slot: int) -> int:
+        if slot == 1:
+            raise ValueError("could not prepare")
+        return slot
+
+    with pytest.raises(ValueError, match="could not prepare"):
+        ownership_probe.in_threads(3, lambda slot, prepared: prepared, before)
+    assert ownership_probe.in_threads(3, lambda slot, prepared: (slot, prepared), lambda slot: -slot) == [
+        (0, 0), (1, -1), (2, -2)
+    ]
+
+
 @pytest.mark.parametrize("workload", ["text-owned", "remote-jpeg"])
 def test_a_quick_run_measures_every_loader_of_the_workload(workload: str, tmp_path: Path) -> None:
     pytest.importorskip("torch")
