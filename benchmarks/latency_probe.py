@@ -41,7 +41,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import ProcessTree
+from .metrics import ProcessTree, PssSampler
 
 MIB = 1024 * 1024
 #: Loaders in the order of the table: (name, workers); workers "auto" is threadloader's ``num_workers="auto"``.
@@ -164,44 +163,6 @@ def machine_busy_s() -> float | None:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-class PeakPss:
-    """A thread that reads the process tree's PSS every ``interval`` seconds and keeps the highest.
-
-    ``benchmarks.metrics.PssSampler`` stretches its interval to four times a
-    read, and on a loaded machine a read took up to a quarter second here, so
-    a pass got two samples; this one keeps its interval. Owns its thread:
-    ``stop()`` (or leaving the ``with`` block) sets the event and joins it.
-    """
-
-    def __init__(self, tree: ProcessTree, interval: float = 0.05) -> None:
-        self.tree = tree
-        self.interval = interval
-        self.peak = self.peak_anon = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="latency-probe-pss", daemon=True)
-
-    def sample(self) -> tuple[int, int]:
-        """Read the tree's PSS and its anonymous part now, keep the peaks, and return them, in bytes."""
-        pss, anon = self.tree.pss_bytes()
-        self.peak = max(self.peak, pss)
-        self.peak_anon = max(self.peak_anon, anon)
-        self.samples += 1
-        return pss, anon
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def __enter__(self) -> PeakPss:  # noqa: PYI034  (typing.Self needs 3.11)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_pass(args: argparse.Namespace, loader_name: str, workers: int | str) -> PassResult:
     """Time one epoch of one loader in this interpreter, sampling the tree's PSS as it runs."""
     dataset = LatencyJpegDataset(args.samples, args.latency_ms / 1e3, b"" if args.tiny else make_jpeg(args.side))
@@ -219,7 +180,9 @@ def run_pass(args: argparse.Namespace, loader_name: str, workers: int | str) -> 
         )
     tree = ProcessTree()
     baseline, baseline_anon = tree.pss_bytes()
-    with PeakPss(tree) as sampler:
+    # A fixed interval: on a loaded machine a read took up to a quarter second, and a stretched one got two
+    # samples a pass.
+    with PssSampler(tree, 0.05, stretch=False) as sampler:
         busy_before, cpu_before = machine_busy_s(), tree.cpu_snapshot()
         started = time.perf_counter()
         it = iter(loader)
@@ -229,7 +192,7 @@ def run_pass(args: argparse.Namespace, loader_name: str, workers: int | str) -> 
             samples += len(images)
         seconds = time.perf_counter() - started
         busy_after, cpu_after = machine_busy_s(), tree.cpu_snapshot()  # while the workers live
-        sampler.sample()
+        sampler.sample_now()
         pss_samples = sampler.samples
         for _ in it:  # end the epoch (threadloader's stats are then final)
             pass

@@ -149,16 +149,19 @@ def _schedstat_seconds(pid: int) -> float | None:
 class PssSampler:
     """Background sampling of the tree's summed PSS; keeps the peak since ``reset_peak()``."""
 
-    def __init__(self, tree: ProcessTree | None = None, interval: float = 0.1) -> None:
+    def __init__(self, tree: ProcessTree | None = None, interval: float = 0.1, stretch: bool = True) -> None:
         """Prepare the sampler (``start()`` or ``with`` starts the thread).
 
         Args:
             tree: the process tree to measure (default: this process).
-            interval: seconds between samples (stretched to four times the
-                duration of a sample when reading the tree is slow).
+            interval: seconds between samples.
+            stretch: stretch the interval to four times the duration of a
+                sample when reading the tree is slow (keeps the sampler
+                under about a fifth of a core).
         """
         self.tree = tree or ProcessTree()
         self.interval = interval
+        self.stretch = stretch
         self._lock = threading.Lock()
         self._peak = 0
         self._peak_anon = 0
@@ -195,7 +198,7 @@ class PssSampler:
             took = time.perf_counter() - began
             self._own_cpu = time.thread_time()
             # Reading smaps_rollup of a multi-GiB process takes tens of ms: keep the sampler under ~20% of a core.
-            self._stop.wait(max(self.interval, 4 * took))
+            self._stop.wait(max(self.interval, 4 * took) if self.stretch else self.interval)
 
     def sample_now(self) -> tuple[int, int]:
         """Take one sample now (from any thread) and update the peaks.
