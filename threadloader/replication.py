@@ -187,16 +187,21 @@ def _array_view(original: Any) -> Any:
     return original.detach() if not original.requires_grad else original.view_as(original)
 
 
+def _shared_array(obj: Any, tensor_type: type | None) -> bool:
+    """Whether ``obj`` is an array or tensor whose memory replicas share: a plain ndarray of no objects, a tensor."""
+    kind = type(obj)
+    return (kind is np.ndarray and not obj.dtype.hasobject) or (kind is tensor_type and kind is not None)
+
+
 class _ReplicaPickler(pickle.Pickler):
     """Pickles arrays, tensors and big containers as references to the originals."""
 
-    def __init__(self, file: io.BytesIO, shallow_above: int) -> None:
+    def __init__(self, file: io.BytesIO, shallow_above: int, tensor_type: type | None) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.shared: list[Any] = []
         self._numbers: dict[int, int] = {}  # id(original) -> its index in ``shared``
         self._shallow_above = shallow_above
-        torch = sys.modules.get("torch")
-        self._tensor_type = torch.Tensor if torch is not None else None
+        self._tensor_type = tensor_type
 
     def persistent_id(self, obj: Any) -> Any:
         """Pickle's hook, called for every object: a reference for what is shared, else ``None``."""
@@ -207,7 +212,7 @@ class _ReplicaPickler(pickle.Pickler):
             if len(obj) <= self._shallow_above:
                 return None
             tag = _SHALLOW
-        elif (kind is np.ndarray and not obj.dtype.hasobject) or (kind is self._tensor_type and kind is not None):
+        elif _shared_array(obj, self._tensor_type):
             tag = _ARRAY
         else:
             return None
@@ -232,8 +237,7 @@ class _ArrayOnlyPickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         """Pickle's hook for non-built-in objects: a shared reference for an array or tensor."""
-        kind = type(obj)
-        if (kind is np.ndarray and not obj.dtype.hasobject) or (kind is self._tensor_type and kind is not None):
+        if _shared_array(obj, self._tensor_type):
             self.shared.append(obj)  # pickle memoizes the object, so each original comes here once
             return _shared_reference, (_ARRAY, len(self.shared) - 1)
         return NotImplemented
@@ -314,7 +318,7 @@ class ReplicaTemplate:
         if _plain_graph(obj, shallow_above, tensor_type):
             pickler = _ArrayOnlyPickler(buffer, tensor_type)
         else:
-            pickler = _ReplicaPickler(buffer, shallow_above)
+            pickler = _ReplicaPickler(buffer, shallow_above, tensor_type)
         try:
             pickler.dump(obj)
         except ReplicaTooBig:

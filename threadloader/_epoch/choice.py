@@ -37,13 +37,12 @@ object, dropped with it; touched from the threads that iterate loaders.
 
 from __future__ import annotations
 
-import os
-import pickle
 import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..autoscale import available_memory
 from ..replication import ReplicaTemplate, ReplicaTooBig
 from ..runtime import RunningMode
 
@@ -180,21 +179,6 @@ def forget_all() -> None:
 # --- the replica budget ----------------------------------------------------------------------
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations now (Linux's ``MemAvailable``), or ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def replica_template(dataset: Any, workers: int, memory: int | None = None) -> tuple[ReplicaTemplate | None, str]:
     """The template each worker builds its replica from, or ``None`` and why not.
 
@@ -216,6 +200,6 @@ def replica_template(dataset: Any, workers: int, memory: int | None = None) -> t
         template = ReplicaTemplate(dataset, max_bytes=limit)
     except ReplicaTooBig:
         return None, f"a replica would pass the memory budget ({limit / 2**20:,.1f} MiB pickled)"
-    except (TypeError, pickle.PicklingError, RecursionError) as exc:
-        return None, f"the dataset does not pickle ({type(exc).__name__})"
+    except TypeError as exc:  # ReplicaTemplate's: what pickling raised is its cause
+        return None, f"the dataset does not pickle ({type(exc.__cause__ or exc).__name__})"
     return template, ""

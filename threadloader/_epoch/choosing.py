@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .. import _lifecycle
 from .._contract import BatchPart, Result, Ticket
 from .._processes.executor import ProcessExecutor
 from .._threads.executor import ThreadExecutor
@@ -96,14 +97,18 @@ def _samples_of(payload: Any) -> int:
 class _TemplateMaker:
     """Pickles the replica template in a thread of its own, off the training loop's path; owned by the pool.
 
-    Not a daemon: it only pickles, within the memory budget's bytes, and the
-    pool joins it at shutdown.
+    The pool joins it at shutdown, for at most ``THREAD_JOIN_S``. A daemon,
+    because the budget bounds the pickle's bytes, not its time: a dataset's
+    own ``__reduce__`` that blocks must not hold the interpreter's exit, and
+    the thread only reads the dataset and writes this object.
     """
 
     def __init__(self, dataset: Any, workers: int) -> None:
         self.template: ReplicaTemplate | None = None
         self.why = ""
-        self._thread = threading.Thread(target=self._make, args=(dataset, workers), name="threadloader-template")
+        self._thread = threading.Thread(
+            target=self._make, args=(dataset, workers), name="threadloader-template", daemon=True
+        )
         self._thread.start()
 
     def _make(self, dataset: Any, workers: int) -> None:
@@ -117,7 +122,7 @@ class _TemplateMaker:
         return not self._thread.is_alive()
 
     def join(self) -> None:
-        self._thread.join()
+        _lifecycle.join_all([self._thread], _lifecycle.THREAD_JOIN_S)
 
 
 class ChoosingExecutor:
