@@ -423,3 +423,32 @@ def test_order_independent_of_num_workers_and_mode(mode: str) -> None:
     assert _shuffled(3, seed=7, num_workers=2, mode=mode, persistent_workers=True) == serial
     with_generator = _shuffled(2, generator_seed=7, num_workers=3, mode=mode, persistent_workers=True)
     assert with_generator == _shuffled(2, generator_seed=7)
+
+
+class InitThenStream:
+    """An iterable-style dataset: each worker yields what its ``worker_init_fn`` drew and its stream's first draw."""
+
+    def __init__(self) -> None:
+        self.init_draws: dict[int, int] = {}  # thread mode: one dict for all; process mode: each worker's copy
+
+    def __iter__(self) -> Any:
+        info = threadloader.get_worker_info()
+        assert info is not None
+        yield self.init_draws.get(info.id), int(info.rng.integers(_DRAW_BOUND))
+
+
+def record_init_draw(worker_id: int) -> None:
+    info = threadloader.get_worker_info()
+    assert info is not None
+    info.dataset.init_draws[worker_id] = int(info.rng.integers(_DRAW_BOUND))
+
+
+def test_an_iterable_workers_stream_does_not_replay_what_worker_init_fn_drew(mode: str) -> None:
+    torch_data = pytest.importorskip("torch.utils.data")
+    dataset = type("Stream", (InitThenStream, torch_data.IterableDataset), {})()
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, mode=mode, worker_init_fn=record_init_draw,
+                        collate_fn=collate_list)  # fmt: skip
+    pairs = [batch[0] for batch in loader]
+    assert len(pairs) == 2
+    for init_draw, stream_draw in pairs:
+        assert init_draw is not None and init_draw != stream_draw  # one stream continues, or two apart

@@ -176,14 +176,17 @@ class WorkerRuntime:
         """An iterable-style epoch begins: seed what this worker hands out from (seed, epoch, worker id).
 
         Its own generators, and in a worker process the global ones, start
-        the epoch's stream as a new pool's worker would: persistent workers
-        give every epoch the batches fresh ones give it.
+        the epoch's stream from the same key in a persistent pool and in a
+        new one, so persistent workers give every epoch the batches fresh
+        ones give it. The key is not the one the worker started with
+        (``base seed + worker id``): the stream does not replay what
+        ``worker_init_fn`` drew from it.
         """
         assert self.worker_id is not None
-        seed = self.spec.seed
-        self.generators.reseed(derive_seed(seed, generation) + self.worker_id)
+        key = randomness.worker_key(self.spec.seed, generation, self.worker_id)
+        self.generators.reseed(derive_seed(*key))
         if not self._in_thread:
-            randomness.seed_process_globals(randomness.worker_key(seed, generation, self.worker_id))
+            randomness.seed_process_globals(key)
 
     def stop(self) -> None:
         """Run in the worker when it ends: forget the thread-local info and the dataset iterator."""
