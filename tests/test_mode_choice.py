@@ -11,6 +11,7 @@ arrives once, in order, with the draws thread mode gives.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -246,6 +247,16 @@ def test_a_dataset_slow_in_worker_threads_moves_to_processes() -> None:
     again, second = _indices(DataLoader(dataset, batch_size=8, num_workers=2))  # a fresh loader: remembered
     assert again == list(range(400))
     assert second.stats.choice.startswith("remembered from an earlier loader")
+
+
+@free_threads
+def test_a_remembered_replicas_choice_that_cannot_build_them_runs_threads_and_says_so() -> None:
+    dataset = _Dataset()
+    _choice.remember(dataset, ModeChoice(REPLICAS, {THREADS: 1.0, REPLICAS: 0.1}, "picked replicas"))
+    dataset.lock = threading.Lock()  # type: ignore[attr-defined]  # it no longer pickles
+    indices, iterator = _indices(DataLoader(dataset, batch_size=2, num_workers=2))
+    assert indices == [0, 1, 2, 3] and iterator.mode == "thread"
+    assert "no replicas this epoch: the dataset does not pickle" in iterator.stats.choice, iterator.stats.choice
 
 
 @free_threads

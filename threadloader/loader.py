@@ -32,6 +32,7 @@ epochs; ``loader.close()`` (or the loader's garbage collection) stops it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 import weakref
@@ -302,7 +303,11 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
         needs_replica = not (persistent and self._persistent.serves(mode))
         template = None
         if isinstance(auto, choice.ModeChoice) and auto.picked == choice.REPLICAS and needs_replica:
-            template, _why = choice.replica_template(self.dataset, self.num_workers)  # None: grown past the budget
+            template, why = choice.replica_template(self.dataset, self.num_workers)
+            if template is None:  # the dataset grew past the budget since: threads over it, and the stats say so
+                auto = dataclasses.replace(
+                    auto, picked=choice.THREADS, reason=f"{auto.reason}; no replicas this epoch: {why}"
+                )
         spec = self._fetch_spec(mode, epochs.replicas_of(self.replicate, mode, needs_replica, self.dataset, template))
         probe = pools.Probe(self.replicate is None, partial(_record_choice, self.dataset)) if auto is True else None
         settings = pools.PoolSettings(
