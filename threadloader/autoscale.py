@@ -545,6 +545,15 @@ class AutoScaler:
         return time.perf_counter() - self._window_start >= self._window_s
 
     @property
+    def sized(self) -> bool:
+        """Whether a batch was sized for the memory budget yet (until then only the threads count)."""
+        return self._batch_bytes > 0
+
+    def size(self, batch: Any) -> None:
+        """Size a yielded batch for the memory budget (the epoch's first; later ones when a window ends)."""
+        self._batch_bytes = max(self._batch_bytes, batch_bytes(batch))
+
+    @property
     def cap(self) -> int:
         """The most workers the memory budget holds now (``memory_cap``)."""
         return memory_cap(self._available, self._batch_bytes, self._prefetch_factor)
@@ -571,7 +580,7 @@ class AutoScaler:
         busy_now = self._busy_totals()
         wait_now = self._wait_total() + waiting_s
         if batch is not None:
-            self._batch_bytes = max(self._batch_bytes, batch_bytes(batch))
+            self.size(batch)
         workers = self._executor.num_workers
         process_cpu = cpu_now - self._cpu_start
         before = self._workers_cpu

@@ -326,8 +326,11 @@ class EpochIterator(_EpochIteratorBase):
                 if type(indices) is list:
                     stats.samples += len(indices)
                 scaler = self._scaler
-                if scaler is not None and scaler.due():
-                    self._rescale(scaler, stats.batches, 0.0, value)
+                if scaler is not None:
+                    if scaler.due():
+                        self._rescale(scaler, stats.batches, 0.0, value)
+                    elif not scaler.sized:  # the budget learns the batch size from the first one yielded
+                        scaler.size(value)
             if status == OK:
                 watch = self._length_watch
                 if watch is not None:
@@ -375,8 +378,9 @@ class EpochIterator(_EpochIteratorBase):
                     self._end_epoch()
                     raise StopIteration
                 self._wait_one(started)
-                self._rescale_while_waiting(started)
                 ready = buffer.pop()
+                if ready is None:  # else the window, if one ended, is judged as the batch is yielded, with its size
+                    self._rescale_while_waiting(started)
             if stats is not None:
                 stats.wait_s += time.perf_counter() - started
             return ready
