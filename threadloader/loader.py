@@ -317,6 +317,9 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             executor = self._persistent.get(self, settings, mode, spec, epoch)
         else:
             executor = pools.new_pool(settings, mode, spec, epoch)
+        splitter = epochs.first_batch_splitter(
+            self._iterable, self._auto_collation, spec.pin_memory, self.dataset, self.collate_fn
+        )
         return EpochPlan(
             executor=executor,
             owns_executor=not persistent,
@@ -327,10 +330,9 @@ class DataLoader(TorchAttributes, _LoaderBase, Generic[T_co]):
             timeout=self.timeout,
             resume=epochs.progress_of(resume_point),
             on_epoch_end=self._check_starvation if self.stats else None,
-            split_first_batch=epochs.first_batch_splitter(
-                self._iterable, self._auto_collation, spec.pin_memory, self.dataset, self.collate_fn
-            ),
-            batches=None if self._iterable else epochs.batch_count(self._index_sampler),
+            split_first_batch=splitter,
+            # only thread mode splits the last batches (a process pool hands each ticket to one worker)
+            batches=epochs.batch_count(self._index_sampler) if splitter is not None and mode == "thread" else None,
             timed=self.stats,
             autoscale=self.auto_workers and mode == "thread" and not self._iterable,
             length_hint=self._length_hint(),

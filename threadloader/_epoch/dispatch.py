@@ -104,7 +104,6 @@ class _SplitBatch:
             indices: the batch's sample indices (at least two).
             parts: how many parts to make.
         """
-        self.seq = seq
         self._collate_fn = collate_fn
         count = min(parts, len(indices))
         self._samples: list[Any] = [None] * count
@@ -181,8 +180,8 @@ class MapDispatch:
         splits = split_collate is not None and executor.num_workers > 1
         self._collate = split_collate
         self._first_pending = splits
-        self._tail_known = splits and batches is not None
-        self._batches = batches or 0
+        # The batch count the last ones are counted back from; None: they are not split
+        self._last_end = batches if splits else None
         self._splits: dict[int, _SplitBatch] = {}
 
     def fill(self, buffer: ReorderBuffer[Issued, Result]) -> None:
@@ -203,22 +202,22 @@ class MapDispatch:
                 buffer.skip(seq)
                 continue
             buffer.add(seq, (indices, None))
-            parts = self._parts_for(seq)
-            if parts > 1 and _SplitBatch.worth_it(indices):
-                self._submit_split(seq, indices, parts)
-            else:
-                executor.submit((generation, seq, indices))
+            last_end = self._last_end
+            if self._first_pending or (last_end is not None and seq >= last_end - executor.num_workers):
+                parts = self._parts_for(seq)
+                if parts > 1 and _SplitBatch.worth_it(indices):
+                    self._submit_split(seq, indices, parts)
+                    continue
+            executor.submit((generation, seq, indices))
 
     def _parts_for(self, seq: int) -> int:
-        """How many parts ticket ``seq`` goes out in: the first ticket issued and, in thread mode, the last ones."""
+        """How many parts ticket ``seq``, the first issued or one of the last, goes out in (1: whole)."""
         executor = self._executor
         thread = executor.mode == "thread"  # the default mode's pool says so until processes won
         if self._first_pending:
             self._first_pending = False
             return executor.num_workers * (PARTS_PER_WORKER if thread else 1)
-        if self._tail_known and thread and seq >= self._batches - executor.num_workers:
-            return TAIL_PARTS
-        return 1
+        return TAIL_PARTS if thread else 1
 
     def _submit_split(self, seq: int, indices: list[Any], parts: int) -> None:
         """Submit ticket ``seq`` in ``parts`` parts, to be joined and collated by ``store``."""
@@ -230,7 +229,7 @@ class MapDispatch:
     def store(self, result: Result, buffer: ReorderBuffer[Issued, Result]) -> bool:
         """Put ``result`` into ``buffer``; a split batch's parts are joined into one result first."""
         seq = result[1]
-        split = self._splits.get(seq)
+        split = self._splits.get(seq) if self._splits else None
         if split is not None:
             joined = split.accept(result)
             if joined is None:
