@@ -23,5 +23,6 @@ Modules, one idea each:
     ownership_probe.py
                  which calls slow down on 3.13t when another thread made
                  the object (a CLI of its own, docs/ownership.md);
-                 ownership_pipeline.py runs its text-pipeline part.
+                 ownership_pipeline.py runs its text-pipeline part;
+                 thread_start.py starts their threads together.
 """

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .ownership_probe import held_by_another_thread, in_threads
+from .thread_start import held_by_another_thread, in_threads
 from .workloads.owned import MAX_LEN, PAD, UNK, OwnedTextDataset
 
 

@@ -42,13 +42,14 @@ import resource
 import statistics
 import sys
 import sysconfig
-import threading
 import time
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
+
+from .thread_start import held_by_another_thread, in_threads
 
 #: Where the objects are made and who calls them: ``(maker, caller)``.
 SCENARIOS: dict[str, tuple[str, str]] = {
@@ -57,8 +58,6 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "own": ("worker", "worker"),  # made by the worker thread that calls it
     "two": ("main", "two workers"),  # made by the main thread, called by two worker threads at once
 }
-
-T = TypeVar("T")
 
 VOCABULARY = 30_000
 SMALL = 100
@@ -123,15 +122,6 @@ def interned_vocab() -> types.SimpleNamespace:
     """The vocabulary with its keys interned: ``sys.intern`` makes them immortal on 3.13."""
     keys = [sys.intern(word) for word in words(VOCABULARY)]
     return types.SimpleNamespace(d={word: 1000 + i for i, word in enumerate(keys)}, key=fresh(keys[12_345]))
-
-
-def held_by_another_thread(items: Iterable[Any]) -> list[Any]:
-    """A list of ``items`` made by a helper thread: each item gets a reference held by a thread not its owner."""
-    held: list[list[Any]] = []
-    helper = threading.Thread(target=lambda: held.append(list(items)))
-    helper.start()
-    helper.join()
-    return held[0]
 
 
 def pinned_vocab() -> types.SimpleNamespace:
@@ -779,37 +769,6 @@ def timed(loop: Callable[[Any, int], object], space: Any, seconds: float) -> Sam
         if wall >= seconds:
             break
     return Sample(calls, wall, time.thread_time() - cpu0, _thread_sys_s() - sys0)
-
-
-def in_threads(count: int, work: Callable[[int, Any], T], before: Callable[[int], Any] | None = None) -> list[T]:
-    """Run ``work(slot, before(slot))`` in ``count`` new threads started together; their results, in slot order.
-
-    ``before`` runs in each thread ahead of the start line (untimed work the
-    thread must do itself, such as making its own copy). A thread that fails
-    breaks the start line for the others, and its exception is raised here.
-    """
-    results: list[Any] = [None] * count
-    barrier = threading.Barrier(count)
-
-    def body(slot: int) -> None:
-        try:
-            prepared = before(slot) if before is not None else None
-            barrier.wait()
-            results[slot] = work(slot, prepared)
-        except BaseException as exc:  # noqa: BLE001  (re-raised in the main thread below)
-            barrier.abort()  # the others would wait at the start line forever
-            results[slot] = exc
-
-    threads = [threading.Thread(target=body, args=(slot,), name=f"probe-{slot}") for slot in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    failures = [result for result in results if isinstance(result, BaseException)]
-    first = next((f for f in failures if not isinstance(f, threading.BrokenBarrierError)), None)
-    if failures:
-        raise first or failures[0]
-    return results
 
 
 def measure(probe: Case, scenario: str, seconds: float) -> Sample:

@@ -272,7 +272,7 @@ def test_the_probe_makes_each_cases_objects_in_the_thread_the_scenario_names() -
 
 
 def test_a_failing_thread_of_a_probe_measurement_raises_instead_of_holding_the_others_at_the_start() -> None:
-    from benchmarks import ownership_probe
+    from benchmarks import thread_start
 
     def before(slot: int) -> int:
         if slot == 1:
@@ -280,8 +280,8 @@ def test_a_failing_thread_of_a_probe_measurement_raises_instead_of_holding_the_o
         return slot
 
     with pytest.raises(ValueError, match="could not prepare"):
-        ownership_probe.in_threads(3, lambda slot, prepared: prepared, before)
-    assert ownership_probe.in_threads(3, lambda slot, prepared: (slot, prepared), lambda slot: -slot) == [
+        thread_start.in_threads(3, lambda slot, prepared: prepared, before)
+    assert thread_start.in_threads(3, lambda slot, prepared: (slot, prepared), lambda slot: -slot) == [
         (0, 0), (1, -1), (2, -2)
     ]
 
