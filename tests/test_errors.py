@@ -225,3 +225,32 @@ def test_error_in_the_split_first_batch(mode: str) -> None:
     assert isinstance(out[0], KeyError) and out[1] == [6, 7, 8, 9, 10, 11]
     note = _note(out[0])
     assert "batch 0" in note and "sample index 5" in note and "[0, 1, 2, 3, 4, 5]" in note
+
+
+class _RaisingDict(dict):  # type: ignore[type-arg]
+    def values(self) -> object:
+        raise RuntimeError("a lazy dict that loads on values()")
+
+
+class _RaisingList(list):  # type: ignore[type-arg]
+    def __iter__(self) -> object:
+        raise RuntimeError("a list that refuses iteration")
+
+
+class _OddContainers:
+    """A dataset whose containers run code of their own when walked (the thread pool's key walk walks them)."""
+
+    def __init__(self) -> None:
+        self.table = _RaisingDict(a=1, b=2)
+        self.rows = _RaisingList([[1, 2], [3, 4]])
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return index + self.table["a"] - 1
+
+
+def test_containers_whose_own_methods_raise_do_not_stop_the_workers(mode: str) -> None:
+    loader = DataLoader(_OddContainers(), batch_size=2, num_workers=2, mode=mode)
+    assert [batch.tolist() for batch in loader] == [[0, 1], [2, 3]]

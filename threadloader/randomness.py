@@ -171,18 +171,16 @@ def worker_key(seed: int, epoch: int, worker_id: int) -> tuple[int, int, int]:
     return (seed, epoch, _mix64(worker_id ^ _WORKER_TAG))
 
 
-def _draws_of(entropy: tuple[int, int, int], slot: str) -> _Draws:
-    """The generators for ``entropy`` in this thread: the ones already built, else new ones.
+def _draws_of(entropy: tuple[int, int, int]) -> _Draws:
+    """The generators of the sample keyed ``entropy`` in this thread: the ones already built, else new ones.
 
-    ``slot`` is ``"draws"`` (a sample's) or ``"call_draws"`` (a ``__getitems__``
-    call's): kept apart, so that a call asking for its own generator and for
-    its samples' in turn keeps each stream going. The fetcher clears both
-    before each sample or call.
+    Kept apart from a ``__getitems__`` call's (``call_draws``), so that a
+    call asking for its own generator and for its samples' in turn keeps
+    each stream going. The fetcher clears both before each sample or call.
     """
-    draws: _Draws | None = getattr(current, slot, None)
+    draws: _Draws | None = getattr(current, "draws", None)
     if draws is None or draws.entropy != entropy:
-        draws = _Draws(entropy)
-        setattr(current, slot, draws)
+        draws = current.draws = _Draws(entropy)
     return draws
 
 
@@ -206,7 +204,7 @@ def _sample_draws(index: Any) -> _Draws:
                 "threadloader.sample_rng() does not know which sample is loading here (__getitems__ or an "
                 "iterable-style dataset): pass the sample index, sample_rng(index)"
             )
-    return _draws_of(sample_key(base, index), "draws")
+    return _draws_of(sample_key(base, index))
 
 
 def loading_draws() -> _Draws | None:
@@ -216,10 +214,15 @@ def loading_draws() -> _Draws | None:
         return None
     index = getattr(current, "index", None)
     if index is not None:
-        return _draws_of(sample_key(base, index), "draws")
+        return _draws_of(sample_key(base, index))
     indices = getattr(current, "call", None)
     if indices is not None:
-        return _draws_of(call_key(base, indices), "call_draws")
+        # Only here is call_draws made, and the fetcher clears it whenever ``call`` changes: no key to compare
+        # (hashing the call's index list again at each access would cost the most on the per-batch path).
+        draws: _Draws | None = getattr(current, "call_draws", None)
+        if draws is None:
+            draws = current.call_draws = _Draws(call_key(base, indices))
+        return draws
     return None
 
 

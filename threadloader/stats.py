@@ -23,13 +23,13 @@ whole cost.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._contract import Timings
+from .autoscale import cpu_count as usable_cpus
 
 if TYPE_CHECKING:
     from .autoscale import ScalingDecision
@@ -242,7 +242,7 @@ def starvation_advice(stats: EpochStats, in_order: bool, cpu_count: int | None =
         One sentence naming the likely cause and what to try.
     """
     if cpu_count is None:
-        cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpu_count = usable_cpus()
     cores = cpu_count
     workers = len(stats.workers)
     head = f"the training loop waited for data {100 * stats.wait_share:.0f}% of the epoch"

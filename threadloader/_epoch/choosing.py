@@ -54,7 +54,7 @@ from dataclasses import replace
 from typing import Any
 
 from .. import _lifecycle
-from .._contract import BatchPart, Result, Ticket
+from .._contract import BatchPart, Result, Ticket, Timings
 from .._processes.executor import ProcessExecutor
 from .._threads.executor import ThreadExecutor
 from .._workers.spec import FetchSpec
@@ -174,7 +174,7 @@ class ChoosingExecutor:
         self._held: dict[str, dict[tuple[int, int], list[int]]] = {name: {} for name in (*PREFERENCE,)}
         self._waiting: list[Ticket] = []  # tickets held back until a candidate has answered
         self._probe_sent: dict[str, tuple[float, int]] = {}  # when each candidate got its first ticket, of how many
-        self._stopped: dict[str, list[tuple[float, float, float, float] | None]] = {}  # a stopped loser's last totals
+        self._stopped: dict[str, Timings] = {}  # a stopped loser's last totals
         self._closed = False
 
     # --- the Executor protocol ---------------------------------------------------------------
@@ -275,10 +275,10 @@ class ChoosingExecutor:
             self._stop_idle_losers()
         return result
 
-    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
+    def timings(self, generation: int) -> Timings:
         """Every candidate's workers' totals, at the positions of their result numbers (see the module)."""
         width = self._width
-        timings: list[tuple[float, float, float, float] | None] = []
+        timings: Timings = []
         for name in (THREADS, REPLICAS, PROCESSES):
             own = self._timings_of(name, generation)
             if name != PROCESSES:
@@ -288,7 +288,7 @@ class ChoosingExecutor:
             timings.pop()
         return timings
 
-    def _timings_of(self, name: str, generation: int) -> list[tuple[float, float, float, float] | None]:
+    def _timings_of(self, name: str, generation: int) -> Timings:
         pool = self._pools.get(name)
         if pool is not None:
             return list(pool.timings(generation))

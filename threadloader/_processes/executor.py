@@ -46,7 +46,7 @@ from multiprocessing.connection import wait as wait_for_connections
 from typing import Any
 
 from .. import _lifecycle
-from .._contract import EXHAUSTED, Result, Ticket
+from .._contract import EXHAUSTED, Result, Ticket, Timings
 from .._workers.spec import FetchSpec
 from ..runtime import resolve_context
 from . import shm as _shm
@@ -134,7 +134,7 @@ class ProcessExecutor:
                 return result
         return self._ready.popleft() if self._ready else None
 
-    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
+    def timings(self, generation: int) -> Timings:
         """Each worker's totals for epoch ``generation``, as carried by its latest result."""
         return [entry[1] if entry is not None and entry[0] == generation else None for entry in self._timings]
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _lifecycle
-from .._contract import Result, Ticket
+from .._contract import Result, Ticket, Timings
 from .._workers.runtime import WorkerRuntime
 from .._workers.spec import FetchSpec
 from ..errors import WorkerDiedError
@@ -297,7 +297,7 @@ class ThreadExecutor:
             return None
         return result
 
-    def timings(self, generation: int) -> list[tuple[float, float, float, float] | None]:
+    def timings(self, generation: int) -> Timings:
         """Each worker's totals for epoch ``generation`` (``WorkerRuntime.totals_for``), read from its runtime."""
         return [runtime.totals_for(generation) for runtime in self._runtimes]
 
@@ -336,9 +336,7 @@ class ThreadExecutor:
 
     def discard_pending(self) -> None:
         """Drop tickets no worker has taken yet (a persistent pool's old epoch); keep retirement notices."""
-        for tasks in self._tasks:
-            for _ in range(_discard_all(tasks)):
-                tasks.put(None)
+        self.take_untaken()
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop every worker; idempotent and safe from any thread or finalizer.
@@ -371,11 +369,10 @@ class ThreadExecutor:
         return self._gate.stopped
 
 
-def _discard_all(q: queue.SimpleQueue[Any]) -> int:
-    """Empty ``q``, dropping what it held; return how many sentinels (``None``) were among it."""
-    sentinels = 0
+def _discard_all(q: queue.SimpleQueue[Any]) -> None:
+    """Empty ``q``, dropping what it held."""
     while True:
         try:
-            sentinels += q.get_nowait() is None
+            q.get_nowait()
         except queue.Empty:
-            return sentinels
+            return

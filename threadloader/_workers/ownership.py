@@ -32,10 +32,11 @@ and goes with it; nothing here keeps state.
 
 from __future__ import annotations
 
-import sys
 import types
 from collections.abc import Iterator
 from typing import Any
+
+from ..runtime import gil_enabled
 
 #: The walk visits at most this many objects: a bound on the time a worker spends before its first ticket.
 MAX_VISITS = 1_000_000
@@ -50,7 +51,7 @@ def _children(obj: Any) -> Iterator[Any]:
     """What the walk follows from ``obj``: values, items, attributes."""
     kind = type(obj)
     if issubclass(kind, dict):
-        yield from obj.values()
+        yield from dict.values(obj)
     elif issubclass(kind, (list, tuple, set, frozenset)):
         if len(obj) <= MAX_ITEMS:
             yield from obj
@@ -81,7 +82,7 @@ def share_keys(dataset: Any) -> list[Any]:
         The list (keep it while worker threads read the dataset); empty
         where the build has the GIL, which has no such slow path.
     """
-    if getattr(sys, "_is_gil_enabled", lambda: True)():
+    if gil_enabled():
         return []
     held: list[Any] = []
     seen: set[int] = set()
@@ -93,12 +94,14 @@ def share_keys(dataset: Any) -> list[Any]:
             continue
         seen.add(id(obj))
         visits += 1
-        if isinstance(obj, dict):
-            held.extend(obj)  # the keys, which a lookup compares
-            held.extend(obj.values())  # and the values: a value read the first time takes the slow path too
-        elif isinstance(obj, (set, frozenset)) and len(obj) <= MAX_ITEMS:
-            held.extend(obj)
         try:
+            # A dict's own views, not a subclass's overrides (a lazy dict's values() may load); whatever else
+            # a user's container runs here may raise, and the walk, only a speed-up, goes on without it
+            if isinstance(obj, dict):
+                held.extend(dict.keys(obj))  # the keys, which a lookup compares
+                held.extend(dict.values(obj))  # and the values: a value read the first time takes the slow path too
+            elif isinstance(obj, (set, frozenset)) and len(obj) <= MAX_ITEMS:
+                held.extend(obj)
             stack.extend(child for child in _children(obj) if _walked(type(child)))
         except Exception:  # noqa: BLE001,S112  (a user object's attributes may raise on access: walk on)
             continue
