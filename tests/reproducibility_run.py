@@ -65,35 +65,52 @@ def _loader(dataset: Any, mode: str, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, mode=mode)
 
 
-def run(mode: str, workers: int, kind: str, images: str | None) -> str:
-    """The hash of two shuffled epochs' batches."""
+class _Seen:
+    """The hash of the batches seen, and the distinct values of their first drawn field (where it has one)."""
+
+    def __init__(self, kind: str) -> None:
+        self.digest = hashlib.sha256()
+        self.draws: set[float] | None = set() if kind in ("generator", "global") else None
+
+    def add(self, batch: Any) -> None:
+        self.digest.update(_bytes(batch))
+        if self.draws is not None:
+            self.draws.update(batch[1].tolist())  # the sample's first torch draw (field 0 is its index)
+
+    def row(self, config: str) -> dict[str, Any]:
+        distinct = None if self.draws is None else len(self.draws)
+        return {"config": config, "hash": self.digest.hexdigest()[:16], "distinct_draws": distinct}
+
+
+def run(mode: str, workers: int, kind: str, images: str | None) -> _Seen:
+    """Two shuffled epochs' batches."""
     torch.manual_seed(0)
-    digest = hashlib.sha256()
+    seen = _Seen(kind)
     loader = _loader(_dataset(kind, images), mode, workers)
     for _ in range(EPOCHS):
         for batch in loader:
-            digest.update(_bytes(batch))
-    return digest.hexdigest()[:16]
+            seen.add(batch)
+    return seen
 
 
-def run_resumed(mode: str, workers: int, kind: str, images: str | None) -> str:
-    """The same hash, with epoch 1 interrupted after three batches and resumed in a new loader."""
+def run_resumed(mode: str, workers: int, kind: str, images: str | None) -> _Seen:
+    """The same batches, with epoch 1 interrupted after three batches and resumed in a new loader."""
     torch.manual_seed(0)
-    digest = hashlib.sha256()
+    seen = _Seen(kind)
     dataset = _dataset(kind, images)
     loader = _loader(dataset, mode, workers)
     for batch in loader:
-        digest.update(_bytes(batch))
+        seen.add(batch)
     iterator = iter(loader)
     for _ in range(3):
-        digest.update(_bytes(next(iterator)))
+        seen.add(next(iterator))
     state = loader.state_dict()
     iterator.close()
     resumed = _loader(dataset, mode, workers)
     resumed.load_state_dict(state)
     for batch in resumed:
-        digest.update(_bytes(batch))
-    return digest.hexdigest()[:16]
+        seen.add(batch)
+    return seen
 
 
 def main() -> None:
@@ -105,7 +122,7 @@ def main() -> None:
     for config in args.configs:
         mode, workers, kind, *resume = config.split(":")
         how = run_resumed if resume else run
-        print(json.dumps({"config": config, "hash": how(mode, int(workers), kind, args.images)}), flush=True)
+        print(json.dumps(how(mode, int(workers), kind, args.images).row(config)), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -62,10 +63,17 @@ def _run_harness(plan: list[dict[str, Any]], harnesses: int = 1) -> list[dict[st
         for share in shares
     ]  # fmt: skip
     records = []
-    for harness in started:
-        out, err = harness.communicate(timeout=200)
-        assert harness.returncode == 0, f"the harness failed:\n{err[-4000:]}"
-        records.extend(json.loads(line) for line in out.splitlines())
+    deadline = time.monotonic() + 200  # all harnesses together, within the test's timeout
+    try:
+        for harness in started:
+            out, err = harness.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert harness.returncode == 0, f"the harness failed:\n{err[-4000:]}"
+            records.extend(json.loads(line) for line in out.splitlines())
+    finally:
+        for harness in started:  # a harness still running after a failure or a timeout is not left behind
+            if harness.poll() is None:
+                harness.kill()
+                harness.communicate()
     return records
 
 

@@ -153,7 +153,7 @@ class _PlainRecords:
     """A dataset as users write one: plain attributes, small containers, an array, a tensor, records."""
 
     def __init__(self) -> None:
-        import torch
+        torch = pytest.importorskip("torch")  # in the test that builds it: skipped, not failed, without torch
 
         self.vocab = {f"word {i}": i for i in range(300)}
         self.rows = [f"row {i}" for i in range(200)]
@@ -208,7 +208,7 @@ def _recording(kind: type, name: str, log: list[str]) -> object:
     ids=["big container", "long text", "object array", "list subclass"],
 )
 def test_what_the_walk_does_not_call_plain_takes_the_general_hook(graph: object) -> None:
-    import torch
+    torch = pytest.importorskip("torch")
 
     from threadloader.replication import SHALLOW_ABOVE, _plain_graph
 

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from reproducibility_run import EPOCHS, LENGTH  # noqa: E402
 from sample_datasets import (  # noqa: E402  (after the skip: these datasets draw from torch)
     GeneratorAugmented,
-    GlobalAugmented,
     NumpyGlobalDraw,
     UnevenStreams,
     list_collate,
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.timeout(300)
 
 RUNNER = str(Path(__file__).with_name("reproducibility_run.py"))
 RUNS = 3
+#: Each run's rows by configuration: ``{"config", "hash", "distinct_draws"}``.
+Runs = list[dict[str, dict[str, Any]]]
 WORKER_COUNTS = (1, 2, 3)
 
 
@@ -72,44 +75,46 @@ def _configs() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fresh_runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+def fresh_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """Three runs of every configuration, each run a fresh interpreter: ``{config: hash}`` per run."""
     images = tmp_path_factory.mktemp("images")
     if _has_torchvision():
         _make_images(images)
     runs = []
+    deadline = time.monotonic() + 250  # the three runs share the first test's timeout: none outlives it
     for _ in range(RUNS):
         result = subprocess.run(
             [sys.executable, RUNNER, *_configs(), "--images", str(images)],
-            capture_output=True, text=True, timeout=240, env=dict(os.environ), check=False,
+            capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()), env=dict(os.environ),
+            check=False,
         )
         assert result.returncode == 0, result.stderr[-4000:]
-        runs.append({row["config"]: row["hash"] for row in map(json.loads, result.stdout.splitlines())})
+        runs.append({row["config"]: row for row in map(json.loads, result.stdout.splitlines())})
     return runs
 
 
-def _hashes(runs: list[dict[str, str]], dataset: str) -> dict[str, set[str]]:
+def _hashes(runs: Runs, dataset: str) -> dict[str, set[str]]:
     """Each configuration of ``dataset`` with the hashes its runs gave."""
     return {
-        config: {run[config] for run in runs}
+        config: {run[config]["hash"] for run in runs}
         for config in runs[0]
         if config.split(":")[2] == dataset
     }
 
 
-def test_generator_draws_repeat_for_any_worker_count_in_both_modes(fresh_runs: list[dict[str, str]]) -> None:
+def test_generator_draws_repeat_for_any_worker_count_in_both_modes(fresh_runs: Runs) -> None:
     by_config = _hashes(fresh_runs, "generator")
     assert len(by_config) == 2 * len(WORKER_COUNTS) + 2
     assert len(set().union(*by_config.values())) == 1, by_config  # every run, count, mode and the resume
 
 
-def test_global_draws_repeat_in_process_mode_for_any_worker_count(fresh_runs: list[dict[str, str]]) -> None:
+def test_global_draws_repeat_in_process_mode_for_any_worker_count(fresh_runs: Runs) -> None:
     by_config = _hashes(fresh_runs, "global")
     assert len(by_config) == len(WORKER_COUNTS) + 1
     assert len(set().union(*by_config.values())) == 1, by_config
 
 
-def test_a_torchvision_pipeline_repeats_in_process_mode(fresh_runs: list[dict[str, str]]) -> None:
+def test_a_torchvision_pipeline_repeats_in_process_mode(fresh_runs: Runs) -> None:
     if not _has_torchvision():
         pytest.skip("torchvision is not installed here")
     by_config = _hashes(fresh_runs, "vision")
@@ -117,9 +122,11 @@ def test_a_torchvision_pipeline_repeats_in_process_mode(fresh_runs: list[dict[st
     assert len(set().union(*by_config.values())) == 1, by_config
 
 
-def test_the_runs_draw_random_numbers_at_all(fresh_runs: list[dict[str, str]]) -> None:
-    # two datasets that draw differently must not hash alike (a runner that ignored the draws would)
-    assert fresh_runs[0]["thread:1:generator"] != fresh_runs[0]["process:1:global"]
+def test_the_runs_draw_random_numbers_at_all(fresh_runs: Runs) -> None:
+    # every sample of both epochs drew its own number: a runner whose draws were lost or repeated would repeat too
+    counted = {config: row["distinct_draws"] for config, row in fresh_runs[0].items() if row["distinct_draws"]}
+    assert len(counted) == 3 * len(WORKER_COUNTS) + 3, counted
+    assert set(counted.values()) == {LENGTH * EPOCHS}, counted
 
 
 # --- numpy's global generator in worker processes -----------------------------------------------
@@ -232,7 +239,9 @@ def test_uneven_iterable_streams_come_in_torchs_order(mode: str, persistent: boo
 # --- the per-sample path's cost where nothing draws ---------------------------------------------
 
 
-def test_no_generator_is_built_for_samples_that_draw_nothing(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_generator_is_built_for_samples_that_draw_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Thread mode alone: the counters below live in this process, and a worker process would count in its own
+    # copy (a worker process seeds its global generators per sample instead, which the tests above cover).
     built: list[Any] = []
     original = torch.Generator
 
@@ -242,10 +251,9 @@ def test_no_generator_is_built_for_samples_that_draw_nothing(mode: str, monkeypa
 
     monkeypatch.setattr(torch, "Generator", counting_generator)
     monkeypatch.setattr(threadloader.randomness, "_new_generator", lambda *a: built.append(a))
-    loader = DataLoader(GlobalAugmented(12) if mode == "process" else list(range(12)), batch_size=3,
-                        num_workers=2, mode=mode, collate_fn=list_collate)
+    loader = DataLoader(list(range(12)), batch_size=3, num_workers=2, mode="thread", collate_fn=list_collate)
     assert len([sample for batch in loader for sample in batch]) == 12
-    assert built == []  # a worker process seeds its global generators instead; threads build nothing
+    assert built == []
 
 
 def test_the_draws_of_a_thread_worker_equal_a_process_workers() -> None:
