@@ -258,6 +258,9 @@ def test_a_dataset_slow_in_worker_threads_moves_to_processes() -> None:
     assert "picked worker processes" in choice, choice
     assert iterator.mode == "process"
     assert "mode='auto'" in str(iterator.stats)
+    # the processes' batches are numbered past the threads' and replicas' (2 x 2 workers), after the switch too
+    made = {worker.worker_id for worker in iterator.stats.workers if worker.batches}
+    assert made & {4, 5} and sum(w.batches for w in iterator.stats.workers if w.worker_id >= 4) > 25, made
     again, second = _indices(DataLoader(dataset, batch_size=8, num_workers=2))  # a fresh loader: remembered
     assert again == list(range(400))
     assert second.stats.choice.startswith("remembered from an earlier loader")

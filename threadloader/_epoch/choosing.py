@@ -29,8 +29,9 @@ times the best cost (and ``BOUND_AFTER_S`` passed). Then ``_choice.choose``
 decides; the winner (a
 thread candidate grows to ``num_workers``) takes the waiting tickets and the
 losers' untaken ones, and each loser stops after the ticket it holds. From
-then on ``submit`` and (for threads) ``poll`` are the winner's own bound
-methods: the per-batch path pays nothing for the choice. ``PROBE_LIMIT_S``
+then on ``submit`` and ``poll`` are the winner's own bound methods (for
+processes, ``poll`` through a function that renumbers the worker): the
+per-batch path pays next to nothing for the choice. ``PROBE_LIMIT_S``
 bounds the wait for a candidate that never answers.
 
 Every result names its worker by a number no other candidate uses (threads
@@ -92,6 +93,19 @@ def _samples_of(payload: Any) -> int:
     if type(payload) is BatchPart:
         return len(payload.indices)
     return len(payload) if isinstance(payload, list) else 1
+
+
+def _renumbered(poll: Callable[[float], Result | None], offset: int) -> Callable[[float], Result | None]:
+    """``poll`` of the processes that won, their workers numbered past the threads' (see the module)."""
+
+    def renumbered(timeout: float) -> Result | None:
+        result = poll(timeout)
+        if result is None:
+            return None
+        generation, seq, worker_id, status, value = result
+        return generation, seq, worker_id + offset, status, value
+
+    return renumbered
 
 
 class _TemplateMaker:
@@ -225,10 +239,9 @@ class ChoosingExecutor:
 
     def poll(self, timeout: float) -> Result | None:
         """The next result from any candidate still running; choosing as soon as the measurements allow."""
-        if self._settled():  # processes won (a thread pool that won answers ``poll`` itself)
-            name, pool = next(iter(self._pools.items()))
-            result = pool.poll(timeout)
-            return None if result is None else self._received(name, result)
+        if self._settled():  # settled by the template's end: hand the per-batch path to the winner now
+            self._stop_idle_losers()
+            return self.poll(timeout)
         deadline = time.perf_counter() + timeout
         while True:
             self._start_replicas_if_ready()
@@ -471,6 +484,8 @@ class ChoosingExecutor:
             self.submit = winner.submit  # type: ignore[method-assign]  # the per-batch path, without this layer
             if self._winner != PROCESSES:
                 self.poll = winner.poll  # type: ignore[method-assign]  # its results carry their own numbers
+            else:
+                self.poll = _renumbered(winner.poll, 2 * self._width)  # type: ignore[method-assign,assignment]
 
     def _settled(self) -> bool:
         return self._winner is not None and len(self._pools) == 1 and self._template is None
