@@ -205,6 +205,19 @@ def _probe(candidates: dict[str, tuple[float, float]]) -> Any:
     return probe
 
 
+def test_cheap_samples_are_measured_over_enough_work_to_outweigh_a_workers_start() -> None:
+    from threadloader._epoch import choosing
+
+    # eight samples of 1 ms are enough work; eight of 20 us are not (a new thread's first calls took 0.1-0.3 ms)
+    probe = _probe({THREADS: (8e-3, 8e-3), PROCESSES: (8 * 20e-6, 8 * 20e-6)})
+    costs = probe._costs()
+    assert probe._measured(THREADS, costs) and not probe._measured(PROCESSES, costs)
+    probe._answered[PROCESSES] = choosing.PROBE_MAX_SAMPLES  # however cheap, enough samples end the probe
+    assert probe._measured(PROCESSES, costs)
+    probe._answered[THREADS] = choosing.PROBE_SAMPLES - 1
+    assert not probe._measured(THREADS, costs)
+
+
 def test_samples_that_compute_are_compared_by_cpu_time_and_samples_that_wait_by_busy_time() -> None:
     # on the probe the candidates run side by side: wall time grows with the others' work, CPU time does not
     computing = _probe({THREADS: (8e-3, 6e-3), REPLICAS: (16e-3, 3e-3)})  # replicas crowded, but cheaper

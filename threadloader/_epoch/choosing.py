@@ -22,8 +22,8 @@ candidate that would finish them first at the cost measured so far. A
 candidate's cost is its workers' busy seconds over the samples it answered
 (the choice itself compares CPU seconds where the shared threads mostly
 compute: ``COMPUTING_SHARE``);
-it counts once ``PROBE_SAMPLES`` samples are in, or once it is four times
-the best (clearly out); a candidate still on its probe is out once the time
+it counts once ``PROBE_SAMPLES`` samples and ``PROBE_BUSY_S`` of work are in
+(``_measured``), or once it is four times the best (clearly out); a candidate still on its probe is out once the time
 since it could start it, over the probe's samples, is ``BOUND_MARGIN``
 times the best cost (and ``BOUND_AFTER_S`` passed). Then ``_choice.choose``
 decides; the winner (a
@@ -66,6 +66,12 @@ from .choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
 #: A candidate's time per sample counts once it answered this many samples: one sample says little on a
 #: busy machine (a sleep of 3 ms took 5 in a probe while a test suite ran beside it).
 PROBE_SAMPLES = 8
+#: ... and once they took this many busy seconds: a worker's first samples pay its start-up (a new thread's
+#: first torch calls took 0.1-0.3 ms of CPU on 3.13t where a sample then took 7 us), which over eight cheap
+#: samples swamped what they cost and once sent a cheap dataset to processes.
+PROBE_BUSY_S = 0.002
+#: ... or once it answered this many, however cheap its samples.
+PROBE_MAX_SAMPLES = 256
 #: A candidate this many times slower than the best, over the samples it answered, is out before that.
 CLEARLY_OUT = 4.0
 #: Threads over the shared dataset on the probe (at most ``num_workers``).
@@ -225,7 +231,7 @@ class ChoosingExecutor:
         self._start_replicas_if_ready()
         costs = self._costs()
         for name in PREFERENCE:
-            if name in self._pools and self._answered.get(name, 0) < PROBE_SAMPLES and not self._held[name]:
+            if name in self._pools and not self._measured(name, costs) and not self._held[name]:
                 if name not in costs or costs[name] <= CLEARLY_OUT * min(costs.values()):
                     return name
         if not costs:
@@ -398,10 +404,17 @@ class ChoosingExecutor:
         if THREADS in costs:
             self._settle(_choice.choose(*self._choice_costs(costs), unavailable))
 
+    def _measured(self, name: str, costs: dict[str, float]) -> bool:
+        """Whether candidate ``name`` answered enough samples, and enough work, for its cost to count."""
+        answered = self._answered.get(name, 0)
+        if answered < PROBE_SAMPLES:
+            return False
+        return answered >= PROBE_MAX_SAMPLES or (name in costs and answered * costs[name] >= PROBE_BUSY_S)
+
     def _all_measured(self, costs: dict[str, float], best: float, late: bool, unavailable: dict[str, str]) -> bool:
         """Whether every running candidate is measured; fills ``costs`` and ``unavailable`` as it finds out."""
         for name in self._pools:
-            measured = name in costs and (self._answered[name] >= PROBE_SAMPLES or costs[name] > CLEARLY_OUT * best)
+            measured = name in costs and (self._measured(name, costs) or costs[name] > CLEARLY_OUT * best)
             if measured:
                 continue
             bound = self._probe_bound(name)
