@@ -25,7 +25,9 @@ def test_numbers_add_up(mode: str) -> None:
     for worker in stats.workers:
         assert worker.busy_s == pytest.approx(worker.fetch_s + worker.collate_s)
         assert worker.busy_s + worker.idle_s == pytest.approx(stats.wall_s, rel=1e-6)
-        assert worker.fetch_s >= worker.batches * 2 * 0.01 * 0.9  # two 10 ms samples per batch
+    # 24 samples of 10 ms. Summed, not per worker: in thread mode the first and last batches are fetched in parts
+    # by several workers, and each counts for the worker whose part finished it.
+    assert sum(worker.fetch_s for worker in stats.workers) >= 24 * 0.01 * 0.9
     assert 0 < stats.wait_s <= stats.wall_s
     assert stats.wait_share == pytest.approx(stats.wait_s / stats.wall_s)
     assert stats.samples_per_s == pytest.approx(24 / stats.wall_s)

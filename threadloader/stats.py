@@ -41,7 +41,8 @@ class WorkerStats:
 
     Attributes:
         worker_id: the worker's number.
-        batches: batches of it the training loop took (a batch that raised counts).
+        batches: batches of it the training loop took (a batch that raised counts; one fetched in
+            parts, the first and, in thread mode, the last ones, counts for the worker whose part finished it).
         fetch_s: seconds in ``__getitem__`` / ``__getitems__`` / the dataset iterator.
         collate_s: seconds in ``collate_fn`` (and pinning).
         busy_s: ``fetch_s + collate_s``.
