@@ -45,6 +45,28 @@ def test_latency_bound_epoch_grows_the_pool_and_delivers_every_sample_once() -> 
     assert "scaling: " in str(stats) and f"{start} -> {first.workers_after} workers (grow:" in str(stats)
 
 
+def test_a_window_that_ends_while_the_loop_waits_is_judged_when_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop waits in slices; a slice that ran on past the first window's end held the pool at its starting
+    # size for up to a slice longer (a tenth of a second, a few percent of a short latency-bound epoch).
+    timeouts: list[float] = []
+    poll = ThreadExecutor.poll
+
+    def recording(self: ThreadExecutor, timeout: float) -> object:
+        timeouts.append(timeout)
+        return poll(self, timeout)
+
+    monkeypatch.setattr(ThreadExecutor, "poll", recording)
+    loader = DataLoader(SlowDataset(64, seconds=0.3), batch_size=4, num_workers="auto", mode="thread",
+                        collate_fn=list_collate)
+    it = iter(loader)
+    assert next(it) == [0, 1, 2, 3]
+    first = it.stats.scaling[0]
+    assert first.workers_after > first.workers_before and first.at_s < 0.3, str(it.stats)  # before any sample
+    waits = [t for t in timeouts if t > 0]
+    assert waits and waits[0] <= autoscale.FIRST_WINDOW_S + 0.002, timeouts  # the wait ends with the window
+    assert [int(s) for batch in it for s in batch] == list(range(4, 64))
+
+
 def test_latency_bound_pool_grows_past_the_cpus_and_the_old_per_cpu_cap() -> None:
     # Samples that only wait: Little's law wants as many threads as the budget gives, whatever the CPU count.
     loader = DataLoader(SlowDataset(3000, seconds=0.01), batch_size=2, num_workers="auto", mode="thread",

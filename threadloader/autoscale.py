@@ -544,6 +544,10 @@ class AutoScaler:
         """True when a window has passed (cheap enough to ask after every batch)."""
         return time.perf_counter() - self._window_start >= self._window_s
 
+    def due_in(self) -> float:
+        """Seconds until the current window ends (0 once it has): how long a wait may go before ``step``."""
+        return max(0.0, self._window_start + self._window_s - time.perf_counter())
+
     @property
     def sized(self) -> bool:
         """Whether a batch was sized for the memory budget yet (until then only the threads count)."""

@@ -14,8 +14,9 @@ split first batch) and its ``ReorderBuffer`` (``_epoch.reorder``). At most
 ``bound = prefetch_factor * num_workers`` tickets are issued and not yet
 consumed; the oldest of them is always being worked on or done, so the
 bounded in-order buffer cannot deadlock. The consumer waits on the
-executor's result queue in slices of ``_WAIT_SLICE`` seconds, checking
-worker liveness and the user's ``timeout`` between slices, so Ctrl-C works.
+executor's result queue in slices of ``_WAIT_SLICE`` seconds (cut short
+where an autoscaler's window ends sooner), checking worker liveness and the
+user's ``timeout`` between slices, so Ctrl-C works.
 This module also counts each batch for ``stats``, lets the autoscaler judge
 each window, and names what it waited for when it times out.
 """
@@ -398,9 +399,12 @@ class EpochIterator(_EpochIteratorBase):
         buffer = self._buffer
         dispatch = self._dispatch
         generation = self.generation
+        scaler = self._scaler
         try:
             while True:
-                result = executor.poll(_WAIT_SLICE)
+                # A window that ends during the wait is judged when it ends, not up to a slice later: the first
+                # one decides how soon a pool that starts small grows.
+                result = executor.poll(_WAIT_SLICE if scaler is None else min(_WAIT_SLICE, scaler.due_in() + 1e-3))
                 if result is not None:
                     if result[0] == generation and dispatch.store(result, buffer):  # else earlier epoch's, or stale
                         return
@@ -411,7 +415,7 @@ class EpochIterator(_EpochIteratorBase):
                     raise timeout_error(self._timeout, time.perf_counter() - started, buffer)
                 self._rescale_while_waiting(started)
         except BaseException:
-            self = executor = buffer = dispatch = result = None  # type: ignore[assignment]  # as in __next__
+            self = executor = buffer = dispatch = result = scaler = None  # type: ignore[assignment]  # as in __next__
             raise
 
     def _rescale_while_waiting(self, started: float) -> None:
