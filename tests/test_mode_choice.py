@@ -122,13 +122,17 @@ def test_a_dataset_that_does_not_pickle_gets_no_replicas() -> None:
 
 
 class _Waiting:
-    """Samples that wait 3 ms: every candidate takes the same time per sample."""
+    """Samples that wait (3 ms): every candidate takes the same time per sample."""
+
+    def __init__(self, length: int = 48, wait_s: float = 0.003) -> None:
+        self.length = length
+        self.wait_s = wait_s
 
     def __len__(self) -> int:
-        return 48
+        return self.length
 
     def __getitem__(self, index: int) -> int:
-        time.sleep(0.003)
+        time.sleep(self.wait_s)
         return index
 
 
@@ -182,6 +186,37 @@ def test_threads_stay_where_nothing_is_faster() -> None:
     assert indices == list(range(48))
     assert iterator.mode == "thread"
     assert "picked threads over the shared dataset" in iterator.stats.choice
+
+
+@free_threads
+def test_no_replica_is_tried_where_threads_run_as_fast_as_processes() -> None:
+    # A replica owns its objects as a process owns its copy: it would run no faster than the processes did.
+    # (Samples of 20 ms: a first ticket's start-up, some 25 ms beside processes being forked, is then a tenth
+    # of the probe's busy time, not half of it.)
+    indices, iterator = _indices(DataLoader(_Waiting(64, wait_s=0.02), batch_size=4, num_workers=2))
+    assert indices == list(range(64))
+    assert "not tried: threads over per-worker replicas (threads over the shared dataset were within" in (
+        iterator.stats.choice
+    ), iterator.stats.choice
+
+
+@free_threads
+def test_while_choosing_no_candidate_holds_more_than_two_tickets_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadloader._epoch import choosing
+
+    most: dict[str, int] = {}
+    send = choosing.ChoosingExecutor._send
+
+    def recording(self: Any, name: str, ticket: Any) -> None:
+        send(self, name, ticket)
+        if self._winner is None:
+            most[name] = max(most.get(name, 0), sum(map(len, self._held[name].values())))
+
+    monkeypatch.setattr(choosing.ChoosingExecutor, "_send", recording)
+    indices, _iterator = _indices(DataLoader(_Waiting(), batch_size=2, num_workers=8))
+    assert indices == list(range(48))
+    # the first to answer (two threads) got every ticket waiting, and loaded them two at a time
+    assert 0 < most.get(THREADS, 0) <= 2 * choosing.SHARED_PROBE_THREADS, most
 
 
 class _FakePool:
@@ -287,6 +322,106 @@ def test_a_remembered_replicas_choice_that_cannot_build_them_runs_threads_and_sa
     indices, iterator = _indices(DataLoader(dataset, batch_size=2, num_workers=2))
     assert indices == [0, 1, 2, 3] and iterator.mode == "thread"
     assert "no replicas this epoch: the dataset does not pickle" in iterator.stats.choice, iterator.stats.choice
+
+
+class _Crowded:
+    """Samples that wait longer the more threads read the same object at once, past two (as threads that share
+    objects contend for them): two threads on the probe wait as one does, six wait several times longer each. A
+    replica or a worker process has a count of its own, so it always waits as one does."""
+
+    def __init__(self, length: int = 240, wait_s: float = 0.002) -> None:
+        self.length = length
+        self.wait_s = wait_s
+        self._lock = threading.Lock()
+        self._inside = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        state["_inside"] = 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        with self._lock:
+            self._inside += 1
+            crowd = self._inside
+        try:
+            time.sleep(self.wait_s * max(1, crowd - 1))
+        finally:
+            with self._lock:
+                self._inside -= 1
+        return index
+
+
+@free_threads
+@pytest.mark.parametrize("takes_over", [REPLICAS, PROCESSES])
+def test_a_winner_that_slows_down_at_full_size_is_replaced_within_the_epoch(
+    takes_over: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two threads on the probe wait as one does: threads stay, grow to six, and measured again they wait several
+    # times longer; the other candidate, idle until then, takes over. One other candidate at a time, so that the
+    # probe's noise cannot pick which: no processes where replicas take over; no replicas where processes do,
+    # and a probe that waits for the processes' first answer (on a busy machine their start can take long
+    # enough for the probe to count them slow without it). The probe's figures on a busy machine can also
+    # make the first pick right at once: the first pick here is threads, at the cost the best candidate showed.
+    from threadloader._epoch import choosing
+
+    choice_costs = choosing.ChoosingExecutor._choice_costs
+
+    def threads_first(self: Any, busy: dict[str, float]) -> tuple[dict[str, float], str]:
+        costs, measure = choice_costs(self, busy)
+        return {**costs, THREADS: min(costs.values())}, measure
+
+    monkeypatch.setattr(choosing.ChoosingExecutor, "_choice_costs", threads_first)
+    settings: dict[str, Any] = {"batch_size": 4, "num_workers": 6}
+    if takes_over == REPLICAS:
+
+        def no_processes(*args: Any, **kwargs: Any) -> Any:
+            raise OSError("no worker processes in this test")
+
+        monkeypatch.setattr(choosing, "ProcessExecutor", no_processes)
+        mode, numbers = "thread", range(6, 12)
+    else:
+        monkeypatch.setattr(choosing, "BOUND_MARGIN", 1e6)
+        settings["replicate"] = False
+        mode, numbers = "process", range(12, 18)
+    dataset = _Crowded()
+    indices, iterator = _indices(DataLoader(dataset, **settings))
+    assert indices == list(range(240))  # in order, exactly once, across the change
+    text = iterator.stats.choice
+    assert text.startswith(f"picked {_choice._LABELS[takes_over]}"), text
+    assert "changed from threads over the shared dataset, which took" in text and "with 6 workers" in text, text
+    assert iterator.mode == mode
+    took_over = {w.worker_id for w in iterator.stats.workers if w.worker_id in numbers and w.batches}
+    assert len(took_over) > 1, iterator.stats  # it grew to size (or was) and loaded batches
+    _indices_, later = _indices(DataLoader(dataset, **settings))
+    assert later.stats.choice.startswith("remembered") and "changed from threads" in later.stats.choice
+    assert later.mode == mode
+
+
+@free_threads
+def test_a_winner_as_fast_at_full_size_stays() -> None:
+    indices, iterator = _indices(DataLoader(_Waiting(), batch_size=2, num_workers=6))
+    assert indices == list(range(48))
+    assert iterator.stats.choice.startswith("picked threads over the shared dataset"), iterator.stats.choice
+
+
+def test_a_revised_choice_runs_the_rule_again_over_the_candidates_still_running() -> None:
+    made = ModeChoice(THREADS, {THREADS: 1e-3, REPLICAS: 1e-3, PROCESSES: 0.9e-3}, "picked threads", measure="busy")
+    assert _choice.revise(made, 1.2e-3, 8, (THREADS, REPLICAS, PROCESSES)) is None  # not clearly slower
+    revised = _choice.revise(made, 5e-3, 8, (THREADS, REPLICAS, PROCESSES))
+    assert revised is not None and revised.picked == REPLICAS  # a near tie with processes: the cheaper in memory
+    assert "5,000 µs busy a sample with 8 workers against 1,000 µs on the probe" in revised.reason
+    stopped = _choice.revise(made, 5e-3, 8, (THREADS, PROCESSES))  # the replicas had stopped
+    assert stopped is not None and stopped.picked == PROCESSES
+    assert _choice.revise(made, 5e-3, 8, (THREADS,)) is None  # nothing left to change to
 
 
 @free_threads

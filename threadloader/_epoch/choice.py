@@ -4,7 +4,9 @@ In:  from a probing pool (``_epoch.choosing``): each candidate's measured second
      per sample on the epoch's first tickets; from the loader: its dataset,
      worker count and ``replicate`` argument.
 Out: ``choose(costs)``, a ``ModeChoice`` (what was picked and why, in one
-     sentence for ``iterator.stats`` and the log); ``remembered(dataset)``
+     sentence for ``iterator.stats`` and the log); ``revise(choice, cost,
+     ...)``, the choice made again once the winner was measured with all
+     its workers (``None`` where it stands); ``remembered(dataset)``
      and ``remember(dataset, choice)``, the choice kept for later loaders
      over the same dataset object (a training script that makes a loader
      per epoch probes once); ``replica_template(dataset, workers)``, the
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..autoscale import available_memory
@@ -76,12 +78,15 @@ class ModeChoice:
         reason: one sentence: the measurements and the rule that decided.
         remembered: the choice was made by an earlier loader over the same
             dataset object, not measured by this one.
+        measure: what ``costs`` are: ``"busy"`` (wall seconds the workers
+            were busy) or ``"of CPU"`` (their CPU seconds).
     """
 
     picked: str
     costs: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     remembered: bool = False
+    measure: str = "busy"
 
     @property
     def mode(self) -> RunningMode:
@@ -133,7 +138,34 @@ def choose(costs: dict[str, float], measure: str = "busy", unavailable: dict[str
     reason = f"picked {rule} ({measured})"
     if unavailable:
         reason += "; not tried: " + "; ".join(f"{_LABELS[name]} ({why})" for name, why in unavailable.items())
-    return ModeChoice(picked, dict(costs), reason)
+    return ModeChoice(picked, dict(costs), reason, measure=measure)
+
+
+def revise(made: ModeChoice, cost: float, workers: int, running: tuple[str, ...]) -> ModeChoice | None:
+    """The choice again, with the candidate ``made`` picked measured at ``cost`` with all its ``workers``.
+
+    A candidate measured on a few workers can cost more once all of them
+    run: threads that share objects contend for them more, the more there
+    are. ``made.picked``'s probe cost is replaced by ``cost`` (in
+    ``made.measure``) and ``choose``'s rules run again over the candidates
+    still ``running``.
+
+    Returns:
+        The new choice, its reason naming both measurements, where it picks
+        another candidate; ``None`` where ``made`` stands.
+    """
+    costs = {name: value for name, value in made.costs.items() if name in running or name == made.picked}
+    costs[made.picked] = cost
+    if THREADS not in costs:
+        return None
+    again = choose(costs, made.measure)
+    if again.picked == made.picked:
+        return None
+    reason = (
+        f"{again.reason}; changed from {_LABELS[made.picked]}, which took {_us(cost)} {made.measure} a sample with "
+        f"{workers} workers against {_us(made.costs[made.picked])} on the probe"
+    )
+    return replace(again, reason=reason)
 
 
 # --- the choices kept per dataset ---------------------------------------------------------------
@@ -148,8 +180,7 @@ def remembered(dataset: Any) -> ModeChoice | None:
         entry = _remembered.get(id(dataset))
     if entry is None or entry[0]() is not dataset:
         return None
-    choice = entry[1]
-    return ModeChoice(choice.picked, choice.costs, choice.reason, remembered=True)
+    return replace(entry[1], remembered=True)
 
 
 def remember(dataset: Any, choice: ModeChoice) -> None:

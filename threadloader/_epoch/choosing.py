@@ -6,19 +6,23 @@ In:  from the scheduler, as any executor: tickets, polls, checks, shutdown;
 Out: results, as any executor gives them, from whichever candidate ran the
      ticket; once the candidates are measured, a ``ModeChoice``
      (``_choice.choose``) passed to ``on_choice``, and from then on every
-     ticket goes to the candidate picked.
+     ticket goes to the candidate picked; a second one (``_choice.revise``)
+     where the winner, measured again at full size, was clearly the wrong
+     pick.
 
 How: two candidates start together: ``num_workers`` worker processes first
 (forked before any thread of this pool runs: a fork while a thread is in
 the middle of a sample can deadlock the child), then two threads over the
 shared dataset (``SHARED_PROBE_THREADS``) (which gives the dataset's dict keys a shared reference,
-``_workers.ownership``). Once both are measured, replicas are tried: a helper thread
+``_workers.ownership``). Once both are measured, replicas are tried where the
+shared threads cost clearly more than processes (``REPLICAS_TRIED_PAST``): a helper thread
 pickles the template (``_choice.replica_template``; not earlier, because
 the pickler reading the dataset's containers slows the shared threads down
 while they are measured), and one thread over a replica starts once it is
 ready. Each candidate gets one ticket to begin with, its probe; the
 other tickets wait here until some candidate has answered, then go to the
-candidate that would finish them first at the cost measured so far. A
+candidate that would finish them first at the cost measured so far, at most
+``HOLD_PER_WORKER`` a worker on each until the choice is made. A
 candidate's cost is its workers' busy seconds over the samples it answered
 (the choice itself compares CPU seconds where the shared threads mostly
 compute: ``COMPUTING_SHARE``);
@@ -28,7 +32,17 @@ since it could start it, over the probe's samples, is ``BOUND_MARGIN``
 times the best cost (and ``BOUND_AFTER_S`` passed). Then ``_choice.choose``
 decides; the winner (a
 thread candidate grows to ``num_workers``) takes the waiting tickets and the
-losers' untaken ones, and each loser stops after the ticket it holds. From
+losers' untaken ones, and each loser stops after the ticket it holds.
+
+A thread candidate that grew past the workers it was measured with is
+measured again at full size (``_Review``: results left out until every
+worker delivered one, then ``REVIEW_RESULTS_PER_WORKER`` results a worker counted),
+while the losers wait idle: threads that share objects can contend more,
+the more of them there are. (In busy seconds only where the CPUs had room,
+``REVIEW_MAX_CPU_SHARE``: else busy time is also the wait for a CPU.) Where the choice's rule, run again with that
+cost (``_choice.revise``), picks another candidate, that one takes over at
+once: it grows to size and takes the untaken tickets, and the old winner
+finishes the ones it holds. Then the losers stop. From
 then on ``submit`` and ``poll`` are the winner's own bound methods (for
 processes, ``poll`` through a function that renumbers the worker): the
 per-batch path pays next to nothing for the choice. ``PROBE_LIMIT_S``
@@ -51,7 +65,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import _lifecycle
@@ -59,6 +73,7 @@ from .._contract import BatchPart, Result, Ticket, Timings
 from .._processes.executor import ProcessExecutor
 from .._threads.executor import ThreadExecutor
 from .._workers.spec import FetchSpec
+from ..autoscale import cpu_count
 from ..replication import ReplicaTemplate
 from . import choice as _choice
 from .choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
@@ -91,6 +106,25 @@ BOUND_AFTER_S = 0.05
 BOUND_MARGIN = 10.0
 #: A candidate that answered nothing this long after the pool started is left out of the choice.
 PROBE_LIMIT_S = 2.0
+#: While the choice is open, a candidate holds at most this many tickets a worker; the rest wait here. With 16
+#: workers waiting 20 ms a sample, the two shared threads answered first and were sent every ticket waiting
+#: (31 batches), which they then loaded two at a time while 16 processes idled.
+HOLD_PER_WORKER = 2
+#: Replicas are tried only where threads over the shared dataset cost more than this many times what worker
+#: processes cost: a replica is the dataset a thread owns, as a process owns its copy, so where threads run
+#: as fast as processes a replica runs no faster. A replica thread alone answers its probe one whole batch
+#: after another: with 16 workers waiting 20 ms a sample, trying one held the choice back by over a second.
+REPLICAS_TRIED_PAST = 1.2
+#: A thread candidate that won and grew past the workers it was measured with is measured again, over this
+#: many results a worker, once every worker delivered one (new threads' start-up left out; on a busy machine
+#: the new threads can take a while to start, and until then the old ones run as few as before), and over at
+#: least ``PROBE_SAMPLES`` samples and ``PROBE_BUSY_S`` of work. The losers wait, idle, until then.
+REVIEW_RESULTS_PER_WORKER = 1
+#: A winner measured in busy seconds (samples that wait) is judged again only where the process used less
+#: than this share of the CPUs meanwhile: with the CPUs busier, a sample's busy time is also its wait for a
+#: CPU, which grows with the workers whatever they share (latency-bound loading with num_workers=32 on 2 CPUs
+#: would look many times slower than its one-thread replica probe and move to replicas for nothing).
+REVIEW_MAX_CPU_SHARE = 0.5
 #: How long ``poll`` waits on one candidate before looking at the others, while several run.
 _TURN_S = 0.002
 
@@ -112,6 +146,34 @@ def _renumbered(poll: Callable[[float], Result | None], offset: int) -> Callable
         return generation, seq, worker_id + offset, status, value
 
     return renumbered
+
+
+@dataclass
+class _Review:
+    """The winner's measurement at full size (see ``ChoosingExecutor._settle``): results to skip, then to count.
+
+    Attributes:
+        skip: results of the winner still to let pass before counting, at most (its new workers' first).
+        count: results to count after those.
+        workers: the winner's workers.
+        seen: the workers that delivered a result since the growth; counting starts once all did (or
+            ``skip`` ran out: a worker may find no ticket).
+        answered: the winner's samples answered when counting began.
+        busy_s: its workers' busy seconds then.
+        cpu_s: their CPU seconds then.
+        wall_s: the clock then (``time.perf_counter``).
+        process_cpu_s: the process's CPU seconds then.
+    """
+
+    skip: int
+    count: int
+    workers: int = 0
+    seen: set[int] = field(default_factory=set)
+    answered: int = 0
+    busy_s: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    process_cpu_s: float = 0.0
 
 
 class _TemplateMaker:
@@ -195,6 +257,7 @@ class ChoosingExecutor:
         self._waiting: list[Ticket] = []  # tickets held back until a candidate has answered
         self._probe_sent: dict[str, tuple[float, int]] = {}  # when each candidate got its first ticket, of how many
         self._stopped: dict[str, Timings] = {}  # a stopped loser's last totals
+        self._review: _Review | None = None  # while the winner is measured at full size (the losers wait)
         self._closed = False
 
     # --- the Executor protocol ---------------------------------------------------------------
@@ -234,14 +297,21 @@ class ChoosingExecutor:
             if name in self._pools and not self._measured(name, costs) and not self._held[name]:
                 if name not in costs or costs[name] <= CLEARLY_OUT * min(costs.values()):
                     return name
-        if not costs:
+        # At most HOLD_PER_WORKER tickets a worker on each: the first candidate to answer would otherwise get
+        # every ticket waiting, before the others could show their cost.
+        open_to = [name for name in costs if sum(map(len, self._held[name].values())) < self._hold_limit(name)]
+        if not open_to:
             return None
 
         def finish(name: str) -> float:
             held = sum(sum(counts) for counts in self._held[name].values())
             return costs[name] * (held + samples) / int(self._pools[name].num_workers)
 
-        return min(costs, key=finish)
+        return min(open_to, key=finish)
+
+    def _hold_limit(self, name: str) -> int:
+        """How many tickets candidate ``name`` may hold while the choice is open."""
+        return HOLD_PER_WORKER * int(self._pools[name].num_workers)
 
     def poll(self, timeout: float) -> Result | None:
         """The next result from any candidate still running; choosing as soon as the measurements allow."""
@@ -265,8 +335,10 @@ class ChoosingExecutor:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return None
-            # Pools of both kinds cannot be waited on together (queues and pipes): each in short turns.
-            name, pool = next(iter(self._pools.items()))
+            # Pools of both kinds cannot be waited on together (queues and pipes): each in short turns, the
+            # winner's (once there is one) the turn that waits.
+            name = self._winner if self._winner in self._pools else next(iter(self._pools))
+            pool = self._pools[name]
             result = pool.poll(min(remaining, _TURN_S))
             if result is not None:
                 return self._received(name, result)
@@ -291,6 +363,8 @@ class ChoosingExecutor:
             for ticket in waiting:
                 self.submit(ticket)
         else:
+            if self._review is not None and name == self._winner and generation == self._generation:
+                self._count_review(worker_id)
             self._stop_idle_losers()
         return result
 
@@ -325,6 +399,7 @@ class ChoosingExecutor:
         what it measured, and the losers, whose tickets are dropped, stop.
         """
         self._waiting.clear()
+        self._review = None  # the epoch it measured is over: the choice stands, the losers stop
         for pool in self._pools.values():
             pool.discard_pending()
         if self._winner is None:
@@ -339,6 +414,7 @@ class ChoosingExecutor:
         if self._winner is None and not self._closed:
             self._choose_from_what_was_measured(grow=False)
         self._closed = True
+        self._review = None
         self._waiting.clear()
         for pool in list(self._pools.values()):
             pool.shutdown(wait)
@@ -369,6 +445,12 @@ class ChoosingExecutor:
                 costs[name] = sum(t[3] if cpu else t[0] + t[1] for t in timings) / answered
         return costs
 
+    def _totals(self, name: str) -> tuple[float, float]:
+        """Candidate ``name``'s workers' busy and CPU seconds in the probe's epoch so far."""
+        assert self._generation is not None  # a candidate answered: the epoch is known
+        timings = [t for t in self._pools[name].timings(self._generation) if t is not None]
+        return sum(t[0] + t[1] for t in timings), sum(t[3] for t in timings)
+
     def _choice_costs(self, busy: dict[str, float]) -> tuple[dict[str, float], str]:
         """What the choice compares, and its name: CPU seconds a sample where the shared threads mostly
         compute (``COMPUTING_SHARE``), else ``busy``, busy seconds a sample (samples that wait)."""
@@ -398,9 +480,16 @@ class ChoosingExecutor:
             # Replicas last: pickling the template reads the dataset's containers, and a lookup in a worker
             # thread then waits for them; measured beside it, the shared threads looked several times slower.
             self._try_replicas = False
-            self._template = _TemplateMaker(self._spec.dataset, self._width)
-            self._replicas_started = time.perf_counter()
-            return
+            compared, _measure = self._choice_costs(costs)
+            # a processes' cost that is only a bound (they had not answered yet) says nothing here
+            processes = compared.get(PROCESSES) if self._measured(PROCESSES, self._costs()) else None
+            if processes is None or compared[THREADS] > REPLICAS_TRIED_PAST * processes:
+                self._template = _TemplateMaker(self._spec.dataset, self._width)
+                self._replicas_started = time.perf_counter()
+                return
+            self._unavailable[REPLICAS] = unavailable[REPLICAS] = (
+                f"threads over the shared dataset were within {REPLICAS_TRIED_PAST}x of worker processes"
+            )
         if THREADS in costs:
             self._settle(_choice.choose(*self._choice_costs(costs), unavailable))
 
@@ -463,9 +552,13 @@ class ChoosingExecutor:
         self.choice = choice
         self._winner = winner_name = choice.picked
         winner = self._pools[winner_name]
+        measured_with = int(winner.num_workers)
         if grow and winner_name != PROCESSES:  # a thread candidate was measured with fewer workers
-            for _ in range(self.num_workers - winner.num_workers):
+            for _ in range(self.num_workers - measured_with):
                 winner.add_worker()
+            if measured_with < self.num_workers and len(self._pools) > 1 and winner_name in choice.costs:
+                per_worker = REVIEW_RESULTS_PER_WORKER * self.num_workers
+                self._review = _Review(skip=4 * per_worker, count=per_worker, workers=self.num_workers)
         untaken = list(self._waiting)
         self._waiting.clear()
         for name, pool in self._pools.items():
@@ -485,9 +578,69 @@ class ChoosingExecutor:
         if tell:
             self._on_choice(choice)
 
+    def _count_review(self, worker_id: int) -> None:
+        """One more result of the winner (from ``worker_id``) while it is measured at full size; at the end,
+        keep it or change."""
+        review = self._review
+        assert review is not None and self._winner is not None
+        name = self._winner
+        if review.skip > 0:
+            review.skip -= 1
+            review.seen.add(worker_id)
+            if len(review.seen) >= review.workers:
+                review.skip = 0
+            if review.skip == 0:  # counting starts: every worker has its start-up behind it
+                review.answered = self._answered.get(name, 0)
+                review.busy_s, review.cpu_s = self._totals(name)
+                review.wall_s, review.process_cpu_s = time.perf_counter(), time.process_time()
+            return
+        review.count -= 1
+        samples = self._answered.get(name, 0) - review.answered
+        busy_s, cpu_s = self._totals(name)
+        busy_s -= review.busy_s
+        if review.count > 0 or samples < PROBE_SAMPLES or busy_s < PROBE_BUSY_S:
+            return
+        self._review = None
+        made = self.choice
+        assert made is not None
+        if made.measure != "of CPU":
+            wall_s = max(1e-9, time.perf_counter() - review.wall_s)
+            if (time.process_time() - review.process_cpu_s) / (wall_s * cpu_count()) > REVIEW_MAX_CPU_SHARE:
+                return
+        cost = (cpu_s - review.cpu_s if made.measure == "of CPU" else busy_s) / samples
+        revised = _choice.revise(made, cost, int(self._pools[name].num_workers), tuple(self._pools))
+        if revised is not None:
+            self._change_to(revised)
+
+    def _change_to(self, revised: ModeChoice) -> None:
+        """The winner measured at full size was clearly the wrong pick: ``revised.picked`` takes over now.
+
+        It grows to size and takes the old winner's untaken tickets; the old
+        winner finishes the ones it holds, then stops with the other losers.
+        """
+        old_name, new_name = self._winner, revised.picked
+        assert old_name is not None
+        self.choice = revised
+        self._winner = new_name
+        new = self._pools[new_name]
+        if new_name != PROCESSES:
+            for _ in range(self.num_workers - int(new.num_workers)):
+                new.add_worker()
+        held = self._held[old_name]
+        for ticket in self._pools[old_name].take_untaken():
+            counts = held.get((ticket[0], ticket[1]))
+            if counts:
+                counts.pop()
+                if not counts:
+                    del held[(ticket[0], ticket[1])]
+            self._send(new_name, ticket)
+        self._on_choice(revised)
+
     def _stop_idle_losers(self) -> None:
-        """Stop each loser that holds no ticket; once none is left, hand the per-batch path to the winner."""
-        for name in [name for name in self._pools if name != self._winner and not self._held[name]]:
+        """Stop each loser that holds no ticket (not while the winner is measured again: one may take over); once
+        none is left, hand the per-batch path to the winner."""
+        standby = self._review is not None
+        for name in [name for name in self._pools if name != self._winner and not self._held[name] and not standby]:
             pool = self._pools.pop(name)
             if self._generation is not None:
                 self._stopped[name] = list(pool.timings(self._generation))
