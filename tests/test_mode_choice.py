@@ -189,18 +189,6 @@ def test_threads_stay_where_nothing_is_faster() -> None:
 
 
 @free_threads
-def test_no_replica_is_tried_where_threads_run_as_fast_as_processes() -> None:
-    # A replica owns its objects as a process owns its copy: it would run no faster than the processes did.
-    # (Samples of 20 ms: a first ticket's start-up, some 25 ms beside processes being forked, is then a tenth
-    # of the probe's busy time, not half of it.)
-    indices, iterator = _indices(DataLoader(_Waiting(64, wait_s=0.02), batch_size=4, num_workers=2))
-    assert indices == list(range(64))
-    assert "not tried: threads over per-worker replicas (threads over the shared dataset were within" in (
-        iterator.stats.choice
-    ), iterator.stats.choice
-
-
-@free_threads
 def test_while_choosing_no_candidate_holds_more_than_two_tickets_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     from threadloader._epoch import choosing
 

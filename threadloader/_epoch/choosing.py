@@ -14,8 +14,7 @@ How: two candidates start together: ``num_workers`` worker processes first
 (forked before any thread of this pool runs: a fork while a thread is in
 the middle of a sample can deadlock the child), then two threads over the
 shared dataset (``SHARED_PROBE_THREADS``) (which gives the dataset's dict keys a shared reference,
-``_workers.ownership``). Once both are measured, replicas are tried where the
-shared threads cost clearly more than processes (``REPLICAS_TRIED_PAST``): a helper thread
+``_workers.ownership``). Once both are measured, replicas are tried: a helper thread
 pickles the template (``_choice.replica_template``; not earlier, because
 the pickler reading the dataset's containers slows the shared threads down
 while they are measured), and one thread over a replica starts once it is
@@ -110,11 +109,6 @@ PROBE_LIMIT_S = 2.0
 #: workers waiting 20 ms a sample, the two shared threads answered first and were sent every ticket waiting
 #: (31 batches), which they then loaded two at a time while 16 processes idled.
 HOLD_PER_WORKER = 2
-#: Replicas are tried only where threads over the shared dataset cost more than this many times what worker
-#: processes cost: a replica is the dataset a thread owns, as a process owns its copy, so where threads run
-#: as fast as processes a replica runs no faster. A replica thread alone answers its probe one whole batch
-#: after another: with 16 workers waiting 20 ms a sample, trying one held the choice back by over a second.
-REPLICAS_TRIED_PAST = 1.2
 #: A thread candidate that won and grew past the workers it was measured with is measured again, over this
 #: many results a worker, once every worker delivered one (new threads' start-up left out; on a busy machine
 #: the new threads can take a while to start, and until then the old ones run as few as before), and over at
@@ -480,16 +474,9 @@ class ChoosingExecutor:
             # Replicas last: pickling the template reads the dataset's containers, and a lookup in a worker
             # thread then waits for them; measured beside it, the shared threads looked several times slower.
             self._try_replicas = False
-            compared, _measure = self._choice_costs(costs)
-            # a processes' cost that is only a bound (they had not answered yet) says nothing here
-            processes = compared.get(PROCESSES) if self._measured(PROCESSES, self._costs()) else None
-            if processes is None or compared[THREADS] > REPLICAS_TRIED_PAST * processes:
-                self._template = _TemplateMaker(self._spec.dataset, self._width)
-                self._replicas_started = time.perf_counter()
-                return
-            self._unavailable[REPLICAS] = unavailable[REPLICAS] = (
-                f"threads over the shared dataset were within {REPLICAS_TRIED_PAST}x of worker processes"
-            )
+            self._template = _TemplateMaker(self._spec.dataset, self._width)
+            self._replicas_started = time.perf_counter()
+            return
         if THREADS in costs:
             self._settle(_choice.choose(*self._choice_costs(costs), unavailable))
 
