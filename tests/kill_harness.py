@@ -42,6 +42,10 @@ from typing import Any
 import psutil
 
 GONE_WITHIN_S = 5.0  # the promise: nothing of a killed training process is left after this
+#: A SIGINT whose KeyboardInterrupt CPython dropped (raised inside a weakref callback or a finalizer, where it
+#: prints "Exception ignored" and goes on) is sent again this long after the first, as a user presses Ctrl-C
+#: again: the training loop then simply goes on, with torch's loader as with this one.
+SIGINT_AGAIN_AFTER_S = 1.0
 _PR_SET_CHILD_SUBREAPER = 36
 
 # What every training process needs, imported once here, before the forks: the pre-warming this harness is for.
@@ -140,7 +144,7 @@ def serve(plan: list[dict[str, Any]]) -> dict[str, Any] | None:
         os.close(progress_w)
         os.close(hold_r)
         try:
-            record = _watch(pid, progress_r, run)
+            record = _watch(pid, progress_r, run, stderr.fileno())
         except Exception as exc:  # noqa: BLE001  (reported with the run; the harness goes on to clean up)
             record = {**run, "error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -156,8 +160,11 @@ def serve(plan: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def _watch(pid: int, progress: int, run: dict[str, Any]) -> dict[str, Any]:
-    """Kill the training process ``pid`` (and maybe a worker) as ``run`` plans; see what is left."""
+def _watch(pid: int, progress: int, run: dict[str, Any], stderr: int) -> dict[str, Any]:
+    """Kill the training process ``pid`` (and maybe a worker) as ``run`` plans; see what is left.
+
+    ``stderr`` is the file the training process writes its standard error to (read, not moved).
+    """
     seen = {"batches": 0, "eof": False}
     _read_until(progress, time.monotonic() + 60.0, seen, stop_at=b"s")
     started = time.monotonic()
@@ -180,12 +187,23 @@ def _watch(pid: int, progress: int, run: dict[str, Any]) -> dict[str, Any]:
     killed = time.monotonic()
     record["batches"] = seen["batches"]
     deadline = killed + GONE_WITHIN_S
+    if run["signal"] == "SIGINT":
+        _read_until(progress, killed + SIGINT_AGAIN_AFTER_S, seen)
+        if not seen["eof"] and _interrupt_dropped(stderr):
+            os.kill(pid, signal.SIGINT)
+            record["sigint_again"] = True
     _read_until(progress, deadline, seen)  # end of file: every holder of the pipe has closed it, exiting
     # then each finishes exiting; any other process of the run (one that closed the pipe) is waited for too
     _gone, alive = psutil.wait_procs(_alive(psutil.Process().children(recursive=True)),
                                      timeout=max(0.0, deadline - time.monotonic()))
     record["gone_s"] = round(time.monotonic() - killed, 3) if seen["eof"] and not _alive(alive) else None
     return record
+
+
+def _interrupt_dropped(stderr: int) -> bool:
+    """Whether CPython reported a ``KeyboardInterrupt`` it could not raise (``pread``: the writer's offset stays)."""
+    written = os.pread(stderr, 1 << 16, 0)
+    return b"Exception ignored" in written and b"KeyboardInterrupt" in written
 
 
 def _read_until(progress: int, deadline: float, seen: dict[str, Any], stop_at: bytes | None = None) -> None:
