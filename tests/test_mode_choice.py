@@ -395,9 +395,19 @@ def test_a_winner_that_slows_down_at_full_size_is_replaced_within_the_epoch(
 
 
 @free_threads
-def test_a_winner_as_fast_at_full_size_stays() -> None:
-    indices, iterator = _indices(DataLoader(_Waiting(), batch_size=2, num_workers=6))
-    assert indices == list(range(48))
+def test_a_winner_as_fast_at_full_size_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    reviews: list[float] = []
+    revise = _choice.revise
+
+    def recording(made: ModeChoice, cost: float, workers: int, running: tuple[str, ...]) -> ModeChoice | None:
+        reviews.append(cost)
+        return revise(made, cost, workers, running)
+
+    monkeypatch.setattr(_choice, "revise", recording)
+    # (long enough for the probe to end within the epoch: a shorter one chooses at its end, with no review)
+    indices, iterator = _indices(DataLoader(_Waiting(480), batch_size=2, num_workers=6))
+    assert indices == list(range(480))
+    assert len(reviews) == 1, reviews  # measured again at full size, once
     assert iterator.stats.choice.startswith("picked threads over the shared dataset"), iterator.stats.choice
 
 

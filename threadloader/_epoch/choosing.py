@@ -342,14 +342,9 @@ class ChoosingExecutor:
         generation, seq, worker_id, status, value = result
         if name == PROCESSES:
             result = (generation, seq, worker_id + 2 * self._width, status, value)
-        held = self._held[name]
-        samples = held.get((generation, seq))
-        if samples:
-            answered = samples.pop()  # parts of one batch on one candidate differ by a sample at most
-            if not samples:
-                del held[(generation, seq)]
-            if generation == self._generation:
-                self._answered[name] = self._answered.get(name, 0) + answered
+        answered = self._release(name, (generation, seq))
+        if answered and generation == self._generation:
+            self._answered[name] = self._answered.get(name, 0) + answered
         if self._winner is None:
             self._choose_if_due()
         if self._winner is None:
@@ -435,8 +430,8 @@ class ChoosingExecutor:
         costs = {}
         for name, answered in self._answered.items():
             if answered and name in self._pools and self._generation is not None:
-                timings = [t for t in self._pools[name].timings(self._generation) if t is not None]
-                costs[name] = sum(t[3] if cpu else t[0] + t[1] for t in timings) / answered
+                busy_s, cpu_s = self._totals(name)
+                costs[name] = (cpu_s if cpu else busy_s) / answered
         return costs
 
     def _totals(self, name: str) -> tuple[float, float]:
@@ -541,24 +536,15 @@ class ChoosingExecutor:
         winner = self._pools[winner_name]
         measured_with = int(winner.num_workers)
         if grow and winner_name != PROCESSES:  # a thread candidate was measured with fewer workers
-            for _ in range(self.num_workers - measured_with):
-                winner.add_worker()
+            self._grow(winner_name)
             if measured_with < self.num_workers and len(self._pools) > 1 and winner_name in choice.costs:
                 per_worker = REVIEW_RESULTS_PER_WORKER * self.num_workers
                 self._review = _Review(skip=4 * per_worker, count=per_worker, workers=self.num_workers)
         untaken = list(self._waiting)
         self._waiting.clear()
-        for name, pool in self._pools.items():
-            if name == winner_name:
-                continue
-            held = self._held[name]
-            for ticket in pool.take_untaken():
-                counts = held.get((ticket[0], ticket[1]))
-                if counts:
-                    counts.pop()
-                    if not counts:
-                        del held[(ticket[0], ticket[1])]
-                untaken.append(ticket)
+        for name in self._pools:
+            if name != winner_name:
+                untaken += self._take_untaken(name)
         for ticket in untaken:
             self._send(winner_name, ticket)
         self._stop_idle_losers()
@@ -609,19 +595,34 @@ class ChoosingExecutor:
         assert old_name is not None
         self.choice = revised
         self._winner = new_name
-        new = self._pools[new_name]
         if new_name != PROCESSES:
-            for _ in range(self.num_workers - int(new.num_workers)):
-                new.add_worker()
-        held = self._held[old_name]
-        for ticket in self._pools[old_name].take_untaken():
-            counts = held.get((ticket[0], ticket[1]))
-            if counts:
-                counts.pop()
-                if not counts:
-                    del held[(ticket[0], ticket[1])]
+            self._grow(new_name)
+        for ticket in self._take_untaken(old_name):
             self._send(new_name, ticket)
         self._on_choice(revised)
+
+    def _grow(self, name: str) -> None:
+        """Grow thread candidate ``name`` to ``num_workers`` (it was measured with fewer)."""
+        pool = self._pools[name]
+        for _ in range(self.num_workers - int(pool.num_workers)):
+            pool.add_worker()
+
+    def _release(self, name: str, key: tuple[int, int]) -> int:
+        """Forget one ticket ``key`` that candidate ``name`` held; its samples (0 if it held none)."""
+        counts = self._held[name].get(key)
+        if not counts:
+            return 0
+        samples = counts.pop()  # parts of one batch on one candidate differ by a sample at most
+        if not counts:
+            del self._held[name][key]
+        return samples
+
+    def _take_untaken(self, name: str) -> list[Ticket]:
+        """The tickets candidate ``name`` holds and has not started, taken back from it."""
+        untaken = self._pools[name].take_untaken()
+        for ticket in untaken:
+            self._release(name, (ticket[0], ticket[1]))
+        return list(untaken)
 
     def _stop_idle_losers(self) -> None:
         """Stop each loser that holds no ticket (not while the winner is measured again: one may take over); once
