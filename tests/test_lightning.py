@@ -88,10 +88,12 @@ def sources(mode: str) -> list[list[Any]]:
     return [["thread", True]] if mode == "thread" else [["multiprocessing", False]]
 
 
-def auto_sources(mode: str) -> list[list[Any]]:
-    """What ``mode="auto"``'s first loader over a dataset loads with: on free threads it measures threads and
-    processes on the first epoch's tickets (``threadloader._epoch.choosing``), so both carry samples."""
-    return [["multiprocessing", False], ["thread", True]] if mode == "thread" else sources(mode)
+def auto_sources(mode: str) -> list[list[list[Any]]]:
+    """What ``mode="auto"``'s first loader over a dataset may load with. On free threads the training thread
+    made the dataset, so one shared thread is measured against that thread's own cost
+    (``threadloader._epoch.choosing``): threads alone carry samples where it is within reach; where a busy
+    machine put it past, processes are measured too and both carry samples."""
+    return [sources(mode), [["multiprocessing", False], ["thread", True]]] if mode == "thread" else [sources(mode)]
 
 
 def shard_order(rank: int, epoch: int) -> list[int]:
@@ -188,7 +190,7 @@ def test_ddp_injects_a_distributed_sampler_into_the_threadloader_and_shards_ever
         # Lightning rebuilt the loader from the init arguments it captured while train_dataloader() ran
         assert result["built_in_hook"] == 1 and result["hook_loader_saved_init_args"]
         assert not result["hook_loader_reused"]
-        assert result["sources"][0] == auto_sources(expected_auto_mode(result))
+        assert result["sources"][0] in auto_sources(expected_auto_mode(result))
         assert result["sources"][1] == [["main", True]]  # torch's loader, num_workers=0
     check_shards(ddp_ranks, loader=0)
     check_shards(ddp_ranks, loader=1)  # torch's DataLoader, built next to ours, gets the very same shards

@@ -224,6 +224,7 @@ def _probe(candidates: dict[str, tuple[float, float]]) -> Any:
     probe = ChoosingExecutor.__new__(ChoosingExecutor)
     probe._pools = {name: _FakePool(*totals) for name, totals in candidates.items()}
     probe._answered = dict.fromkeys(candidates, 8)
+    probe._kept = {}
     probe._generation = 0
     return probe
 
@@ -348,17 +349,29 @@ class _Crowded:
         return index
 
 
+def _no_init(worker_id: int) -> None:
+    """A ``worker_init_fn`` that does nothing: the consumer's cost no longer stands for the owner's."""
+
+
+#: The two ways the pool measures: the shared threads against the thread that made the dataset (first), or
+#: every candidate from the start (a ``worker_init_fn`` the consumer does not run).
+PATHS = {"against the owner": {}, "every candidate": {"worker_init_fn": _no_init}}
+
+
 @free_threads
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("takes_over", [REPLICAS, PROCESSES])
 def test_a_winner_that_slows_down_at_full_size_is_replaced_within_the_epoch(
-    takes_over: str, monkeypatch: pytest.MonkeyPatch
+    takes_over: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two threads on the probe wait as one does: threads stay, grow to six, and measured again they wait several
-    # times longer; the other candidate, idle until then, takes over. One other candidate at a time, so that the
+    # One thread (against the owner) or two (every candidate) on the probe wait as one does: threads stay, grow
+    # to six, and measured again they wait several times longer; another candidate takes over (against the
+    # owner: measured then; else idle until then). One other candidate at a time, so that the
     # probe's noise cannot pick which: no processes where replicas take over; no replicas where processes do,
     # and a probe that waits for the processes' first answer (on a busy machine their start can take long
-    # enough for the probe to count them slow without it). The probe's figures on a busy machine can also
-    # make the first pick right at once: the first pick here is threads, at the cost the best candidate showed.
+    # enough for the probe to count them slow without it). Where every candidate is measured, the probe's
+    # figures on a busy machine can also make the first pick right at once: the first pick there is threads, at
+    # the cost the best candidate showed.
     from threadloader._epoch import choosing
 
     choice_costs = choosing.ChoosingExecutor._choice_costs
@@ -367,8 +380,9 @@ def test_a_winner_that_slows_down_at_full_size_is_replaced_within_the_epoch(
         costs, measure = choice_costs(self, busy)
         return {**costs, THREADS: min(costs.values())}, measure
 
-    monkeypatch.setattr(choosing.ChoosingExecutor, "_choice_costs", threads_first)
-    settings: dict[str, Any] = {"batch_size": 4, "num_workers": 6}
+    if path == "every candidate":
+        monkeypatch.setattr(choosing.ChoosingExecutor, "_choice_costs", threads_first)
+    settings: dict[str, Any] = {"batch_size": 4, "num_workers": 6, **PATHS[path]}
     if takes_over == REPLICAS:
 
         def no_processes(*args: Any, **kwargs: Any) -> Any:
@@ -386,6 +400,7 @@ def test_a_winner_that_slows_down_at_full_size_is_replaced_within_the_epoch(
     text = iterator.stats.choice
     assert text.startswith(f"picked {_choice._LABELS[takes_over]}"), text
     assert "changed from threads over the shared dataset, which took" in text and "with 6 workers" in text, text
+    assert ("with one" in text) == (path == "against the owner"), text
     assert iterator.mode == mode
     took_over = {w.worker_id for w in iterator.stats.workers if w.worker_id in numbers and w.batches}
     assert len(took_over) > 1, iterator.stats  # it grew to size (or was) and loaded batches
@@ -395,20 +410,24 @@ def test_a_winner_that_slows_down_at_full_size_is_replaced_within_the_epoch(
 
 
 @free_threads
-def test_a_winner_as_fast_at_full_size_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_winner_as_fast_at_full_size_stays(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     reviews: list[float] = []
-    revise = _choice.revise
+    revise, outgrown = _choice.revise, _choice.outgrown
 
-    def recording(made: ModeChoice, cost: float, workers: int, running: tuple[str, ...]) -> ModeChoice | None:
+    def recording(made: ModeChoice, cost: float, *args: Any) -> Any:
         reviews.append(cost)
-        return revise(made, cost, workers, running)
+        return (revise if args else outgrown)(made, cost, *args)
 
     monkeypatch.setattr(_choice, "revise", recording)
+    monkeypatch.setattr(_choice, "outgrown", recording)
     # (long enough for the probe to end within the epoch: a shorter one chooses at its end, with no review)
-    indices, iterator = _indices(DataLoader(_Waiting(480), batch_size=2, num_workers=6))
+    loader = DataLoader(_Waiting(480), batch_size=2, num_workers=6, **PATHS[path])
+    indices, iterator = _indices(loader)
     assert indices == list(range(480))
     assert len(reviews) == 1, reviews  # measured again at full size, once
     assert iterator.stats.choice.startswith("picked threads over the shared dataset"), iterator.stats.choice
+    assert ("thread that made the dataset" in iterator.stats.choice) == (path == "against the owner")
 
 
 def test_a_revised_choice_runs_the_rule_again_over_the_candidates_still_running() -> None:

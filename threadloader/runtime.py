@@ -16,8 +16,9 @@ script that module is triton: building any torch optimizer imports
 ``torch._dynamo``, which imports it (so does ``import lightning``).
 
 Version-specific knowledge lives here and nowhere else: where a module
-object keeps its GIL declaration (``_MODULE_GIL_SLOT``), checked at run time
-against the fields around it before it is trusted.
+object keeps its GIL declaration (``_MODULE_GIL_SLOT``), and where every
+object keeps the id of the thread that made it (``_OBJECT_TID_WORD``), each
+checked at run time against the fields around it before it is trusted.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ _MODULE_GIL_SLOT = 5  # md_gil, in pointers after md_dict
 _MODULE_NAME_SLOT = 4  # md_name, in pointers after md_dict
 _HEAD_WORDS_SEARCHED = 8
 
-_FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))  # the layout above exists only there
+# PyObject on free-threaded CPython 3.13 and 3.14: ob_tid (the id of the thread that made the object, 0 once
+# its counts were merged or for an immortal object), one word of flags, mutex, GC bits and local count,
+# ob_ref_shared, ob_type. Trusted only where a fresh object's ob_type word holds id(its type).
+_OBJECT_TID_WORD = 0
+_OBJECT_TYPE_WORD = 3
+
+_FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))  # the layouts above exist only there
 _warned = False
 _warned_lock = threading.Lock()
 
@@ -82,6 +89,35 @@ def _declares_no_gil(module: object) -> bool | None:
         if words[start] == id(namespace) and words[start + _MODULE_NAME_SLOT] == id(name):
             return words[start + _MODULE_GIL_SLOT] is not None  # NULL reads as None: Py_MOD_GIL_USED
     return None
+
+
+def _object_layout_known() -> bool:
+    if sys.version_info[:2] not in _VERIFIED_LAYOUTS or not _FREE_THREADED_BUILD:
+        return False
+    probe = object()
+    return bool((ctypes.c_size_t * 4).from_address(id(probe))[_OBJECT_TYPE_WORD] == id(object))
+
+
+_OBJECT_LAYOUT_KNOWN = _object_layout_known()
+
+
+def _maker_thread(obj: object) -> int:
+    return int(ctypes.c_size_t.from_address(id(obj) + _OBJECT_TID_WORD * ctypes.sizeof(ctypes.c_size_t)).value)
+
+
+def made_by_another_thread(obj: object) -> bool | None:
+    """Whether a thread other than the calling one made ``obj`` and still owns its reference count.
+
+    On free-threaded CPython such an object is where the slow paths of
+    ``docs/ownership.md`` start for the calling thread. ``False`` for an
+    object the calling thread made, an immortal one or one whose counts
+    were merged (no thread owns it); ``None`` where this interpreter's object
+    layout is not one verified here (a build with the GIL has no owner).
+    """
+    if not _OBJECT_LAYOUT_KNOWN:
+        return None
+    maker = _maker_thread(obj)
+    return maker != 0 and maker != _maker_thread(object())  # a fresh object is the calling thread's
 
 
 def modules_needing_gil() -> list[str]:

@@ -3,7 +3,10 @@
 In:  from a probing pool (``_epoch.choosing``): each candidate's measured seconds
      per sample on the epoch's first tickets; from the loader: its dataset,
      worker count and ``replicate`` argument.
-Out: ``choose(costs)``, a ``ModeChoice`` (what was picked and why, in one
+Out: ``against_owner(...)``, threads where they cost within
+     ``CLEARLY_FASTER`` of the thread that made the dataset (``None`` where
+     not: the other candidates are measured then); ``choose(costs)``, a
+     ``ModeChoice`` (what was picked and why, in one
      sentence for ``iterator.stats`` and the log); ``revise(choice, cost,
      ...)``, the choice made again once the winner was measured with all
      its workers (``None`` where it stands); ``remembered(dataset)``
@@ -20,7 +23,12 @@ slower in a worker thread; ``docs/ownership.md``). A dataset built by the
 training thread can therefore load many times slower on worker threads than
 in worker processes (whose objects the fork made theirs) or on per-worker
 replicas (objects each worker thread made itself). Which one wins depends
-on the dataset, so the pool tries each on the first tickets and keeps the
+on the dataset. Where the thread that iterates the loader made the dataset,
+its own cost a sample (``OwnerCost``, measured before any worker runs) is
+what a replica or a process can reach at best (each owns its copy, as that
+thread owns the original): threads over the shared dataset within
+``CLEARLY_FASTER`` of it are kept without trying the others. Else the pool
+tries each on the first tickets and keeps the
 fastest, preferring, on a near tie, the one that costs least: threads over
 the shared dataset (no copies), then replicas (copies of the small Python
 objects only), then processes (a copy-on-write process each, a trip
@@ -56,6 +64,20 @@ CLEARLY_FASTER = 1.5
 #: Between replicas and processes: how much faster processes must be (they pay for a trip per batch that
 #: the probe's per-sample time does not show).
 PROCESSES_OVER_REPLICAS = 1.25
+#: Where the samples' CPU time is at least this share of their wall (or busy) time, samples mostly compute,
+#: and CPU seconds a sample are compared: the candidates run side by side on the probe, so each one's wall
+#: time grows with the others' work, by how much depending on when it ran. Below it the samples wait: for
+#: storage, or for each other (a lock of an object threads share), which CPU time would not show, so busy
+#: seconds are compared. At 0.2 the text dataset of the benchmark, whose two shared threads wait for each
+#: other, was compared by CPU time and kept the shared threads at 0.7x the replicas' speed.
+COMPUTING_SHARE = 0.5
+#: What ``ModeChoice.measure`` says: busy seconds or CPU seconds a sample.
+BUSY, OF_CPU = "busy", "of CPU"
+#: Threads kept ``against_owner`` were measured with one thread; with all of them, a sample may cost up to this
+#: many times more before the other candidates are measured. All of them running at once cost more each, in
+#: replicas and processes too (caches, memory, the allocator): on the text benchmark two shared threads took
+#: 42-46 us of CPU a sample where one took 27 and the owner 21, and replicas 33-39.
+SHARED_GROWTH = 2.0
 #: The largest pickled replica the default mode makes (an explicit ``replicate=True`` has no limit).
 REPLICA_MAX_BYTES = 64 * 2**20
 #: Each replica's objects take about this many times its pickle's size in memory.
@@ -63,7 +85,8 @@ REPLICA_MEMORY_FACTOR = 4
 #: All workers' replicas together may take at most this share of the memory available.
 REPLICA_MEMORY_SHARE = 0.25
 
-_LABELS = {THREADS: "threads over the shared dataset", REPLICAS: "threads over per-worker replicas",
+THREADS_LABEL = "threads over the shared dataset"
+_LABELS = {THREADS: THREADS_LABEL, REPLICAS: "threads over per-worker replicas",
            PROCESSES: "worker processes"}
 
 
@@ -78,15 +101,19 @@ class ModeChoice:
         reason: one sentence: the measurements and the rule that decided.
         remembered: the choice was made by an earlier loader over the same
             dataset object, not measured by this one.
-        measure: what ``costs`` are: ``"busy"`` (wall seconds the workers
-            were busy) or ``"of CPU"`` (their CPU seconds).
+        measure: what ``costs`` are: ``BUSY`` (wall seconds the workers
+            were busy) or ``OF_CPU`` (their CPU seconds).
+        reference: the seconds a sample (in ``measure``) of the thread that
+            made the dataset, where the choice was made against it
+            (``against_owner``); ``None`` where the candidates were compared.
     """
 
     picked: str
     costs: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     remembered: bool = False
-    measure: str = "busy"
+    measure: str = BUSY
+    reference: float | None = None
 
     @property
     def mode(self) -> RunningMode:
@@ -102,7 +129,85 @@ def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
 
 
-def choose(costs: dict[str, float], measure: str = "busy", unavailable: dict[str, str] | None = None) -> ModeChoice:
+@dataclass(frozen=True)
+class OwnerCost:
+    """What a sample costs the thread that made the dataset, measured there before any worker ran.
+
+    Attributes:
+        cpu_s: its CPU seconds a sample.
+        wall_s: its wall seconds a sample.
+        samples: how many samples were measured.
+    """
+
+    cpu_s: float
+    wall_s: float
+    samples: int
+
+    @property
+    def measure(self) -> str:
+        """``OF_CPU`` where its samples mostly compute (``COMPUTING_SHARE``), else ``BUSY``."""
+        return OF_CPU if self.cpu_s >= COMPUTING_SHARE * self.wall_s else BUSY
+
+    def of(self, measure: str) -> float:
+        """Its seconds a sample in ``measure``."""
+        return self.cpu_s if measure == OF_CPU else self.wall_s
+
+
+def against_owner(busy_s: float, cpu_s: float, owner: OwnerCost, within: float = CLEARLY_FASTER) -> ModeChoice | None:
+    """Threads over the shared dataset, where they cost within ``CLEARLY_FASTER`` of the dataset's own thread.
+
+    Replicas and worker processes each own their copy as that thread owns
+    the original, so they reach its cost at best: where the shared threads
+    are within ``CLEARLY_FASTER`` of it, neither can be clearly faster. The
+    test is in the owner's ``measure``; where samples compute, the shared
+    threads' busy time must pass it too (threads that wait for each other on
+    a lock spend little CPU doing it).
+
+    Args:
+        busy_s: the shared threads' busy seconds a sample.
+        cpu_s: their CPU seconds a sample.
+        owner: the dataset's own thread's cost.
+        within: how many times the owner's cost they may take.
+
+    Returns:
+        The choice of threads, its reason naming both figures; ``None`` where
+        the threads cost more (the other candidates must be measured).
+    """
+    measure = owner.measure
+    cost, reference = (cpu_s if measure == OF_CPU else busy_s), owner.of(measure)
+    if cost > within * reference or (measure == OF_CPU and busy_s > within * owner.wall_s):
+        return None
+    reason = (
+        f"picked {_LABELS[THREADS]}: {_us(cost)} {measure} a sample, within {CLEARLY_FASTER}x of the "
+        f"{_us(reference)} the thread that made the dataset takes, which neither replicas nor processes can beat "
+        f"by {CLEARLY_FASTER}x (not tried)"
+    )
+    return ModeChoice(THREADS, {THREADS: cost}, reason, measure=measure, reference=reference)
+
+
+def outgrown(made: ModeChoice, cost: float) -> bool:
+    """Whether threads picked ``against_owner`` (measured with one thread) cost, at ``cost`` with all their
+    workers, more than ``SHARED_GROWTH`` times what they cost one thread (the others are measured then)."""
+    return made.reference is not None and cost > SHARED_GROWTH * made.costs[THREADS]
+
+
+def threads_took(cost: float, measure: str, workers: int, reference: float, of_what: str) -> str:
+    """The words for the shared threads' cost against ``reference`` (``of_what``: whose cost that is)."""
+    plural = "s" if workers != 1 else ""
+    return f"{_us(cost)} {measure} a sample with {workers} worker{plural} against {_us(reference)} {of_what}"
+
+
+def after_owner(made: ModeChoice, took: str) -> ModeChoice:
+    """``made``, with why every candidate was measured: the shared threads ``took`` (``threads_took``) more than
+    the owner's cost allows."""
+    if made.picked == THREADS:
+        note = f"{_LABELS[THREADS]} took {took}, and no other was {CLEARLY_FASTER}x faster"
+    else:
+        note = f"changed from {_LABELS[THREADS]}, which took {took}"
+    return replace(made, reason=f"{made.reason}; {note}")
+
+
+def choose(costs: dict[str, float], measure: str = BUSY, unavailable: dict[str, str] | None = None) -> ModeChoice:
     """Pick from measured seconds per sample.
 
     Threads over the shared dataset stay unless another candidate is

@@ -1,16 +1,31 @@
-"""The default mode's pool: tries threads, replicas and processes on an epoch's first tickets, then keeps the fastest.
+"""The default mode's pool: measures threads, replicas and processes on an epoch's first tickets, keeps the fastest.
 
 In:  from the scheduler, as any executor: tickets, polls, checks, shutdown;
      from the loader, the epoch's ``FetchSpec``, its worker count and seed,
      the ``multiprocessing_context`` and whether replicas may be tried.
 Out: results, as any executor gives them, from whichever candidate ran the
      ticket; once the candidates are measured, a ``ModeChoice``
-     (``_choice.choose``) passed to ``on_choice``, and from then on every
+     (``_choice.against_owner`` or ``_choice.choose``) passed to ``on_choice``, and from then on every
      ticket goes to the candidate picked; a second one (``_choice.revise``)
      where the winner, measured again at full size, was clearly the wrong
      pick.
 
-How: two candidates start together: ``num_workers`` worker processes first
+Against the owner first: where the consumer's thread made the dataset
+(``_owner_probe.measurable``), nothing starts before the first ticket; then
+that thread loads a few of its samples itself (``_owner_probe.measure``,
+results dropped), and one shared thread starts. Measured over windows past
+its first result (``_Warm``, ``OWNER_WINDOWS``), within
+``CLEARLY_FASTER`` of the owner's cost it is kept (``_choice.against_owner``):
+no process is forked, no replica pickled; it grows to ``num_workers`` and is
+measured again at full size, against what one thread took
+(``_choice.outgrown``). Past either, the shared threads finish the tickets
+they hold and stop (``_measure_the_others``, ``_stop_emptied_threads``:
+a fork must not happen while one of them is in a sample), and the others are
+measured as below, the shared threads at the cost they showed. Where a
+sample fails in the consumer's thread, every candidate starts as below and
+the workers report the failure.
+
+Every candidate from the start (else): two candidates start together: ``num_workers`` worker processes first
 (forked before any thread of this pool runs: a fork while a thread is in
 the middle of a sample can deadlock the child), then two threads over the
 shared dataset (``SHARED_PROBE_THREADS``) (which gives the dataset's dict keys a shared reference,
@@ -75,7 +90,8 @@ from .._workers.spec import FetchSpec
 from ..autoscale import cpu_count
 from ..replication import ReplicaTemplate
 from . import choice as _choice
-from .choice import PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice
+from . import owner_probe as _owner_probe
+from .choice import BUSY, COMPUTING_SHARE, OF_CPU, PREFERENCE, PROCESSES, REPLICAS, THREADS, ModeChoice, OwnerCost
 
 #: A candidate's time per sample counts once it answered this many samples: one sample says little on a
 #: busy machine (a sleep of 3 ms took 5 in a probe while a test suite ran beside it).
@@ -90,13 +106,6 @@ PROBE_MAX_SAMPLES = 256
 CLEARLY_OUT = 4.0
 #: Threads over the shared dataset on the probe (at most ``num_workers``).
 SHARED_PROBE_THREADS = 2
-#: Where the shared threads' CPU time is at least this share of their busy time, samples mostly compute,
-#: and the choice compares CPU seconds a sample: the candidates run side by side on the probe, so each
-#: one's wall time grows with the others' work, by how much depending on when it ran. Below it the shared
-#: threads wait: for storage, or for each other (a lock of an object they share), which CPU time would not
-#: show, so busy seconds are compared. At 0.2 the text dataset of the benchmark, whose two shared threads
-#: wait for each other, was compared by CPU time and kept the shared threads at 0.7x the replicas' speed.
-COMPUTING_SHARE = 0.5
 #: A candidate still on its probe ticket this long, at this many times the best cost for its samples, is out
 #: without its answer: on 3.13t a worker thread on a dataset the training thread built can take 20 ms a
 #: sample where a replica takes 0.08, and its probe would hold the first batch for its whole length. The
@@ -119,6 +128,16 @@ REVIEW_RESULTS_PER_WORKER = 1
 #: CPU, which grows with the workers whatever they share (latency-bound loading with num_workers=32 on 2 CPUs
 #: would look many times slower than its one-thread replica probe and move to replicas for nothing).
 REVIEW_MAX_CPU_SHARE = 0.5
+#: The shared threads are measured against the owner over windows of ``PROBE_SAMPLES`` samples and
+#: ``PROBE_BUSY_S`` of work, each past the last: within ``CLEARLY_FASTER`` of the owner's cost they are kept,
+#: past ``BOUND_MARGIN`` times it (or after this many windows) the other candidates are measured; between the
+#: two, another window (a new thread's costs fall over its first samples: on the text benchmark's, 100 then 57
+#: then 30 us where the owner took 23).
+OWNER_WINDOWS = 4
+#: ... and a window of fewer samples is enough where they took this long: slow samples vary less, in relation,
+#: and one thread would take 0.2 s for eight samples of latency-bound loading (20 ms each). A first result
+#: that took this long counts too: a thread's start-up is small beside it.
+OWNER_WINDOW_BUSY_S = 0.02
 #: How long ``poll`` waits on one candidate before looking at the others, while several run.
 _TURN_S = 0.002
 
@@ -170,6 +189,21 @@ class _Review:
     process_cpu_s: float = 0.0
 
 
+@dataclass
+class _Warm:
+    """The shared threads measured against the owner, each past its first result (a new thread's first samples
+    pay its start-up: 0.1-0.3 ms of CPU each on the text benchmark's, where a sample then took 30 us).
+
+    Attributes:
+        first: each worker's busy and CPU seconds when its first result came.
+        samples: the samples answered since, by workers past their first.
+    """
+
+    first: dict[int, tuple[float, float]] = field(default_factory=dict)
+    samples: int = 0
+    windows: int = 0
+
+
 class _TemplateMaker:
     """Pickles the replica template in a thread of its own, off the training loop's path; owned by the pool.
 
@@ -199,6 +233,10 @@ class _TemplateMaker:
 
     def join(self) -> None:
         _lifecycle.join_all([self._thread], _lifecycle.THREAD_JOIN_S)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for the template, at most ``timeout`` seconds."""
+        self._thread.join(timeout)
 
 
 class ChoosingExecutor:
@@ -231,16 +269,18 @@ class ChoosingExecutor:
         self._spec = replace(spec, timed=True)
         self._base_seed = base_seed
         self._started = time.perf_counter()
+        self._context = context
         self._unavailable: dict[str, str] = {}
         self._pools: dict[str, Any] = {}
-        try:
-            self._pools[PROCESSES] = ProcessExecutor(self._spec, num_workers, base_seed, False, context)
-        except (TypeError, OSError, ValueError) as exc:
-            self._unavailable[PROCESSES] = f"{type(exc).__name__}: {str(exc)[:120]}"
-        # Two threads where there will be two: one thread over the dataset runs as fast as one over a replica,
-        # and what sharing costs (reference counts and locks of objects that several threads touch) shows
-        # only from the second on.
-        self._pools[THREADS] = ThreadExecutor(self._spec, min(SHARED_PROBE_THREADS, num_workers), base_seed, False)
+        # Measured against the consumer's own cost first where that stands for the owner's (no pool starts
+        # before the first ticket); else every candidate from the start.
+        self._owner: OwnerCost | None = None
+        self._warm = _Warm()  # the shared threads' figures past their start-up, while measured against the owner
+        self._against_owner = _owner_probe.measurable(self._spec)
+        self._emptying = False  # the shared threads finish what they hold, then stop: processes fork then
+        self._kept: dict[str, tuple[float, float]] = {}  # a candidate's (busy, CPU) seconds a sample, fixed
+        # what the shared threads took, where that sent the pool on to measure every candidate
+        self._changed_because: str | None = None
         self._template: _TemplateMaker | None = None  # replicas are tried only where threads measure slow
         self._try_replicas = try_replicas
         self._replicas_started = 0.0  # when the template began, if replicas are tried
@@ -253,6 +293,27 @@ class ChoosingExecutor:
         self._stopped: dict[str, Timings] = {}  # a stopped loser's last totals
         self._review: _Review | None = None  # while the winner is measured at full size (the losers wait)
         self._closed = False
+        if not self._against_owner:
+            self._start_candidates()
+
+    def _start_candidates(self) -> None:
+        """Fork the processes (before any thread of this pool runs: a fork while a thread is in the middle of a
+        sample can deadlock the child), then start the shared threads, unless they were measured already."""
+        self._started = time.perf_counter()
+        try:
+            self._pools[PROCESSES] = ProcessExecutor(
+                self._spec, self.num_workers, self._base_seed, False, self._context
+            )
+        except (TypeError, OSError, ValueError) as exc:
+            self._unavailable[PROCESSES] = f"{type(exc).__name__}: {str(exc)[:120]}"
+        if THREADS not in self._kept:
+            # Two threads where there will be two: one thread over the dataset runs as fast as one over a
+            # replica, and what sharing costs (reference counts and locks of objects that several threads touch)
+            # shows only from the second on.
+            self._start_shared_threads(min(SHARED_PROBE_THREADS, self.num_workers))
+
+    def _start_shared_threads(self, workers: int) -> None:
+        self._pools[THREADS] = ThreadExecutor(self._spec, workers, self._base_seed, False)
 
     # --- the Executor protocol ---------------------------------------------------------------
 
@@ -270,11 +331,26 @@ class ChoosingExecutor:
         """Send ``ticket`` to the candidate whose turn it is, or hold it back until one has answered."""
         if self._generation is None:
             self._generation = ticket[0]
+            if self._against_owner:
+                self._measure_owner(ticket)
         name = self._winner if self._winner is not None else self._route(_samples_of(ticket[2]))
         if name is None:
             self._waiting.append(ticket)
             return
         self._send(name, ticket)
+
+    def _measure_owner(self, ticket: Ticket) -> None:
+        """Measure the consumer's own cost on the first ticket's samples, then start the shared threads alone;
+        where a sample failed there, start every candidate (the workers report the error)."""
+        self._owner = _owner_probe.measure(self._spec, ticket)
+        if self._owner is None:
+            self._against_owner = False
+            self._start_candidates()
+        else:
+            # One thread against the owner: what a thread pays for objects another thread made shows in one
+            # (what all of them running at once pay, in any mode, is the review's, at full size)
+            self._started = time.perf_counter()
+            self._start_shared_threads(1)
 
     def _send(self, name: str, ticket: Ticket) -> None:
         samples = _samples_of(ticket[2])
@@ -288,12 +364,16 @@ class ChoosingExecutor:
         self._start_replicas_if_ready()
         costs = self._costs()
         for name in PREFERENCE:
-            if name in self._pools and not self._measured(name, costs) and not self._held[name]:
+            unmeasured = name not in self._kept and not self._measured(name, costs)
+            if name in self._pools and unmeasured and not self._held[name]:
                 if name not in costs or costs[name] <= CLEARLY_OUT * min(costs.values()):
                     return name
         # At most HOLD_PER_WORKER tickets a worker on each: the first candidate to answer would otherwise get
         # every ticket waiting, before the others could show their cost.
-        open_to = [name for name in costs if sum(map(len, self._held[name].values())) < self._hold_limit(name)]
+        open_to = [
+            name for name in costs
+            if name in self._pools and sum(map(len, self._held[name].values())) < self._hold_limit(name)
+        ]
         if not open_to:
             return None
 
@@ -304,7 +384,9 @@ class ChoosingExecutor:
         return min(open_to, key=finish)
 
     def _hold_limit(self, name: str) -> int:
-        """How many tickets candidate ``name`` may hold while the choice is open."""
+        """How many tickets candidate ``name`` may hold while the choice is open (none while it empties)."""
+        if name == THREADS and self._emptying:
+            return 0
         return HOLD_PER_WORKER * int(self._pools[name].num_workers)
 
     def poll(self, timeout: float) -> Result | None:
@@ -315,6 +397,7 @@ class ChoosingExecutor:
         deadline = time.perf_counter() + timeout
         while True:
             self._start_replicas_if_ready()
+            self._stop_emptied_threads()
             if self._winner is not None:
                 self._stop_idle_losers()  # the template's helper may have ended: the winner may take over now
                 if self._settled():
@@ -331,6 +414,12 @@ class ChoosingExecutor:
                 return None
             # Pools of both kinds cannot be waited on together (queues and pipes): each in short turns, the
             # winner's (once there is one) the turn that waits.
+            if not self._pools:  # the shared threads stopped, no process could start: the replicas' template
+                if self._template is None:
+                    self._choose_from_what_was_measured()
+                else:
+                    self._template.wait(min(remaining, _TURN_S))
+                continue
             name = self._winner if self._winner in self._pools else next(iter(self._pools))
             pool = self._pools[name]
             result = pool.poll(min(remaining, _TURN_S))
@@ -345,12 +434,13 @@ class ChoosingExecutor:
         answered = self._release(name, (generation, seq))
         if answered and generation == self._generation:
             self._answered[name] = self._answered.get(name, 0) + answered
+        self._stop_emptied_threads()
+        if self._against_owner and name == THREADS and generation == self._generation:
+            self._count_warm(worker_id, answered)
         if self._winner is None:
             self._choose_if_due()
         if self._winner is None:
-            waiting, self._waiting = self._waiting, []
-            for ticket in waiting:
-                self.submit(ticket)
+            self._send_waiting()
         else:
             if self._review is not None and name == self._winner and generation == self._generation:
                 self._count_review(worker_id)
@@ -389,6 +479,7 @@ class ChoosingExecutor:
         """
         self._waiting.clear()
         self._review = None  # the epoch it measured is over: the choice stands, the losers stop
+        self._emptying = False
         for pool in self._pools.values():
             pool.discard_pending()
         if self._winner is None:
@@ -404,6 +495,7 @@ class ChoosingExecutor:
             self._choose_from_what_was_measured(grow=False)
         self._closed = True
         self._review = None
+        self._emptying = False
         self._waiting.clear()
         for pool in list(self._pools.values()):
             pool.shutdown(wait)
@@ -424,12 +516,13 @@ class ChoosingExecutor:
             self._pools[REPLICAS] = ThreadExecutor(
                 replace(self._spec, replicate=maker.template), 1, self._base_seed, False, id_offset=self._width
             )
+            self._send_waiting()  # its probe ticket, where no other candidate runs to answer first
 
     def _costs(self, cpu: bool = False) -> dict[str, float]:
         """Busy (``cpu``: CPU) seconds per sample of each candidate that answered a ticket of the probe's epoch."""
-        costs = {}
+        costs = {name: kept[1] if cpu else kept[0] for name, kept in self._kept.items()}
         for name, answered in self._answered.items():
-            if answered and name in self._pools and self._generation is not None:
+            if answered and name in self._pools and name not in costs and self._generation is not None:
                 busy_s, cpu_s = self._totals(name)
                 costs[name] = (cpu_s if cpu else busy_s) / answered
         return costs
@@ -445,12 +538,15 @@ class ChoosingExecutor:
         compute (``COMPUTING_SHARE``), else ``busy``, busy seconds a sample (samples that wait)."""
         cpu = {**busy, **self._costs(cpu=True)}  # a candidate costed by its probe's bound keeps that bound
         if THREADS in busy and cpu[THREADS] >= COMPUTING_SHARE * busy[THREADS]:
-            return cpu, "of CPU"
-        return busy, "busy"
+            return cpu, OF_CPU
+        return busy, BUSY
 
     def _choose_if_due(self) -> None:
         """Choose once every candidate is measured (``PROBE_SAMPLES`` in, or clearly out), or time is up."""
-        if self._winner is not None or self._generation is None:
+        if self._winner is not None or self._generation is None or self._emptying:
+            return
+        if self._against_owner:
+            self._judge_against_owner()
             return
         self._start_replicas_if_ready()
         costs = self._costs()
@@ -475,6 +571,107 @@ class ChoosingExecutor:
         if THREADS in costs:
             self._settle(_choice.choose(*self._choice_costs(costs), unavailable))
 
+    def _count_warm(self, worker_id: int, samples: int) -> None:
+        """One result of shared thread ``worker_id`` (``samples``) while measured against the owner."""
+        warm = self._warm
+        if worker_id in warm.first:
+            warm.samples += samples
+            return
+        timings = self._pools[THREADS].timings(self._generation)
+        totals = timings[worker_id] if worker_id < len(timings) else None
+        if totals is not None and totals[0] + totals[1] >= OWNER_WINDOW_BUSY_S:  # slow samples: start-up is noise
+            warm.first[worker_id] = (0.0, 0.0)
+            warm.samples += samples
+            return
+        warm.first[worker_id] = (totals[0] + totals[1], totals[3]) if totals is not None else (0.0, 0.0)
+
+    def _warm_costs(self) -> tuple[float, float] | None:
+        """The shared threads' busy and CPU seconds a sample past their start-up, once enough were answered."""
+        warm = self._warm
+        if not warm.samples:
+            return None
+        timings = self._pools[THREADS].timings(self._generation)
+        busy = cpu = 0.0
+        for worker_id, (first_busy, first_cpu) in warm.first.items():
+            totals = timings[worker_id] if worker_id < len(timings) else None
+            if totals is not None:
+                busy += totals[0] + totals[1] - first_busy
+                cpu += totals[3] - first_cpu
+        if busy < PROBE_BUSY_S and warm.samples < PROBE_MAX_SAMPLES:
+            return None
+        if warm.samples < PROBE_SAMPLES and busy < OWNER_WINDOW_BUSY_S:
+            return None
+        return busy / warm.samples, cpu / warm.samples
+
+    def _judge_against_owner(self) -> None:
+        """Keep the shared threads once measured within reach of the owner's cost; else measure the others."""
+        owner = self._owner
+        if owner is None or THREADS not in self._pools:
+            return
+        # No bound on a thread still on its first ticket, as among candidates: on a busy machine a new thread's
+        # first sample took 60 times the owner's (two busy loops on two cores), where the owner's thread was warm
+        warm = self._warm_costs()
+        if warm is None:
+            return
+        busy, cpu = warm
+        made = _choice.against_owner(busy, cpu, owner)
+        workers = int(self._pools[THREADS].num_workers)
+        if made is not None:
+            self._settle(made)
+            return
+        self._warm.windows += 1
+        if self._warm.windows >= OWNER_WINDOWS or _choice.against_owner(busy, cpu, owner, BOUND_MARGIN) is None:
+            self._measure_the_others(busy, cpu, workers)
+            return
+        # between the two: the threads may still be starting up (their first samples' costs fall for a while)
+        timings = self._pools[THREADS].timings(self._generation)
+        for worker_id in list(self._warm.first):
+            totals = timings[worker_id] if worker_id < len(timings) else None
+            if totals is not None:
+                self._warm.first[worker_id] = (totals[0] + totals[1], totals[3])
+        self._warm.samples = 0
+
+    def _measure_the_others(self, busy_s: float, cpu_s: float, workers: int) -> None:
+        """The shared threads cost more than the owner allows (``busy_s``, ``cpu_s`` a sample with ``workers``):
+        they finish what they hold and stop, then processes fork and replicas are tried (``_stop_emptied_threads``)
+        and every candidate is compared, the threads at that cost."""
+        owner = self._owner
+        assert owner is not None
+        measure = owner.measure
+        self._against_owner = False
+        cost = busy_s if measure == BUSY else cpu_s
+        made = self.choice if self._winner is not None else None
+        if made is not None and made.reference is not None:  # the review: against what one thread took
+            took = _choice.threads_took(cost, measure, workers, made.costs[THREADS], "with one")
+        else:
+            of_owner = "in the thread that made the dataset"
+            took = _choice.threads_took(cost, measure, workers, owner.of(measure), of_owner)
+        self._changed_because = took
+        self._kept[THREADS] = (busy_s, cpu_s)
+        self._winner = None  # open again, where the threads had been picked
+        self._emptying = True
+        self._waiting += self._take_untaken(THREADS)
+        self._stop_emptied_threads()
+
+    def _stop_emptied_threads(self) -> None:
+        """Once the emptying shared threads hold no ticket: stop them, start the other candidates, send them what
+        waited."""
+        if not self._emptying or self._held[THREADS]:
+            return
+        self._emptying = False
+        pool = self._pools.pop(THREADS)
+        if self._generation is not None:
+            self._stopped[THREADS] = list(pool.timings(self._generation))
+        pool.shutdown()
+        self._start_candidates()
+        self._send_waiting()
+
+    def _send_waiting(self) -> None:
+        """Offer every ticket held back to the candidates again (one may have started, or answered)."""
+        waiting, self._waiting = self._waiting, []
+        for ticket in waiting:
+            self.submit(ticket)
+
     def _measured(self, name: str, costs: dict[str, float]) -> bool:
         """Whether candidate ``name`` answered enough samples, and enough work, for its cost to count."""
         answered = self._answered.get(name, 0)
@@ -488,7 +685,9 @@ class ChoosingExecutor:
             measured = name in costs and (self._measured(name, costs) or costs[name] > CLEARLY_OUT * best)
             if measured:
                 continue
-            bound = self._probe_bound(name)
+            # (not after the owner's cost sent the pool here: the shared threads, the slow one, are measured
+            # already, and the others' probe time is mostly their start, which on a busy machine can be long)
+            bound = self._probe_bound(name) if self._owner is None else None
             if name not in costs and bound is not None and bound > BOUND_MARGIN * best:
                 costs[name] = bound  # at least this, its probe not answered yet
                 continue
@@ -514,12 +713,27 @@ class ChoosingExecutor:
     def _choose_from_what_was_measured(self, grow: bool = True) -> None:
         """The probe's epoch ended before the probe did: choose from the samples answered so far.
 
-        Without a measurement of the shared threads, keep them for this pool
-        and tell no one: a later loader measures again.
+        Without a measurement of the shared threads, or with one past the
+        owner's cost and no other measured, keep them for this pool and tell
+        no one: a later loader measures again.
         """
         costs = self._costs()
+        owner = self._owner
+        if self._against_owner and owner is not None and THREADS in costs:
+            warm = self._warm_costs() or (costs[THREADS], self._costs(cpu=True)[THREADS])
+            made = _choice.against_owner(*warm, owner)
+            if made is not None:
+                self._settle(made, grow)
+                return
+            reason = (
+                f"kept {_choice.THREADS_LABEL} for this epoch, which ended before they were measured within "
+                f"{_choice.CLEARLY_FASTER}x of the thread that made the dataset"
+            )
+            self._settle(ModeChoice(THREADS, costs, reason), grow, tell=False)
+            return
         unavailable = dict(self._unavailable)
-        for name in (*self._pools, *((REPLICAS,) if self._try_replicas or self._template is not None else ())):
+        for name in (*self._pools, *((REPLICAS,) if self._try_replicas or self._template is not None else ()),
+                     *((PROCESSES,) if PROCESSES not in self._pools else ())):
             if name not in costs:
                 unavailable.setdefault(name, "the epoch ended before they were measured")
         if THREADS in costs:
@@ -531,13 +745,25 @@ class ChoosingExecutor:
     def _settle(self, choice: ModeChoice, grow: bool = True, tell: bool = True) -> None:
         """Make the chosen candidate the winner: it grows to size (unless shutting down) and takes every ticket
         not yet taken."""
+        if self._changed_because is not None:
+            choice = _choice.after_owner(choice, self._changed_because)
+            self._changed_because = None
+        self._against_owner = False
         self.choice = choice
         self._winner = winner_name = choice.picked
+        if winner_name not in self._pools:  # threads stopped to measure the others, or never started
+            if not grow or self._closed:
+                self._stop_idle_losers()
+                if tell:
+                    self._on_choice(choice)
+                return
+            self._pools[THREADS] = ThreadExecutor(self._spec, self.num_workers, self._base_seed, False)
         winner = self._pools[winner_name]
         measured_with = int(winner.num_workers)
         if grow and winner_name != PROCESSES:  # a thread candidate was measured with fewer workers
             self._grow(winner_name)
-            if measured_with < self.num_workers and len(self._pools) > 1 and winner_name in choice.costs:
+            others = len(self._pools) > 1 or choice.reference is not None  # candidates, or the owner's cost
+            if measured_with < self.num_workers and others and winner_name in choice.costs:
                 per_worker = REVIEW_RESULTS_PER_WORKER * self.num_workers
                 self._review = _Review(skip=4 * per_worker, count=per_worker, workers=self.num_workers)
         untaken = list(self._waiting)
@@ -576,12 +802,17 @@ class ChoosingExecutor:
         self._review = None
         made = self.choice
         assert made is not None
-        if made.measure != "of CPU":
+        if made.measure != OF_CPU:
             wall_s = max(1e-9, time.perf_counter() - review.wall_s)
             if (time.process_time() - review.process_cpu_s) / (wall_s * cpu_count()) > REVIEW_MAX_CPU_SHARE:
                 return
-        cost = (cpu_s - review.cpu_s if made.measure == "of CPU" else busy_s) / samples
-        revised = _choice.revise(made, cost, int(self._pools[name].num_workers), tuple(self._pools))
+        cost = (cpu_s - review.cpu_s if made.measure == OF_CPU else busy_s) / samples
+        workers = int(self._pools[name].num_workers)
+        if made.reference is not None:  # picked against the owner's cost: clearly past it, measure the others
+            if _choice.outgrown(made, cost):
+                self._measure_the_others(busy_s / samples, (cpu_s - review.cpu_s) / samples, workers)
+            return
+        revised = _choice.revise(made, cost, workers, tuple(self._pools))
         if revised is not None:
             self._change_to(revised)
 
@@ -642,4 +873,6 @@ class ChoosingExecutor:
                 self.poll = _renumbered(winner.poll, 2 * self._width)  # type: ignore[method-assign,assignment]
 
     def _settled(self) -> bool:
-        return self._winner is not None and len(self._pools) == 1 and self._template is None
+        return (
+            self._winner in self._pools and len(self._pools) == 1 and self._template is None and self._review is None
+        )
