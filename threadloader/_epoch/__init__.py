@@ -3,8 +3,9 @@
 ``plans`` makes what an epoch starts with (its number, index batches, fetch
 rules); ``pools`` starts the worker pool, new or kept; ``choosing`` is the
 default mode's pool, which measures threads, replicas and processes and keeps
-the fastest, by ``choice``'s rule; ``_epoch.scheduler`` holds the epoch iterators,
-which issue tickets through ``dispatch`` (one strategy per dataset style),
-keep ``progress`` and hold results in the ``reorder`` buffer. The executors
-(``_threads.executor``, ``_processes.executor``) are below this package; the facade above it.
+the fastest, by ``choice``'s rule, first against ``owner_probe``'s yardstick;
+``_epoch.scheduler`` holds the epoch iterators, which issue tickets through
+``dispatch`` (one strategy per dataset style), keep ``progress`` and hold
+results in the ``reorder`` buffer. The executors (``_threads.executor``,
+``_processes.executor``) are below this package; the facade above it.
 """

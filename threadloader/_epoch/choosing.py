@@ -715,15 +715,21 @@ class ChoosingExecutor:
 
         Without a measurement of the shared threads, or with one past the
         owner's cost and no other measured, keep them for this pool and tell
-        no one: a later loader measures again.
+        no one: a later loader measures again. (Where the one thread
+        measured against the owner had not passed its start-up, threads are
+        kept and told, as a choice from what was measured.)
         """
         costs = self._costs()
         owner = self._owner
         if self._against_owner and owner is not None and THREADS in costs:
-            warm = self._warm_costs() or (costs[THREADS], self._costs(cpu=True)[THREADS])
-            made = _choice.against_owner(*warm, owner)
+            warm = self._warm_costs()
+            made = _choice.against_owner(*warm, owner) if warm is not None else None
             if made is not None:
                 self._settle(made, grow)
+                return
+            if warm is None:  # as without the owner's cost: threads, from what was measured, and remembered
+                reason = f"kept {_choice.THREADS_LABEL}: the epoch ended before one was measured past its start-up"
+                self._settle(ModeChoice(THREADS, costs, reason), grow)
                 return
             reason = (
                 f"kept {_choice.THREADS_LABEL} for this epoch, which ended before they were measured within "
