@@ -1,4 +1,4 @@
-"""Shared fixtures: the loader modes every behavioural test runs in, and leak checks.
+"""Shared fixtures: the loader modes every behavioural test runs in, leak checks, and the default mode's marks.
 
 The session starts with Ctrl-C as Python has it by default (``pytest_configure``).
 Every test is checked for worker threads, worker processes and shared-memory
@@ -32,6 +32,25 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test marked ``free_threads`` where the GIL is on: ``mode="auto"`` measures only without it."""
+    if item.get_closest_marker("free_threads") is not None:
+        import threadloader
+
+        if threadloader.gil_enabled():
+            pytest.skip("mode='auto' measures only where threads run without the GIL")
+
+
+@pytest.fixture
+def fresh_mode_choices() -> object:
+    """No choice of the default mode remembered from another test's dataset, before or after the test."""
+    from threadloader._epoch import choice
+
+    choice.forget_all()
+    yield
+    choice.forget_all()
 
 
 @pytest.fixture(params=MODES)

@@ -18,24 +18,13 @@ from typing import Any
 import pytest
 from sample_datasets import GeneratorAugmented, list_collate
 
-import threadloader
 from threadloader import DataLoader
 from threadloader._epoch import choice as _choice
 from threadloader._epoch.choice import PROCESSES, REPLICAS, THREADS, ModeChoice, choose
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_mode_choices")]
 
-free_threads = pytest.mark.skipif(
-    threadloader.gil_enabled(), reason="mode='auto' measures only where threads run without the GIL"
-)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_choices() -> Any:
-    """Every test measures anew: no choice remembered from another test's dataset."""
-    _choice.forget_all()
-    yield
-    _choice.forget_all()
+free_threads = pytest.mark.free_threads
 
 
 # --- the rule -------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import pytest
 import torch
 from sample_datasets import list_collate
 
-import threadloader
 from threadloader import DataLoader
 from threadloader._contract import BatchPart
 from threadloader._epoch import choice as _choice
@@ -31,18 +30,9 @@ from threadloader._epoch.choice import OF_CPU, THREADS, OwnerCost
 from threadloader._workers.spec import FetchSpec
 from threadloader.runtime import made_by_another_thread
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_mode_choices")]
 
-free_threads = pytest.mark.skipif(
-    threadloader.gil_enabled(), reason="mode='auto' measures only where threads run without the GIL"
-)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_choices() -> Any:
-    _choice.forget_all()
-    yield
-    _choice.forget_all()
+free_threads = pytest.mark.free_threads
 
 
 class _Cheap:
@@ -119,13 +109,13 @@ def test_measuring_moves_no_generator_of_the_training_thread() -> None:
     random.seed(1)
     np.random.seed(1)
     torch.manual_seed(1)
-    cost = owner_probe.measure(_spec(_DrawsGlobally()), (0, 0, BatchPart(list(range(8)), 0)))
-    assert cost is not None and cost.samples >= owner_probe.SAMPLES
+    cost = owner_probe.measure(_spec(_DrawsGlobally()), (0, 0, BatchPart(list(range(8)), 0)), (8, 0.002), 256)
+    assert cost is not None and cost.samples >= 8
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_a_sample_that_fails_gives_no_yardstick() -> None:
-    assert owner_probe.measure(_spec(_FailsAt(3)), (0, 0, [1, 2, 3, 4])) is None
+    assert owner_probe.measure(_spec(_FailsAt(3)), (0, 0, [1, 2, 3, 4]), (8, 0.002), 256) is None
 
 
 def test_threads_are_kept_within_reach_of_the_owner_and_measured_again_past_it() -> None:

@@ -342,7 +342,7 @@ class ChoosingExecutor:
     def _measure_owner(self, ticket: Ticket) -> None:
         """Measure the consumer's own cost on the first ticket's samples, then start the shared threads alone;
         where a sample failed there, start every candidate (the workers report the error)."""
-        self._owner = _owner_probe.measure(self._spec, ticket)
+        self._owner = _owner_probe.measure(self._spec, ticket, (PROBE_SAMPLES, PROBE_BUSY_S), PROBE_MAX_SAMPLES)
         if self._owner is None:
             self._against_owner = False
             self._start_candidates()

@@ -44,11 +44,6 @@ from .._workers.spec import FetchSpec
 from ..runtime import made_by_another_thread
 from .choice import OwnerCost
 
-#: Samples, and busy seconds, that make the measurement (as a candidate's: ``choosing.PROBE_SAMPLES``, ...).
-SAMPLES = 8
-BUSY_S = 0.002
-#: At most this many samples, however cheap.
-MAX_SAMPLES = 256
 #: Samples are loaded in batches of this many, collated (a worker's cost a sample includes its batch's collate).
 CHUNK = 8
 #: The thread stops measuring after this long (past the first sample, which pays a first call's set-up and is
@@ -98,13 +93,16 @@ def _cycle(indices: list[Any]) -> Iterator[Any]:
         yield from indices
 
 
-def measure(spec: FetchSpec, ticket: Ticket) -> OwnerCost | None:
+def measure(spec: FetchSpec, ticket: Ticket, enough: tuple[int, float], most: int) -> OwnerCost | None:
     """Load samples of ``ticket`` in the calling thread and time them (see the module).
 
     Args:
         spec: the epoch's fetch rules (``measurable(spec)``).
         ticket: the epoch's first ticket; its indices, again from the first
             where it has too few, are the samples loaded.
+        enough: the samples and seconds that make a measurement, as a
+            worker's (the first sample apart), unless ``MAX_S`` ends it first.
+        most: at most this many samples, however cheap.
 
     Returns:
         The cost a sample, or ``None`` where a sample raised.
@@ -133,7 +131,8 @@ def measure(spec: FetchSpec, ticket: Ticket) -> OwnerCost | None:
         stop = perf_counter() + MAX_S
         size = CHUNK if spec.auto_collation else 1
         chosen = _cycle(indices[1:] or indices)
-        while samples < MAX_SAMPLES and not (samples >= SAMPLES and wall >= BUSY_S) and perf_counter() < stop:
+        enough_samples, enough_s = enough
+        while samples < most and not (samples >= enough_samples and wall >= enough_s) and perf_counter() < stop:
             chunk = [next(chosen) for _ in range(size)]
             loaded, chunk_wall, chunk_cpu = load(chunk)
             if not loaded:
