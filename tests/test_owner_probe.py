@@ -131,6 +131,22 @@ def test_threads_are_kept_within_reach_of_the_owner_and_measured_again_past_it()
     assert not _choice.outgrown(kept, 1.9 * 28e-6) and _choice.outgrown(kept, 2.1 * 28e-6)
 
 
+def test_the_shared_threads_cost_leaves_out_each_threads_start_up() -> None:
+    totals = {0: (0.005, 0.004)}  # worker 0's first result: 8 samples that paid the thread's start-up
+    windows = owner_probe.ThreadWindows(enough=(8, 0.002), most=256)
+    windows.result(0, 8, totals.get)
+    assert windows.costs(totals.get) is None  # nothing past the start-up yet
+    totals[0] = (0.005 + 100 * 30e-6, 0.004 + 100 * 28e-6)  # 3 ms of work: enough
+    windows.result(0, 100, totals.get)
+    assert windows.costs(totals.get) == pytest.approx((30e-6, 28e-6))
+    windows.next_window(totals.get)
+    assert windows.closed == 1 and windows.costs(totals.get) is None
+    slow = {0: (0.025, 0.001)}  # one latency-bound sample: its start-up is noise beside it
+    waiting = owner_probe.ThreadWindows(enough=(8, 0.002), most=256)
+    waiting.result(0, 1, slow.get)
+    assert waiting.costs(slow.get) == pytest.approx((0.025, 0.001))
+
+
 @free_threads
 def test_threads_within_reach_of_the_owner_fork_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     forked: list[Any] = []

@@ -14,7 +14,7 @@ Against the owner first: where the consumer's thread made the dataset
 (``_owner_probe.measurable``), nothing starts before the first ticket; then
 that thread loads a few of its samples itself (``_owner_probe.measure``,
 results dropped), and one shared thread starts. Measured over windows past
-its first result (``_Warm``, ``OWNER_WINDOWS``), within
+its first result (``_owner_probe.ThreadWindows``, ``OWNER_WINDOWS``), within
 ``CLEARLY_FASTER`` of the owner's cost it is kept (``_choice.against_owner``):
 no process is forked, no replica pickled; it grows to ``num_workers`` and is
 measured again at full size, against what one thread took
@@ -128,16 +128,8 @@ REVIEW_RESULTS_PER_WORKER = 1
 #: CPU, which grows with the workers whatever they share (latency-bound loading with num_workers=32 on 2 CPUs
 #: would look many times slower than its one-thread replica probe and move to replicas for nothing).
 REVIEW_MAX_CPU_SHARE = 0.5
-#: The shared threads are measured against the owner over windows of ``PROBE_SAMPLES`` samples and
-#: ``PROBE_BUSY_S`` of work, each past the last: within ``CLEARLY_FASTER`` of the owner's cost they are kept,
-#: past ``BOUND_MARGIN`` times it (or after this many windows) the other candidates are measured; between the
-#: two, another window (a new thread's costs fall over its first samples: on the text benchmark's, 100 then 57
-#: then 30 us where the owner took 23).
+#: Windows the one shared thread is measured over against the owner, at most (``_owner_probe.ThreadWindows``).
 OWNER_WINDOWS = 4
-#: ... and a window of fewer samples is enough where they took this long: slow samples vary less, in relation,
-#: and one thread would take 0.2 s for eight samples of latency-bound loading (20 ms each). A first result
-#: that took this long counts too: a thread's start-up is small beside it.
-OWNER_WINDOW_BUSY_S = 0.02
 #: How long ``poll`` waits on one candidate before looking at the others, while several run.
 _TURN_S = 0.002
 
@@ -187,21 +179,6 @@ class _Review:
     cpu_s: float = 0.0
     wall_s: float = 0.0
     process_cpu_s: float = 0.0
-
-
-@dataclass
-class _Warm:
-    """The shared threads measured against the owner, each past its first result (a new thread's first samples
-    pay its start-up: 0.1-0.3 ms of CPU each on the text benchmark's, where a sample then took 30 us).
-
-    Attributes:
-        first: each worker's busy and CPU seconds when its first result came.
-        samples: the samples answered since, by workers past their first.
-    """
-
-    first: dict[int, tuple[float, float]] = field(default_factory=dict)
-    samples: int = 0
-    windows: int = 0
 
 
 class _TemplateMaker:
@@ -275,7 +252,8 @@ class ChoosingExecutor:
         # Measured against the consumer's own cost first where that stands for the owner's (no pool starts
         # before the first ticket); else every candidate from the start.
         self._owner: OwnerCost | None = None
-        self._warm = _Warm()  # the shared threads' figures past their start-up, while measured against the owner
+        # the shared thread's figures past its start-up, while measured against the owner
+        self._windows = _owner_probe.ThreadWindows((PROBE_SAMPLES, PROBE_BUSY_S), PROBE_MAX_SAMPLES)
         self._against_owner = _owner_probe.measurable(self._spec)
         self._emptying = False  # the shared threads finish what they hold, then stop: processes fork then
         self._kept: dict[str, tuple[float, float]] = {}  # a candidate's (busy, CPU) seconds a sample, fixed
@@ -436,7 +414,7 @@ class ChoosingExecutor:
             self._answered[name] = self._answered.get(name, 0) + answered
         self._stop_emptied_threads()
         if self._against_owner and name == THREADS and generation == self._generation:
-            self._count_warm(worker_id, answered)
+            self._windows.result(worker_id, answered, self._thread_totals)
         if self._winner is None:
             self._choose_if_due()
         if self._winner is None:
@@ -571,37 +549,11 @@ class ChoosingExecutor:
         if THREADS in costs:
             self._settle(_choice.choose(*self._choice_costs(costs), unavailable))
 
-    def _count_warm(self, worker_id: int, samples: int) -> None:
-        """One result of shared thread ``worker_id`` (``samples``) while measured against the owner."""
-        warm = self._warm
-        if worker_id in warm.first:
-            warm.samples += samples
-            return
+    def _thread_totals(self, worker_id: int) -> tuple[float, float] | None:
+        """Shared thread ``worker_id``'s busy and CPU seconds in the probe's epoch so far (``None``: none yet)."""
         timings = self._pools[THREADS].timings(self._generation)
         totals = timings[worker_id] if worker_id < len(timings) else None
-        if totals is not None and totals[0] + totals[1] >= OWNER_WINDOW_BUSY_S:  # slow samples: start-up is noise
-            warm.first[worker_id] = (0.0, 0.0)
-            warm.samples += samples
-            return
-        warm.first[worker_id] = (totals[0] + totals[1], totals[3]) if totals is not None else (0.0, 0.0)
-
-    def _warm_costs(self) -> tuple[float, float] | None:
-        """The shared threads' busy and CPU seconds a sample past their start-up, once enough were answered."""
-        warm = self._warm
-        if not warm.samples:
-            return None
-        timings = self._pools[THREADS].timings(self._generation)
-        busy = cpu = 0.0
-        for worker_id, (first_busy, first_cpu) in warm.first.items():
-            totals = timings[worker_id] if worker_id < len(timings) else None
-            if totals is not None:
-                busy += totals[0] + totals[1] - first_busy
-                cpu += totals[3] - first_cpu
-        if busy < PROBE_BUSY_S and warm.samples < PROBE_MAX_SAMPLES:
-            return None
-        if warm.samples < PROBE_SAMPLES and busy < OWNER_WINDOW_BUSY_S:
-            return None
-        return busy / warm.samples, cpu / warm.samples
+        return None if totals is None else (totals[0] + totals[1], totals[3])
 
     def _judge_against_owner(self) -> None:
         """Keep the shared threads once measured within reach of the owner's cost; else measure the others."""
@@ -610,26 +562,19 @@ class ChoosingExecutor:
             return
         # No bound on a thread still on its first ticket, as among candidates: on a busy machine a new thread's
         # first sample took 60 times the owner's (two busy loops on two cores), where the owner's thread was warm
-        warm = self._warm_costs()
-        if warm is None:
+        windows = self._windows
+        costs = windows.costs(self._thread_totals)
+        if costs is None:
             return
-        busy, cpu = warm
+        busy, cpu = costs
         made = _choice.against_owner(busy, cpu, owner)
         workers = int(self._pools[THREADS].num_workers)
         if made is not None:
             self._settle(made)
-            return
-        self._warm.windows += 1
-        if self._warm.windows >= OWNER_WINDOWS or _choice.against_owner(busy, cpu, owner, BOUND_MARGIN) is None:
+        elif windows.closed >= OWNER_WINDOWS - 1 or _choice.against_owner(busy, cpu, owner, BOUND_MARGIN) is None:
             self._measure_the_others(busy, cpu, workers)
-            return
-        # between the two: the threads may still be starting up (their first samples' costs fall for a while)
-        timings = self._pools[THREADS].timings(self._generation)
-        for worker_id in list(self._warm.first):
-            totals = timings[worker_id] if worker_id < len(timings) else None
-            if totals is not None:
-                self._warm.first[worker_id] = (totals[0] + totals[1], totals[3])
-        self._warm.samples = 0
+        else:  # between the two: the thread may still be starting up (a new thread's costs fall for a while)
+            windows.next_window(self._thread_totals)
 
     def _measure_the_others(self, busy_s: float, cpu_s: float, workers: int) -> None:
         """The shared threads cost more than the owner allows (``busy_s``, ``cpu_s`` a sample with ``workers``):
@@ -722,7 +667,7 @@ class ChoosingExecutor:
         costs = self._costs()
         owner = self._owner
         if self._against_owner and owner is not None and THREADS in costs:
-            warm = self._warm_costs()
+            warm = self._windows.costs(self._thread_totals)
             made = _choice.against_owner(*warm, owner) if warm is not None else None
             if made is not None:
                 self._settle(made, grow)

@@ -6,9 +6,10 @@ In:  from the probing pool (``_epoch.choosing``), in the thread that iterates
 Out: ``measurable(spec)``, whether this thread's cost can stand for the
      owner's (it made the dataset and its attributes' objects, and loading a
      sample here needs nothing a worker sets up first); ``measure(spec,
-     ticket)``, an ``OwnerCost`` (``_choice``), or ``None`` where a sample
+     ticket, ...)``, an ``OwnerCost`` (``_choice``), or ``None`` where a sample
      failed (the workers then load it and report the error where torch
-     would).
+     would); ``ThreadWindows``, the shared thread's cost to compare with it,
+     past the thread's start-up, window after window.
 
 Why: on free-threaded 3.13 an object belongs to the thread that made it, and
 a worker thread's calls on it can take slow paths (``docs/ownership.md``); a
@@ -26,7 +27,8 @@ are put back as they were, so a dataset that draws from them moves nothing
 the training loop draws. At most ``MAX_S`` of this thread's time (and one
 sample) goes to it.
 
-Ownership: nothing here outlives a call.
+Ownership: ``measure`` keeps nothing past its call; a ``ThreadWindows``
+belongs to the probing pool and is used from the consumer's thread only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from time import perf_counter, thread_time
 from typing import Any
 
@@ -143,3 +145,75 @@ def measure(spec: FetchSpec, ticket: Ticket, enough: tuple[int, float], most: in
         runtime.stop()
         for setter, state in states:
             setter(state)
+
+
+#: A window of fewer samples than asked is enough where they took this long: slow samples vary less, in
+#: relation, and one thread would take 0.2 s for eight samples of latency-bound loading (20 ms each). A
+#: thread's first result that took this long counts too: its start-up is small beside it.
+SLOW_WINDOW_S = 0.02
+
+#: A worker's busy and CPU seconds so far, by its number (``None`` before its first result).
+Totals = Callable[[int], "tuple[float, float] | None"]
+
+
+@dataclass
+class ThreadWindows:
+    """The shared thread's cost a sample, past its start-up, over windows (the pool compares it with the owner's).
+
+    A new thread's first samples cost more than its later ones (on the text
+    benchmark 229 us a sample over its first 8, then 100, 57, 30, where the
+    owner took 23): each worker's first result is left out, and where a
+    window's cost is undecided the pool measures the next one from where
+    this one ended (``next_window``).
+
+    Attributes:
+        enough: the samples and busy seconds a window needs (``SLOW_WINDOW_S``
+            of work makes do with fewer samples).
+        most: a window of this many samples counts however cheap they were.
+        first: each worker's busy and CPU seconds where the window starts.
+        samples: the samples answered in the window.
+        closed: the windows measured before this one.
+    """
+
+    enough: tuple[int, float]
+    most: int
+    first: dict[int, tuple[float, float]] = field(default_factory=dict)
+    samples: int = 0
+    closed: int = 0
+
+    def result(self, worker_id: int, samples: int, totals: Totals) -> None:
+        """One result of ``samples`` from shared thread ``worker_id``, whose totals ``totals`` reads."""
+        if worker_id in self.first:
+            self.samples += samples
+            return
+        now = totals(worker_id)
+        if now is not None and now[0] >= SLOW_WINDOW_S:  # slow samples: the thread's start-up is noise
+            self.first[worker_id] = (0.0, 0.0)
+            self.samples += samples
+            return
+        self.first[worker_id] = now if now is not None else (0.0, 0.0)
+
+    def costs(self, totals: Totals) -> tuple[float, float] | None:
+        """Busy and CPU seconds a sample over the window, once it holds enough; ``None`` before."""
+        if not self.samples:
+            return None
+        busy = cpu = 0.0
+        for worker_id, (first_busy, first_cpu) in self.first.items():
+            now = totals(worker_id)
+            if now is not None:
+                busy, cpu = busy + now[0] - first_busy, cpu + now[1] - first_cpu
+        enough_samples, enough_s = self.enough
+        if busy < enough_s and self.samples < self.most:
+            return None
+        if self.samples < enough_samples and busy < SLOW_WINDOW_S:
+            return None
+        return busy / self.samples, cpu / self.samples
+
+    def next_window(self, totals: Totals) -> None:
+        """Start the next window where this one ends."""
+        for worker_id in list(self.first):
+            now = totals(worker_id)
+            if now is not None:
+                self.first[worker_id] = now
+        self.samples = 0
+        self.closed += 1
