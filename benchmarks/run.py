@@ -36,8 +36,7 @@ thread-mode runs only and measure each loader at the settings its users
 would choose (``labels.AT_MOST_LOADERS_OF``, ``labels.THREAD_RUNS_ONLY``);
 a loader whose rate a short pass measures as well as a long one makes a
 shorter pass there (``Workload.batches_of``: on ``remote-jpeg`` those at 2
-workers, on ``text-owned`` threadloader's thread mode; the entry records
-its ``batches``).
+workers, a tenth of the best rate; the entry records its ``batches``).
 
 The training workloads (``train``, ``train-threads1``) measure threadloader,
 torch's DataLoader, the peers and the serial loop

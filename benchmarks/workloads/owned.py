@@ -11,9 +11,10 @@ Out: ``dataset[i] == ids``: row ``i`` lower-cased and split into words, each
      64. A pass reads the first 4,096 rows, a third of the epoch the issue
      measured (where torch's start-up weighs less), and every loader, each
      pass, is a fresh one, as a training script that makes its loader per
-     epoch. threadloader in thread mode over the shared dataset, bounded by
-     the slow path below at every batch, makes a pass of 1,024 rows
-     (``Workload.batches_of``): a full one would cost the suite 20 s.
+     epoch. Every loader makes the same pass: the whole-pass rate weighs a
+     loader's start-up by the pass's length (thread mode once made a pass of
+     1,024 rows here, when the slow path below made a full one cost 20 s;
+     its workers hold the vocabulary's keys now, ``_workers.ownership``).
 
 The case the issue found: on CPython 3.13t every object records the
 thread that made it, and a lock-free dict lookup from another thread has to
@@ -41,9 +42,6 @@ from .base import Workload, scaled
 MAX_LEN = 96
 PAD, UNK = 0, 1
 BATCH_SIZE = 64
-#: Batches of a pass for threadloader in thread mode over the shared dataset: its threads start in
-#: milliseconds and every batch costs it the same, so a short pass gives its rate.
-SHARED_THREAD_BATCHES = 16
 _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 
@@ -150,7 +148,5 @@ def build(quick: bool, batches: int | None) -> Workload:
         dataset=OwnedTextDataset(rows, vocabulary),
         batch_size=batch_size,
         indices=range(count),
-        batches_of={} if quick else {"threadloader": SHARED_THREAD_BATCHES},
-        params={"rows": rows, "vocabulary": vocabulary, "max_len": MAX_LEN, "lookup": "dict.get",
-                "shared_thread_batches": None if quick else SHARED_THREAD_BATCHES},  # fmt: skip
+        params={"rows": rows, "vocabulary": vocabulary, "max_len": MAX_LEN, "lookup": "dict.get"},
     )
