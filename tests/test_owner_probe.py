@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from sample_datasets import list_collate
+from sample_datasets import FailingDataset, GlobalAugmented, RangeDataset, SlowDataset, list_collate
 
 from threadloader import DataLoader
 from threadloader._contract import BatchPart
@@ -33,41 +32,6 @@ from threadloader.runtime import made_by_another_thread
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_mode_choices")]
 
 free_threads = pytest.mark.free_threads
-
-
-class _Cheap:
-    """Samples that compute a little, on objects this dataset's maker made."""
-
-    def __init__(self, length: int = 256) -> None:
-        self.length = length
-        self.table = {f"w{i}": i for i in range(500)}
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> int:
-        return index + 0 * sum(self.table[f"w{(index * 7 + k) % 500}"] for k in range(20))
-
-
-class _DrawsGlobally(_Cheap):
-    """Samples that draw from the process-wide generators, as careless datasets do."""
-
-    def __getitem__(self, index: int) -> int:
-        random.random()
-        np.random.rand()
-        torch.rand(1)
-        return index
-
-
-class _FailsAt(_Cheap):
-    def __init__(self, bad: int) -> None:
-        super().__init__(64)
-        self.bad = bad
-
-    def __getitem__(self, index: int) -> int:
-        if index == self.bad:
-            raise ValueError(f"sample {index} is broken")
-        return super().__getitem__(index)
 
 
 def _spec(dataset: Any, **fields: Any) -> FetchSpec:
@@ -88,16 +52,20 @@ def test_ownership_is_read_from_the_object_itself() -> None:
 
 @free_threads
 def test_the_yardstick_applies_only_where_this_thread_made_the_dataset_and_no_worker_set_up_is_needed() -> None:
-    assert owner_probe.measurable(_spec(_Cheap()))
-    assert not owner_probe.measurable(_spec(_Cheap(), worker_init_fn=print))  # the consumer does not run it
-    assert not owner_probe.measurable(_spec(_Cheap(), iterable=True))
+    assert owner_probe.measurable(_spec(RangeDataset(8)))
+    assert not owner_probe.measurable(_spec(RangeDataset(8), worker_init_fn=print))  # the consumer does not run it
+    assert not owner_probe.measurable(_spec(RangeDataset(8), iterable=True))
     made: list[Any] = []
-    thread = threading.Thread(target=lambda: made.append(_Cheap()))
+    thread = threading.Thread(target=lambda: made.append(RangeDataset(8)))
     thread.start()
     thread.join()
     assert not owner_probe.measurable(_spec(made[0]))  # this thread pays the slow paths too: no yardstick
-    dataset = _Cheap()
-    dataset.table = made[0].table  # an attribute another thread made
+    dataset = RangeDataset(8)
+    dataset.table = {"made": "here"}  # type: ignore[attr-defined]
+    assert owner_probe.measurable(_spec(dataset))
+    thread = threading.Thread(target=lambda: setattr(dataset, "table", {"made": "there"}))
+    thread.start()
+    thread.join()  # an attribute another thread made
     assert not owner_probe.measurable(_spec(dataset))
 
 
@@ -109,13 +77,13 @@ def test_measuring_moves_no_generator_of_the_training_thread() -> None:
     random.seed(1)
     np.random.seed(1)
     torch.manual_seed(1)
-    cost = owner_probe.measure(_spec(_DrawsGlobally()), (0, 0, BatchPart(list(range(8)), 0)), (8, 0.002), 256)
+    cost = owner_probe.measure(_spec(GlobalAugmented(16)), (0, 0, BatchPart(list(range(8)), 0)), (8, 0.002), 256)
     assert cost is not None and cost.samples >= 8
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_a_sample_that_fails_gives_no_yardstick() -> None:
-    assert owner_probe.measure(_spec(_FailsAt(3)), (0, 0, [1, 2, 3, 4]), (8, 0.002), 256) is None
+    assert owner_probe.measure(_spec(FailingDataset(8, bad=(3,))), (0, 0, [1, 2, 3, 4]), (8, 0.002), 256) is None
 
 
 def test_threads_are_kept_within_reach_of_the_owner_and_measured_again_past_it() -> None:
@@ -154,7 +122,7 @@ def test_threads_within_reach_of_the_owner_fork_nothing(monkeypatch: pytest.Monk
     process_pool, template_maker = choosing.ProcessExecutor, choosing._TemplateMaker
     monkeypatch.setattr(choosing, "ProcessExecutor", lambda *a, **k: forked.append(a) or process_pool(*a, **k))
     monkeypatch.setattr(choosing, "_TemplateMaker", lambda *a: templates.append(a) or template_maker(*a))
-    dataset = _Waiting(96)
+    dataset = SlowDataset(96, 0.002)
     iterator = iter(DataLoader(dataset, batch_size=4, num_workers=4))
     assert [i for batch in iterator for i in batch.tolist()] == list(range(96))
     assert iterator.stats.choice.startswith("picked threads over the shared dataset: "), iterator.stats.choice
@@ -171,7 +139,7 @@ def test_a_dataset_made_by_another_thread_is_measured_against_every_candidate(
     process_pool = choosing.ProcessExecutor
     monkeypatch.setattr(choosing, "ProcessExecutor", lambda *a, **k: forked.append(a) or process_pool(*a, **k))
     made: list[Any] = []
-    thread = threading.Thread(target=lambda: made.append(_Waiting(96)))
+    thread = threading.Thread(target=lambda: made.append(SlowDataset(96, 0.002)))
     thread.start()
     thread.join()
     iterator = iter(DataLoader(made[0], batch_size=4, num_workers=2))
@@ -184,20 +152,6 @@ def test_a_dataset_made_by_another_thread_is_measured_against_every_candidate(
 @pytest.mark.parametrize("bad", [0, 5])
 def test_a_failing_sample_reaches_the_user_with_its_index(bad: int) -> None:
     # index 0 fails in the yardstick too (the pool then measures every candidate); 5 only in a worker
-    loader = DataLoader(_FailsAt(bad), batch_size=4, num_workers=2)
-    with pytest.raises(ValueError, match=f"sample {bad} is broken"):
+    loader = DataLoader(FailingDataset(64, bad=(bad,)), batch_size=4, num_workers=2)
+    with pytest.raises(KeyError, match=f"bad sample {bad}"):
         list(loader)
-
-
-class _Waiting:
-    """Samples that wait 2 ms: every candidate takes the same time, the owner too."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> int:
-        time.sleep(0.002)
-        return index

@@ -85,8 +85,7 @@ REPLICA_MEMORY_FACTOR = 4
 #: All workers' replicas together may take at most this share of the memory available.
 REPLICA_MEMORY_SHARE = 0.25
 
-THREADS_LABEL = "threads over the shared dataset"
-_LABELS = {THREADS: THREADS_LABEL, REPLICAS: "threads over per-worker replicas",
+_LABELS = {THREADS: "threads over the shared dataset", REPLICAS: "threads over per-worker replicas",
            PROCESSES: "worker processes"}
 
 
@@ -153,30 +152,36 @@ class OwnerCost:
         return self.cpu_s if measure == OF_CPU else self.wall_s
 
 
-def against_owner(busy_s: float, cpu_s: float, owner: OwnerCost, within: float = CLEARLY_FASTER) -> ModeChoice | None:
+def within_owner(busy_s: float, cpu_s: float, owner: OwnerCost, within: float = CLEARLY_FASTER) -> bool:
+    """Whether the shared threads, at ``busy_s`` and ``cpu_s`` seconds a sample, cost at most ``within`` times
+    the dataset's own thread. The test is in the owner's ``measure``; where samples compute, the threads' busy
+    time must pass it too (threads that wait for each other on a lock spend little CPU doing it)."""
+    if owner.measure == OF_CPU:
+        return cpu_s <= within * owner.cpu_s and busy_s <= within * owner.wall_s
+    return busy_s <= within * owner.wall_s
+
+
+def against_owner(busy_s: float, cpu_s: float, owner: OwnerCost) -> ModeChoice | None:
     """Threads over the shared dataset, where they cost within ``CLEARLY_FASTER`` of the dataset's own thread.
 
     Replicas and worker processes each own their copy as that thread owns
     the original, so they reach its cost at best: where the shared threads
-    are within ``CLEARLY_FASTER`` of it, neither can be clearly faster. The
-    test is in the owner's ``measure``; where samples compute, the shared
-    threads' busy time must pass it too (threads that wait for each other on
-    a lock spend little CPU doing it).
+    are within ``CLEARLY_FASTER`` of it (``within_owner``), neither can be
+    clearly faster.
 
     Args:
         busy_s: the shared threads' busy seconds a sample.
         cpu_s: their CPU seconds a sample.
         owner: the dataset's own thread's cost.
-        within: how many times the owner's cost they may take.
 
     Returns:
         The choice of threads, its reason naming both figures; ``None`` where
         the threads cost more (the other candidates must be measured).
     """
+    if not within_owner(busy_s, cpu_s, owner):
+        return None
     measure = owner.measure
     cost, reference = (cpu_s if measure == OF_CPU else busy_s), owner.of(measure)
-    if cost > within * reference or (measure == OF_CPU and busy_s > within * owner.wall_s):
-        return None
     reason = (
         f"picked {_LABELS[THREADS]}: {_us(cost)} {measure} a sample, within {CLEARLY_FASTER}x of the "
         f"{_us(reference)} the thread that made the dataset takes, which neither replicas nor processes can beat "
@@ -191,14 +196,14 @@ def outgrown(made: ModeChoice, cost: float) -> bool:
     return made.reference is not None and cost > SHARED_GROWTH * made.costs[THREADS]
 
 
-def threads_took(cost: float, measure: str, workers: int, reference: float, of_what: str) -> str:
-    """The words for the shared threads' cost against ``reference`` (``of_what``: whose cost that is)."""
+def took(cost: float, measure: str, workers: int, reference: float, of_what: str) -> str:
+    """The words for a candidate's cost with ``workers`` against ``reference`` (``of_what``: whose cost that is)."""
     plural = "s" if workers != 1 else ""
     return f"{_us(cost)} {measure} a sample with {workers} worker{plural} against {_us(reference)} {of_what}"
 
 
 def after_owner(made: ModeChoice, took: str) -> ModeChoice:
-    """``made``, with why every candidate was measured: the shared threads ``took`` (``threads_took``) more than
+    """``made``, with why every candidate was measured: the shared threads ``took`` (``took``'s words) more than
     the owner's cost allows."""
     if made.picked == THREADS:
         note = f"{_LABELS[THREADS]} took {took}, and no other was {CLEARLY_FASTER}x faster"
@@ -266,11 +271,13 @@ def revise(made: ModeChoice, cost: float, workers: int, running: tuple[str, ...]
     again = choose(costs, made.measure)
     if again.picked == made.picked:
         return None
-    reason = (
-        f"{again.reason}; changed from {_LABELS[made.picked]}, which took {_us(cost)} {made.measure} a sample with "
-        f"{workers} workers against {_us(made.costs[made.picked])} on the probe"
-    )
-    return replace(again, reason=reason)
+    measured = took(cost, made.measure, workers, made.costs[made.picked], "on the probe")
+    return replace(again, reason=f"{again.reason}; changed from {_LABELS[made.picked]}, which took {measured}")
+
+
+def kept_threads(costs: dict[str, float], why: str) -> ModeChoice:
+    """Threads over the shared dataset, kept without a comparison, and ``why``."""
+    return ModeChoice(THREADS, dict(costs), f"kept {_LABELS[THREADS]}{why}")
 
 
 # --- the choices kept per dataset ---------------------------------------------------------------

@@ -327,7 +327,6 @@ class ChoosingExecutor:
         else:
             # One thread against the owner: what a thread pays for objects another thread made shows in one
             # (what all of them running at once pay, in any mode, is the review's, at full size)
-            self._started = time.perf_counter()
             self._start_shared_threads(1)
 
     def _send(self, name: str, ticket: Ticket) -> None:
@@ -571,7 +570,7 @@ class ChoosingExecutor:
         workers = int(self._pools[THREADS].num_workers)
         if made is not None:
             self._settle(made)
-        elif windows.closed >= OWNER_WINDOWS - 1 or _choice.against_owner(busy, cpu, owner, BOUND_MARGIN) is None:
+        elif windows.closed >= OWNER_WINDOWS - 1 or not _choice.within_owner(busy, cpu, owner, BOUND_MARGIN):
             self._measure_the_others(busy, cpu, workers)
         else:  # between the two: the thread may still be starting up (a new thread's costs fall for a while)
             windows.next_window(self._thread_totals)
@@ -587,11 +586,10 @@ class ChoosingExecutor:
         cost = busy_s if measure == BUSY else cpu_s
         made = self.choice if self._winner is not None else None
         if made is not None and made.reference is not None:  # the review: against what one thread took
-            took = _choice.threads_took(cost, measure, workers, made.costs[THREADS], "with one")
+            self._changed_because = _choice.took(cost, measure, workers, made.costs[THREADS], "with one")
         else:
             of_owner = "in the thread that made the dataset"
-            took = _choice.threads_took(cost, measure, workers, owner.of(measure), of_owner)
-        self._changed_because = took
+            self._changed_because = _choice.took(cost, measure, workers, owner.of(measure), of_owner)
         self._kept[THREADS] = (busy_s, cpu_s)
         self._winner = None  # open again, where the threads had been picked
         self._emptying = True
@@ -604,10 +602,7 @@ class ChoosingExecutor:
         if not self._emptying or self._held[THREADS]:
             return
         self._emptying = False
-        pool = self._pools.pop(THREADS)
-        if self._generation is not None:
-            self._stopped[THREADS] = list(pool.timings(self._generation))
-        pool.shutdown()
+        self._stop(THREADS)
         self._start_candidates()
         self._send_waiting()
 
@@ -673,14 +668,11 @@ class ChoosingExecutor:
                 self._settle(made, grow)
                 return
             if warm is None:  # as without the owner's cost: threads, from what was measured, and remembered
-                reason = f"kept {_choice.THREADS_LABEL}: the epoch ended before one was measured past its start-up"
-                self._settle(ModeChoice(THREADS, costs, reason), grow)
-                return
-            reason = (
-                f"kept {_choice.THREADS_LABEL} for this epoch, which ended before they were measured within "
-                f"{_choice.CLEARLY_FASTER}x of the thread that made the dataset"
-            )
-            self._settle(ModeChoice(THREADS, costs, reason), grow, tell=False)
+                self._settle(_choice.kept_threads(costs, ": the epoch ended before one was measured past its start-up"),
+                             grow)
+            else:
+                why = " for this epoch, which ended before the other modes were measured"
+                self._settle(_choice.kept_threads(costs, why), grow, tell=False)
             return
         unavailable = dict(self._unavailable)
         for name in (*self._pools, *((REPLICAS,) if self._try_replicas or self._template is not None else ()),
@@ -690,8 +682,7 @@ class ChoosingExecutor:
         if THREADS in costs:
             self._settle(_choice.choose(*self._choice_costs(costs), unavailable), grow)
         else:
-            reason = "kept threads over the shared dataset: the epoch ended before they were measured"
-            self._settle(ModeChoice(THREADS, costs, reason), grow, tell=False)
+            self._settle(_choice.kept_threads(costs, ": the epoch ended before they were measured"), grow, tell=False)
 
     def _settle(self, choice: ModeChoice, grow: bool = True, tell: bool = True) -> None:
         """Make the chosen candidate the winner: it grows to size (unless shutting down) and takes every ticket
@@ -703,6 +694,7 @@ class ChoosingExecutor:
         self.choice = choice
         self._winner = winner_name = choice.picked
         if winner_name not in self._pools:  # threads stopped to measure the others, or never started
+            assert winner_name == THREADS  # every other candidate in the choice's costs runs
             if not grow or self._closed:
                 self._stop_idle_losers()
                 if tell:
@@ -811,10 +803,7 @@ class ChoosingExecutor:
         none is left, hand the per-batch path to the winner."""
         standby = self._review is not None
         for name in [name for name in self._pools if name != self._winner and not self._held[name] and not standby]:
-            pool = self._pools.pop(name)
-            if self._generation is not None:
-                self._stopped[name] = list(pool.timings(self._generation))
-            pool.shutdown()
+            self._stop(name)
         if self._settled():
             winner = self._pools[self._winner]  # type: ignore[index]  # settled: there is a winner
             self.submit = winner.submit  # type: ignore[method-assign]  # the per-batch path, without this layer
@@ -822,6 +811,13 @@ class ChoosingExecutor:
                 self.poll = winner.poll  # type: ignore[method-assign]  # its results carry their own numbers
             else:
                 self.poll = _renumbered(winner.poll, 2 * self._width)  # type: ignore[method-assign,assignment]
+
+    def _stop(self, name: str) -> None:
+        """Stop candidate ``name``'s pool, keeping its workers' totals for the epoch's stats."""
+        pool = self._pools.pop(name)
+        if self._generation is not None:
+            self._stopped[name] = list(pool.timings(self._generation))
+        pool.shutdown()
 
     def _settled(self) -> bool:
         return (

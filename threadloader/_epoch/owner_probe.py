@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import cycle
 from time import perf_counter, thread_time
 from typing import Any
 
@@ -90,11 +91,6 @@ def _global_states() -> list[tuple[Callable[[Any], Any], Any]]:
     return states
 
 
-def _cycle(indices: list[Any]) -> Iterator[Any]:
-    while True:
-        yield from indices
-
-
 def measure(spec: FetchSpec, ticket: Ticket, enough: tuple[int, float], most: int) -> OwnerCost | None:
     """Load samples of ``ticket`` in the calling thread and time them (see the module).
 
@@ -132,7 +128,7 @@ def measure(spec: FetchSpec, ticket: Ticket, enough: tuple[int, float], most: in
         samples, wall, cpu = 0, 0.0, 0.0
         stop = perf_counter() + MAX_S
         size = CHUNK if spec.auto_collation else 1
-        chosen = _cycle(indices[1:] or indices)
+        chosen = cycle(indices[1:] or indices)
         enough_samples, enough_s = enough
         while samples < most and not (samples >= enough_samples and wall >= enough_s) and perf_counter() < stop:
             chunk = [next(chosen) for _ in range(size)]
